@@ -1,0 +1,23 @@
+#!/bin/sh
+# demo.sh PORTICOD SRCDIR -- the README's first command (make demo): the
+# demo Node.js app on 127.0.0.1:3000 and porticod on 127.0.0.1:8080.
+set -eu
+porticod=$1
+src=$2
+node "$src/examples/demo-app.mjs" &
+app=$!
+trap 'kill $app 2>/dev/null || true' EXIT INT TERM
+cat <<TXT
+
+  portico demo: porticod on http://127.0.0.1:8080, demo app on :3000
+  Try, from another terminal:
+    curl -i http://127.0.0.1:8080/
+    curl -i http://127.0.0.1:8080/healthz
+    curl -i http://127.0.0.1:8080/old            (a 301 redirect)
+    curl -i http://127.0.0.1:3000/               (the Node.js app itself)
+    kill -HUP \$(pgrep -o porticod)               (reload, nothing dropped)
+  Edit examples/demo.yaml and reload to change the answers.
+  Ctrl-C stops both.
+
+TXT
+"$porticod" -c "$src/examples/demo.yaml" || true

@@ -1,0 +1,695 @@
+/*
+ * conn.c -- one client connection: the HTTP/1.1 server state machine.
+ *
+ *   HEAD --(head parsed)--> BODY --(body consumed)--> respond --> HEAD
+ *     |                                                  |
+ *     +--(bad input, timeout)--> CLOSING --> LINGER --> freed
+ *
+ * The connection owns its bufferevent (socket + buffers) and one timer
+ * whose meaning follows the state: keep-alive idle or header deadline in
+ * HEAD, lingering-close bound in LINGER.  Body reads and response writes
+ * are bounded by the bufferevent's read/write timeouts.  A request holds
+ * a reference to the configuration generation it started with.
+ *
+ * Calls: http_parse.c, route.c, log.c, worker.h.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "http_parse.h"
+#include "log.h"
+#include "route.h"
+#include "util.h"
+#include "worker.h"
+
+/* Past this much unsent output, pipelined requests wait their turn. */
+#define CONN_OUTPUT_HIGH (64 * 1024)
+/* How long a closing connection keeps reading so the client gets our
+ * last response instead of a reset. */
+#define CONN_LINGER_MS 2000
+
+enum conn_state {
+    CONN_HEAD,    /* waiting for or reading a request head */
+    CONN_BODY,    /* reading (and discarding) a request body */
+    CONN_FLUSH,   /* response queued; next request waits for the drain */
+    CONN_CLOSING, /* last response queued; close when written */
+    CONN_LINGER,  /* write side shut; draining input until EOF or timer */
+};
+
+/* The exchange in flight.  Reset for every request. */
+struct conn_req {
+    struct gen *gen; /* ref: the generation this request runs under */
+    const struct conf_route *route; /* borrowed from gen */
+    int version_minor;               /* -1 before a request line parsed */
+    unsigned keep_alive : 1;
+    unsigned head_only : 1;
+    unsigned chunked : 1;
+    uint64_t body_left;    /* Content-Length bytes still to read */
+    uint64_t body_bytes;   /* decoded body bytes read so far */
+    struct http_chunked chunk;
+    struct timeval start;
+    /* access-log copies of method, target, referer, user agent */
+    struct pt_str method, target, referer, user_agent;
+};
+
+struct conn {
+    struct conn *prev, *next; /* the worker's list */
+    struct worker *w;         /* borrowed */
+    struct bufferevent *bev;  /* owns: socket and buffers */
+    struct event *timer;      /* owns */
+    struct sockaddr_storage peer;
+    enum conn_state state;
+    unsigned nreq;        /* requests completed on this connection */
+    size_t scanned;       /* head bytes already searched for CRLFCRLF */
+    unsigned head_started : 1; /* a byte of the next head has arrived */
+    unsigned stop_after : 1;   /* graceful stop: close after this one */
+    struct conn_req req;
+    char *logbuf;         /* owns: storage for req's access-log copies */
+    size_t logcap;
+};
+
+static struct conn *conn_list;
+static unsigned conn_n;
+
+static void conn_process(struct conn *c);
+static void conn_free(struct conn *c);
+
+unsigned conn_count(void)
+{
+    return conn_n;
+}
+
+static const char *conn_peer_name(struct conn *c, char *buf, size_t len)
+{
+    return pt_addr_format((struct sockaddr *)&c->peer, buf, len);
+}
+
+static struct timeval conn_tv(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+/* Bound the gap between body reads (ms > 0) or lift the bound (0); the
+ * write timeout (timeouts.send) always stands. */
+static void conn_read_timeout(struct conn *c, uint64_t ms)
+{
+    const struct conf *cf = worker_gen(c->w)->conf;
+    struct timeval rtv = conn_tv(ms), wtv = conn_tv(cf->timeouts.send);
+
+    bufferevent_set_timeouts(c->bev, ms ? &rtv : NULL, &wtv);
+}
+
+static void conn_timer_ms(struct conn *c, uint64_t ms)
+{
+    struct timeval tv = conn_tv(ms);
+    evtimer_add(c->timer, &tv);
+}
+
+/* "Date: Sat, 21 Nov 2026 19:30:00 GMT\r\n", formatted once a second. */
+static struct pt_str conn_date_field(struct conn *c)
+{
+    static char buf[64];
+    static size_t len;
+    static time_t last;
+    struct timeval now;
+
+    event_base_gettimeofday_cached(worker_base(c->w), &now);
+    if (now.tv_sec != last) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        len = strftime(buf, sizeof(buf),
+                       "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        last = now.tv_sec;
+    }
+    return (struct pt_str){buf, len};
+}
+
+static const struct conf *conn_conf(struct conn *c)
+{
+    return c->req.gen ? c->req.gen->conf : worker_gen(c->w)->conf;
+}
+
+/* ---- access log ------------------------------------------------------ */
+
+static struct pt_str conn_keep(char **dst, struct pt_str s)
+{
+    struct pt_str out = {*dst, s.len};
+    memcpy(*dst, s.p, s.len);
+    *dst += s.len;
+    return out;
+}
+
+/* Copy what the access log needs out of the head before it is drained. */
+static void conn_log_capture(struct conn *c, const struct http_request *r)
+{
+    const struct http_header *ref, *ua;
+    size_t need;
+    char *p;
+
+    ref = http_header_find(r->headers, r->nheaders, "Referer");
+    ua = http_header_find(r->headers, r->nheaders, "User-Agent");
+    need = r->method.len + r->target.len + (ref ? ref->value.len : 0) +
+           (ua ? ua->value.len : 0);
+    if (need > c->logcap) {
+        char *nb = realloc(c->logbuf, need);
+        if (nb == NULL)
+            return; /* the log line goes without the strings */
+        c->logbuf = nb;
+        c->logcap = need;
+    }
+    p = c->logbuf;
+    c->req.method = conn_keep(&p, r->method);
+    c->req.target = conn_keep(&p, r->target);
+    if (ref)
+        c->req.referer = conn_keep(&p, ref->value);
+    if (ua)
+        c->req.user_agent = conn_keep(&p, ua->value);
+}
+
+static void conn_log_access(struct conn *c, int status, uint64_t bytes)
+{
+    struct gen *g = c->req.gen ? c->req.gen : worker_gen(c->w);
+    struct access_entry e;
+    struct timeval now, d;
+
+    if (g->conf->access_log.format == ACCESS_OFF)
+        return;
+    event_base_gettimeofday_cached(worker_base(c->w), &now);
+    evutil_timersub(&now, &c->req.start, &d);
+    memset(&e, 0, sizeof(e));
+    e.client = (struct sockaddr *)&c->peer;
+    e.method = c->req.method;
+    e.target = c->req.target;
+    e.referer = c->req.referer;
+    e.user_agent = c->req.user_agent;
+    e.version_minor = c->req.version_minor;
+    e.status = status;
+    e.bytes_sent = bytes;
+    e.duration_us = (uint64_t)d.tv_sec * 1000000 + (uint64_t)d.tv_usec;
+    access_log_write(g->access_fd, g->conf->access_log.format, &e);
+}
+
+/* ---- closing ---------------------------------------------------------- */
+
+static void conn_end_request(struct conn *c)
+{
+    gen_release(&c->req.gen);
+    memset(&c->req, 0, sizeof(c->req));
+    c->req.version_minor = -1;
+}
+
+static void conn_free(struct conn *c)
+{
+    conn_end_request(c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        conn_list = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    conn_n--;
+    event_free(c->timer);
+    bufferevent_free(c->bev);
+    free(c->logbuf);
+    struct worker *w = c->w;
+    free(c);
+    worker_conn_closed(w);
+}
+
+/* Output written: shut our side and read until the client hangs up, so
+ * unread request bytes don't turn our last response into a reset. */
+static void conn_linger(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    c->state = CONN_LINGER;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    bufferevent_enable(c->bev, EV_READ);
+    conn_timer_ms(c, CONN_LINGER_MS);
+}
+
+/* Stop reading; close once the queued output is written. */
+static void conn_close_after_write(struct conn *c)
+{
+    c->state = CONN_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(c->timer);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_linger(c);
+}
+
+/* ---- responses --------------------------------------------------------- */
+
+static void conn_add_common(struct conn *c, struct evbuffer *out,
+                            int keep_alive)
+{
+    struct pt_str date = conn_date_field(c);
+
+    evbuffer_add(out, date.p, date.len);
+    evbuffer_add(out, "Server: portico\r\n", 17);
+    if (!keep_alive)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (c->req.version_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+}
+
+/*
+ * Answer an error of our own and close: bad input, limits, timeouts.
+ * The request is never passed on.  `why` is static text for the body
+ * and the error log.
+ */
+static void conn_error(struct conn *c, int status, const char *why)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *reason = http_reason(status);
+    char peer[64], body[256];
+    int n;
+
+    if (c->req.start.tv_sec == 0)
+        event_base_gettimeofday_cached(worker_base(c->w), &c->req.start);
+    log_info("client %s: %d %s: %s", conn_peer_name(c, peer, sizeof(peer)),
+             status, reason, why);
+    n = snprintf(body, sizeof(body), "%d %s: %s\n", status, reason, why);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason);
+    conn_add_common(c, out, 0);
+    evbuffer_add_printf(out,
+                        "Content-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Length: %d\r\n\r\n",
+                        n);
+    if (!c->req.head_only)
+        evbuffer_add(out, body, (size_t)n);
+    conn_log_access(c, status, c->req.head_only ? 0 : (uint64_t)n);
+    conn_end_request(c);
+    conn_close_after_write(c);
+}
+
+static int conn_keeps_alive(struct conn *c)
+{
+    return c->req.keep_alive && !c->stop_after && !worker_stopping(c->w);
+}
+
+/* The request is complete: answer from its route, or 404. */
+static void conn_respond(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const struct conf_route *r = c->req.route;
+    int keep = conn_keeps_alive(c);
+    uint64_t sent = 0;
+
+    if (r == NULL) {
+        static const char nf[] = "404 Not Found: no route matches\n";
+        evbuffer_add(out, "HTTP/1.1 404 Not Found\r\n", 24);
+        conn_add_common(c, out, keep);
+        evbuffer_add_printf(out, "Content-Type: text/plain; charset=utf-8"
+                                 "\r\nContent-Length: %zu\r\n\r\n",
+                            sizeof(nf) - 1);
+        if (!c->req.head_only) {
+            evbuffer_add(out, nf, sizeof(nf) - 1);
+            sent = sizeof(nf) - 1;
+        }
+        conn_log_access(c, 404, sent);
+    } else {
+        const struct gen_respond *gr =
+            &c->req.gen->responds[r - c->req.gen->conf->routes];
+        evbuffer_add(out, gr->head, gr->head_len);
+        conn_add_common(c, out, keep);
+        evbuffer_add(out, gr->fields, gr->fields_len);
+        evbuffer_add(out, "\r\n", 2);
+        if (!c->req.head_only && r->respond.body_len) {
+            evbuffer_add(out, r->respond.body, r->respond.body_len);
+            sent = r->respond.body_len;
+        }
+        conn_log_access(c, r->respond.status, sent);
+    }
+    conn_end_request(c);
+    c->nreq++;
+    if (!keep) {
+        conn_close_after_write(c);
+        return;
+    }
+    c->state = CONN_HEAD;
+    c->scanned = 0;
+    c->head_started = 0;
+    conn_read_timeout(c, 0);
+    if (evbuffer_get_length(out) > CONN_OUTPUT_HIGH) {
+        /* A client pipelining faster than it reads: wait for the drain. */
+        c->state = CONN_FLUSH;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+/* ---- request body ------------------------------------------------------ */
+
+static int conn_body_limit(struct conn *c, uint64_t more)
+{
+    uint64_t max = conn_conf(c)->limits.max_body_bytes;
+
+    c->req.body_bytes += more;
+    return max == 0 || c->req.body_bytes <= max;
+}
+
+/* Decode chunked framing from the input; returns PT_OK when the body is
+ * done, PT_AGAIN for more, PT_ERROR after answering an error. */
+static int conn_read_chunked(struct conn *c, struct evbuffer *in)
+{
+    struct evbuffer_iovec v[8];
+    size_t used = 0;
+    int nv = evbuffer_peek(in, -1, NULL, v, 8);
+
+    for (int i = 0; i < nv && !c->req.chunk.done; i++) {
+        const char *p = v[i].iov_base;
+        size_t left = v[i].iov_len;
+        while (left > 0 && !c->req.chunk.done) {
+            struct pt_str data;
+            ssize_t n = http_chunked_decode(&c->req.chunk, p, left, &data);
+            if (n < 0) {
+                evbuffer_drain(in, used);
+                conn_error(c, 400, "invalid chunked body framing");
+                return PT_ERROR;
+            }
+            if (!conn_body_limit(c, data.len)) {
+                evbuffer_drain(in, used);
+                conn_error(c, 413, "request body exceeds limits."
+                                   "max_body_bytes");
+                return PT_ERROR;
+            }
+            p += n;
+            left -= (size_t)n;
+            used += (size_t)n;
+        }
+    }
+    evbuffer_drain(in, used);
+    return c->req.chunk.done ? PT_OK : PT_AGAIN;
+}
+
+static void conn_read_body(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    if (c->req.chunked) {
+        int rc = conn_read_chunked(c, in);
+        if (rc == PT_AGAIN && evbuffer_get_length(in) > 0 &&
+            !c->req.chunk.done) {
+            /* More than 8 segments buffered: go round again. */
+            rc = conn_read_chunked(c, in);
+        }
+        if (rc != PT_OK)
+            return;
+    } else {
+        size_t n = PT_MIN(evbuffer_get_length(in), c->req.body_left);
+        evbuffer_drain(in, n);
+        c->req.body_left -= n;
+        if (c->req.body_left > 0)
+            return;
+    }
+    conn_respond(c);
+}
+
+/* ---- request head ------------------------------------------------------ */
+
+/* Look for the end of the head in bytes not searched yet.  Returns how
+ * many bytes to hand the parser, or 0 to wait for more. */
+static size_t conn_head_span(struct conn *c, struct evbuffer *in,
+                             const struct conf *cf)
+{
+    size_t len = evbuffer_get_length(in);
+    size_t limit = cf->limits.max_header_bytes;
+    size_t upto = PT_MIN(len, limit + 1);
+    struct evbuffer_ptr from, end;
+
+    evbuffer_ptr_set(in, &from, c->scanned > 3 ? c->scanned - 3 : 0,
+                     EVBUFFER_PTR_SET);
+    evbuffer_ptr_set(in, &end, upto, EVBUFFER_PTR_SET);
+    struct evbuffer_ptr hit = evbuffer_search_range(in, "\r\n\r\n", 4,
+                                                    &from, &end);
+    if (hit.pos >= 0)
+        return (size_t)hit.pos + 4;
+    c->scanned = upto;
+    if (len > limit)
+        return upto; /* the parser names the limit: 414 or 431 */
+    if (len > cf->limits.max_uri_bytes) {
+        /* A request line longer than any allowed URI: let the parser
+         * say 414 now rather than wait for the header limit. */
+        struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
+        if (eol.pos < 0)
+            return upto;
+    }
+    return 0;
+}
+
+static void conn_start_request(struct conn *c, struct http_request *r,
+                               size_t head_len)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    const struct conf *cf;
+
+    c->req.gen = gen_ref(worker_gen(c->w));
+    cf = c->req.gen->conf;
+    c->req.version_minor = r->version_minor;
+    c->req.keep_alive = r->keep_alive;
+    c->req.head_only = r->method_id == HTTP_M_HEAD;
+    c->req.chunked = r->chunked;
+    c->req.body_left = r->content_length > 0 ? (uint64_t)r->content_length
+                                             : 0;
+    conn_log_capture(c, r);
+    c->req.route = route_match(cf, r->host, r->path);
+    evbuffer_drain(in, head_len);
+    evtimer_del(c->timer);
+
+    if (r->method_id == HTTP_M_CONNECT) {
+        conn_error(c, 501, "CONNECT is not supported");
+        return;
+    }
+    if (cf->limits.max_body_bytes && r->content_length >= 0 &&
+        (uint64_t)r->content_length > cf->limits.max_body_bytes) {
+        conn_error(c, 413, "request body exceeds limits.max_body_bytes");
+        return;
+    }
+    c->state = CONN_BODY;
+    if (c->req.chunked || c->req.body_left > 0) {
+        conn_read_timeout(c, cf->timeouts.client_body);
+        if (r->expect_continue && r->version_minor == 1)
+            evbuffer_add(bufferevent_get_output(c->bev),
+                         "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    conn_read_body(c);
+}
+
+static void conn_read_head(struct conn *c)
+{
+    struct worker *w = c->w;
+    const struct conf *cf = worker_gen(w)->conf;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct http_limits lim = {cf->limits.max_header_bytes,
+                              cf->limits.max_uri_bytes,
+                              cf->limits.max_headers};
+    struct http_request r;
+    size_t span;
+    ssize_t n;
+
+    if (evbuffer_get_length(in) == 0)
+        return;
+    if (!c->head_started) {
+        /* The first byte of a head starts the header deadline. */
+        c->head_started = 1;
+        event_base_gettimeofday_cached(worker_base(w), &c->req.start);
+        conn_timer_ms(c, cf->timeouts.client_header);
+    }
+    span = conn_head_span(c, in, cf);
+    if (span == 0)
+        return;
+    memset(&r, 0, sizeof(r));
+    r.headers = worker_headers(w, cf->limits.max_headers);
+    r.headers_cap = cf->limits.max_headers;
+    n = http_parse_request((const char *)evbuffer_pullup(in, (ssize_t)span),
+                           span, &lim, &r);
+    if (n == PT_AGAIN)
+        return; /* only empty lines so far */
+    if (n < 0) {
+        c->req.version_minor = -1;
+        conn_error(c, r.status, r.error);
+        return;
+    }
+    conn_start_request(c, &r, (size_t)n);
+}
+
+/* The connection waits for a next request: arm the idle timer, or close
+ * at once when the worker is stopping. */
+static void conn_idle(struct conn *c)
+{
+    const struct conf *cf = worker_gen(c->w)->conf;
+
+    if (c->stop_after || worker_stopping(c->w)) {
+        conn_free(c);
+        return;
+    }
+    conn_timer_ms(c, c->nreq ? cf->timeouts.keepalive
+                             : cf->timeouts.client_header);
+}
+
+/*
+ * Handle whatever input the current state can use.  Pipelined requests
+ * are answered in order by this loop, never by recursion, so a burst of
+ * tiny requests can't grow the stack.
+ */
+static void conn_process(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    for (;;) {
+        unsigned done = c->nreq;
+        switch (c->state) {
+        case CONN_HEAD:
+            bufferevent_enable(c->bev, EV_READ);
+            conn_read_head(c);
+            break;
+        case CONN_BODY:
+            conn_read_body(c);
+            break;
+        case CONN_LINGER:
+            evbuffer_drain(in, evbuffer_get_length(in));
+            return;
+        case CONN_FLUSH:
+        case CONN_CLOSING:
+            return;
+        }
+        if (c->nreq == done || evbuffer_get_length(in) == 0)
+            break;
+    }
+    if (c->state == CONN_HEAD && !c->head_started)
+        conn_idle(c);
+}
+
+/* ---- callbacks --------------------------------------------------------- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    conn_process(arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->state == CONN_CLOSING) {
+        conn_linger(c);
+    } else if (c->state == CONN_FLUSH) {
+        c->state = CONN_HEAD;
+        conn_process(c);
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if ((what & BEV_EVENT_EOF) && evbuffer_get_length(out) > 0 &&
+        c->state != CONN_BODY && c->state != CONN_LINGER) {
+        /* The client half-closed after its last request: finish writing
+         * what it asked for, then close. */
+        conn_end_request(c);
+        c->state = CONN_CLOSING;
+        bufferevent_disable(c->bev, EV_READ);
+        evtimer_del(c->timer);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+        c->state == CONN_BODY) {
+        conn_error(c, 408, "client sent the body too slowly "
+                           "(timeouts.client_body)");
+        return;
+    }
+    /* EOF, reset, or a client that stopped reading (timeouts.send). */
+    conn_free(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    if (c->state == CONN_HEAD && c->head_started) {
+        c->req.version_minor = -1;
+        conn_error(c, 408, "request head not received in time "
+                           "(timeouts.client_header)");
+        return;
+    }
+    /* Keep-alive idle, an idle new connection, or lingering done. */
+    conn_free(c);
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
+             int salen)
+{
+    struct event_base *base = worker_base(w);
+    struct conn *c = calloc(1, sizeof(*c));
+    int one = 1;
+
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return PT_ERROR;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->w = w;
+    memcpy(&c->peer, sa, PT_MIN((size_t)salen, sizeof(c->peer)));
+    c->req.version_minor = -1;
+    c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(base, on_timer, c);
+    if (c->bev == NULL || c->timer == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->timer)
+            event_free(c->timer);
+        free(c);
+        return PT_ERROR;
+    }
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    conn_read_timeout(c, 0);
+    c->next = conn_list;
+    if (conn_list)
+        conn_list->prev = c;
+    conn_list = c;
+    conn_n++;
+    c->state = CONN_HEAD;
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* Until the first byte, the header deadline bounds an idle accept. */
+    conn_timer_ms(c, worker_gen(w)->conf->timeouts.client_header);
+    return PT_OK;
+}
+
+void conn_stop_all_graceful(void)
+{
+    struct conn *c = conn_list, *next;
+
+    for (; c; c = next) {
+        next = c->next;
+        c->stop_after = 1;
+        if (c->state == CONN_HEAD && !c->head_started &&
+            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            conn_free(c);
+    }
+}
+
+void conn_close_all(void)
+{
+    while (conn_list)
+        conn_free(conn_list);
+}

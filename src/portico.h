@@ -1,0 +1,41 @@
+/*
+ * portico.h -- base vocabulary shared by every module: return codes,
+ * string views, small helpers.  Calls: nothing.
+ */
+#ifndef PORTICO_H
+#define PORTICO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The small set of return codes every module speaks. */
+enum {
+    PT_OK = 0,
+    PT_ERROR = -1, /* bad input or failure; the caller decides the outcome */
+    PT_AGAIN = -2, /* need more bytes / try later */
+};
+
+/* A borrowed view of bytes; never NUL-terminated unless stated. */
+struct pt_str {
+    const char *p;
+    size_t len;
+};
+
+#define PT_STR(lit) ((struct pt_str){(lit), sizeof(lit) - 1})
+#define PT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Case-insensitive ASCII comparison of a view against a C string. */
+int pt_str_ieq(struct pt_str s, const char *lit);
+
+/* Case-sensitive comparison of a view against a C string. */
+int pt_str_eq(struct pt_str s, const char *lit);
+
+static inline char pt_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+#endif

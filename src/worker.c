@@ -1,0 +1,575 @@
+/*
+ * worker.c -- a worker process: event_base, generations, listeners,
+ * privileges, and the channel to the master.
+ *
+ * A reload arrives as a CHANNEL_GENERATION message carrying the config
+ * bytes the master validated (in a memfd) and every listener's fd.  The
+ * worker builds the new generation beside the old one, swaps it in, and
+ * the old one lives on until the last request holding it ends.
+ *
+ * Calls: conn.c, channel.c, conf.c, log.c, http_parse.c.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "conn.h"
+#include "log.h"
+
+struct worker {
+    int slot;
+    struct event_base *base;     /* owns */
+    struct gen *gen;             /* ref: the current generation */
+    int channel_fd;              /* owns */
+    struct event *channel_ev;    /* owns */
+    struct event *sig_ev[3];     /* owns: INT, TERM, QUIT */
+    struct event *grace_ev;      /* owns; armed by a graceful stop */
+    unsigned stopping : 1;
+    unsigned paused : 1;         /* accepting paused at max_connections */
+    struct http_header *hdrs;    /* owns: scratch for one request head */
+    size_t hdrs_cap;
+};
+
+static void worker_stop_graceful(struct worker *w, const char *why);
+
+/* ---- generations ------------------------------------------------------- */
+
+struct gen *gen_ref(struct gen *g)
+{
+    g->refs++;
+    return g;
+}
+
+static void gen_free(struct gen *g)
+{
+    for (size_t i = 0; i < g->nlsn; i++)
+        if (g->lsn[i])
+            evconnlistener_free(g->lsn[i]);
+    free(g->lsn);
+    for (size_t i = 0; g->responds && i < g->conf->nroutes; i++) {
+        free(g->responds[i].head);
+        free(g->responds[i].fields);
+    }
+    free(g->responds);
+    if (g->access_fd >= 0)
+        close(g->access_fd);
+    if (g->error_fd >= 0 && g->error_fd != 2)
+        close(g->error_fd);
+    conf_free(&g->conf);
+    free(g);
+}
+
+void gen_release(struct gen **gp)
+{
+    struct gen *g = *gp;
+
+    if (g == NULL)
+        return;
+    *gp = NULL;
+    if (--g->refs == 0)
+        gen_free(g);
+}
+
+/* Serialise a respond: route's status line and fields once per
+ * generation, so answering costs a few buffer appends. */
+static int gen_build_respond(struct gen_respond *gr,
+                             const struct conf_respond *rs)
+{
+    size_t cap = 128, len;
+    int has_type = 0;
+
+    for (size_t i = 0; i < rs->nheaders; i++) {
+        cap += strlen(rs->headers[i].name) + strlen(rs->headers[i].value) + 4;
+        if (strcasecmp(rs->headers[i].name, "Content-Type") == 0)
+            has_type = 1;
+    }
+    if (asprintf(&gr->head, "HTTP/1.1 %d %s\r\n", rs->status,
+                 http_reason(rs->status)) < 0) {
+        gr->head = NULL;
+        return PT_ERROR;
+    }
+    gr->head_len = strlen(gr->head);
+    gr->fields = malloc(cap);
+    if (gr->fields == NULL)
+        return PT_ERROR;
+    len = 0;
+    for (size_t i = 0; i < rs->nheaders; i++)
+        len += (size_t)snprintf(gr->fields + len, cap - len, "%s: %s\r\n",
+                                rs->headers[i].name, rs->headers[i].value);
+    if (!has_type && rs->body_len)
+        len += (size_t)snprintf(gr->fields + len, cap - len,
+                                "Content-Type: text/plain; charset=utf-8\r\n");
+    /* 1xx, 204 and 304 carry no body and no length (RFC 9110 8.6). */
+    if (rs->status != 204 && rs->status != 304 && rs->status >= 200)
+        len += (size_t)snprintf(gr->fields + len, cap - len,
+                                "Content-Length: %zu\r\n", rs->body_len);
+    gr->fields_len = len;
+    return PT_OK;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg);
+static void on_accept_error(struct evconnlistener *l, void *arg);
+
+static void gen_close_fds(const int *lfds, size_t from, size_t n)
+{
+    for (size_t k = from; k < n; k++)
+        close(lfds[k]);
+}
+
+/*
+ * Build a generation around conf (owned from now on, freed on failure)
+ * and the given fds (owned; closed on failure).  Listeners start
+ * disabled.  Returns NULL on failure.
+ */
+static struct gen *gen_new(struct worker *w, unsigned id, struct conf *conf,
+                           const int *lfds, int error_fd, int access_fd)
+{
+    struct gen *g = calloc(1, sizeof(*g));
+
+    if (g == NULL) {
+        gen_close_fds(lfds, 0, conf->nlisteners);
+        if (access_fd >= 0)
+            close(access_fd);
+        if (error_fd != 2)
+            close(error_fd);
+        conf_free(&conf);
+        return NULL;
+    }
+    g->id = id;
+    g->refs = 1;
+    g->conf = conf;
+    g->worker = w;
+    g->error_fd = error_fd;
+    g->access_fd = access_fd;
+    g->responds = calloc(conf->nroutes + 1, sizeof(*g->responds));
+    g->lsn = calloc(conf->nlisteners + 1, sizeof(*g->lsn));
+    if (g->responds == NULL || g->lsn == NULL)
+        goto fail;
+    for (size_t r = 0; r < conf->nroutes; r++)
+        if (gen_build_respond(&g->responds[r], &conf->routes[r].respond))
+            goto fail;
+    for (size_t i = 0; i < conf->nlisteners; i++, g->nlsn = i) {
+        g->lsn[i] = evconnlistener_new(
+            w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED,
+            -1, lfds[i]);
+        if (g->lsn[i] == NULL)
+            goto fail;
+        evconnlistener_set_error_cb(g->lsn[i], on_accept_error);
+    }
+    return g;
+
+fail:
+    gen_close_fds(lfds, g->nlsn, conf->nlisteners);
+    if (g->lsn == NULL)
+        g->nlsn = 0;
+    gen_free(g);
+    return NULL;
+}
+
+static void gen_listen(struct gen *g, int on)
+{
+    for (size_t i = 0; i < g->nlsn; i++) {
+        if (g->lsn[i] == NULL)
+            continue;
+        if (on)
+            evconnlistener_enable(g->lsn[i]);
+        else
+            evconnlistener_disable(g->lsn[i]);
+    }
+}
+
+/* Make g current: it starts accepting, the old one stops (its sockets
+ * close when its last request ends and it is freed). */
+static void gen_close_listeners(struct gen *g)
+{
+    for (size_t i = 0; i < g->nlsn; i++) {
+        if (g->lsn[i])
+            evconnlistener_free(g->lsn[i]);
+        g->lsn[i] = NULL;
+    }
+}
+
+static void worker_swap_gen(struct worker *w, struct gen *g)
+{
+    /* The new generation holds its own fd for every socket it keeps, so
+     * the old one's close now: a removed listener stops at once. */
+    if (w->gen)
+        gen_close_listeners(w->gen);
+    gen_release(&w->gen);
+    w->gen = g;
+    log_set_fd(g->error_fd);
+    log_set_level(g->conf->error_log.level);
+    if (!w->stopping && !w->paused)
+        gen_listen(g, 1);
+}
+
+struct gen *worker_gen(struct worker *w)
+{
+    return w->gen;
+}
+
+struct event_base *worker_base(struct worker *w)
+{
+    return w->base;
+}
+
+int worker_stopping(struct worker *w)
+{
+    return w->stopping;
+}
+
+struct http_header *worker_headers(struct worker *w, size_t n)
+{
+    if (n > w->hdrs_cap) {
+        struct http_header *h = realloc(w->hdrs, n * sizeof(*h));
+        if (h == NULL)
+            abort(); /* at most limits.max_headers entries: tiny */
+        w->hdrs = h;
+        w->hdrs_cap = n;
+    }
+    return w->hdrs;
+}
+
+/* ---- accepting --------------------------------------------------------- */
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg)
+{
+    struct worker *w = arg;
+
+    conn_new(w, fd, sa, salen);
+    if (conn_count() >= w->gen->conf->limits.max_connections &&
+        !w->paused) {
+        /* Full: stop accepting until a connection closes.  Pending
+         * connects wait in the kernel's backlog or go to other workers. */
+        w->paused = 1;
+        gen_listen(w->gen, 0);
+        log_warn("limits.max_connections (%u) reached; pausing accept",
+                 w->gen->conf->limits.max_connections);
+    }
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+
+    /* Out of descriptors or memory: pause briefly rather than spin. */
+    log_error("accept: %s", evutil_socket_error_to_string(err));
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        w->paused = 1;
+        gen_listen(w->gen, 0);
+    }
+}
+
+void worker_conn_closed(struct worker *w)
+{
+    if (w->stopping) {
+        if (conn_count() == 0)
+            event_base_loopbreak(w->base);
+        return;
+    }
+    if (w->paused && conn_count() < w->gen->conf->limits.max_connections) {
+        w->paused = 0;
+        gen_listen(w->gen, 1);
+    }
+}
+
+/* ---- stopping ---------------------------------------------------------- */
+
+static void on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    log_notice("shutdown_grace over; closing %u connections", conn_count());
+    conn_close_all();
+    event_base_loopbreak(w->base);
+}
+
+static void worker_stop_graceful(struct worker *w, const char *why)
+{
+    struct timeval tv;
+    uint64_t ms = w->gen->conf->timeouts.shutdown_grace;
+
+    if (w->stopping)
+        return;
+    log_info("graceful stop (%s): %u connections open", why, conn_count());
+    w->stopping = 1;
+    gen_close_listeners(w->gen);
+    conn_stop_all_graceful();
+    if (conn_count() == 0) {
+        event_base_loopbreak(w->base);
+        return;
+    }
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    w->grace_ev = evtimer_new(w->base, on_grace, w);
+    if (w->grace_ev == NULL || evtimer_add(w->grace_ev, &tv) < 0)
+        on_grace(-1, 0, w);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (sig == SIGQUIT) {
+        worker_stop_graceful(w, "SIGQUIT");
+        return;
+    }
+    conn_close_all();
+    event_base_loopbreak(w->base);
+}
+
+/* ---- the channel ------------------------------------------------------- */
+
+static void worker_reply(struct worker *w, uint32_t type, uint32_t gen)
+{
+    struct channel_msg m = {type, gen, 0, 0};
+
+    if (channel_send(w->channel_fd, &m, NULL, 0) < 0)
+        log_error("channel: cannot answer the master: %s", strerror(errno));
+}
+
+/* Read the config bytes the master validated out of its memfd. */
+static struct conf *worker_load_memfd(int fd)
+{
+    struct conf_diag diag = {0};
+    struct conf *conf = NULL;
+    struct stat st;
+    char name[64];
+
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd,
+                       0);
+        if (p != MAP_FAILED) {
+            snprintf(name, sizeof(name), "(reloaded config)");
+            conf = conf_load_buffer(name, p, (size_t)st.st_size, &diag);
+            munmap(p, (size_t)st.st_size);
+        }
+    }
+    for (size_t i = 0; i < diag.n; i++)
+        log_error("reload: %s", diag.msgs[i]);
+    conf_diag_fini(&diag);
+    return conf;
+}
+
+static void worker_on_generation(struct worker *w,
+                                 const struct channel_msg *m, int *fds,
+                                 size_t nfds)
+{
+    struct conf *conf = nfds >= 3 ? worker_load_memfd(fds[0]) : NULL;
+    int access_fd = (m->flags & CHANNEL_F_HAS_ACCESS) ? fds[2] : -1;
+    struct gen *g;
+
+    if (nfds >= 3 && !(m->flags & CHANNEL_F_HAS_ACCESS))
+        close(fds[2]);
+    if (nfds >= 1)
+        close(fds[0]);
+    if (conf == NULL || conf->nlisteners != nfds - 3) {
+        /* Validated by the master, so this is a broken invariant between
+         * our own processes: keep the old generation, say so. */
+        log_error("generation %u refused: config or descriptors mismatch",
+                  m->generation);
+        for (size_t i = 1; i < nfds; i++)
+            if (i != 2 || access_fd >= 0)
+                close(fds[i]);
+        conf_free(&conf);
+        worker_reply(w, CHANNEL_NACK, m->generation);
+        return;
+    }
+    g = gen_new(w, m->generation, conf, fds + 3, fds[1], access_fd);
+    if (g == NULL) {
+        log_error("generation %u: out of memory; keeping %u",
+                  m->generation, w->gen->id);
+        worker_reply(w, CHANNEL_NACK, m->generation);
+        return;
+    }
+    worker_swap_gen(w, g);
+    log_debug("generation %u applied", g->id);
+    worker_reply(w, CHANNEL_ACK, g->id);
+}
+
+/* SIGUSR1 in the master: swap in the freshly opened log files. */
+static void worker_on_reopen(struct worker *w, const struct channel_msg *m,
+                             int *fds, size_t nfds)
+{
+    struct gen *g = w->gen;
+
+    if (nfds != 2) {
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        return;
+    }
+    if (g->error_fd != 2)
+        close(g->error_fd);
+    g->error_fd = fds[0];
+    log_set_fd(g->error_fd);
+    if (g->access_fd >= 0)
+        close(g->access_fd);
+    g->access_fd = (m->flags & CHANNEL_F_HAS_ACCESS) ? fds[1] : -1;
+    if (g->access_fd < 0)
+        close(fds[1]);
+    log_info("log files reopened");
+}
+
+static void on_channel(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct channel_msg m;
+    int fds[CHANNEL_MAX_FDS];
+    size_t nfds;
+    int rc = channel_recv(fd, &m, fds, CHANNEL_MAX_FDS, &nfds);
+
+    if (rc < 0 && errno == EAGAIN)
+        return;
+    if (rc <= 0) {
+        /* The master is gone: finish what is open, then exit. */
+        event_del(w->channel_ev);
+        worker_stop_graceful(w, "master gone");
+        return;
+    }
+    switch (m.type) {
+    case CHANNEL_GENERATION:
+        worker_on_generation(w, &m, fds, nfds);
+        break;
+    case CHANNEL_REOPEN:
+        worker_on_reopen(w, &m, fds, nfds);
+        break;
+    case CHANNEL_STOP_GRACEFUL:
+        worker_stop_graceful(w, "asked by the master");
+        break;
+    case CHANNEL_STOP_FAST:
+        conn_close_all();
+        event_base_loopbreak(w->base);
+        break;
+    default:
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        log_error("channel: unknown message %u", m.type);
+    }
+}
+
+/* ---- start-up ---------------------------------------------------------- */
+
+/* Started as root: become conf->user for good. */
+static int worker_drop_privileges(const struct conf *conf)
+{
+    struct passwd *pw;
+
+    if (geteuid() != 0 || conf->user == NULL)
+        return PT_OK;
+    pw = getpwnam(conf->user);
+    if (pw == NULL) {
+        log_error("user \"%s\": no such user", conf->user);
+        return PT_ERROR;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+        setuid(pw->pw_uid) < 0) {
+        log_error("cannot become user \"%s\": %s", conf->user,
+                  strerror(errno));
+        return PT_ERROR;
+    }
+    if (setuid(0) == 0) {
+        log_error("dropped to \"%s\" but could regain root", conf->user);
+        return PT_ERROR;
+    }
+    return PT_OK;
+}
+
+static int worker_dup_fds(const struct worker_init *in, int **lfds,
+                          int *error_fd, int *access_fd)
+{
+    size_t n = in->conf->nlisteners;
+
+    *lfds = calloc(n + 1, sizeof(int));
+    if (*lfds == NULL)
+        return PT_ERROR;
+    for (size_t i = 0; i < n; i++)
+        (*lfds)[i] = fcntl(in->listen_fds[i], F_DUPFD_CLOEXEC, 3);
+    *error_fd = in->error_fd == 2 ? 2 : fcntl(in->error_fd, F_DUPFD_CLOEXEC, 3);
+    *access_fd = in->access_fd < 0 ? -1
+                                   : fcntl(in->access_fd, F_DUPFD_CLOEXEC, 3);
+    return PT_OK;
+}
+
+static int worker_setup(struct worker *w, const struct worker_init *in)
+{
+    static const int sigs[3] = {SIGINT, SIGTERM, SIGQUIT};
+    int *lfds, error_fd, access_fd;
+    struct gen *g;
+
+    w->slot = in->slot;
+    w->channel_fd = in->channel_fd;
+    w->base = event_base_new();
+    if (w->base == NULL)
+        return PT_ERROR;
+    if (worker_dup_fds(in, &lfds, &error_fd, &access_fd) < 0)
+        return PT_ERROR;
+    g = gen_new(w, in->generation, in->conf, lfds, error_fd, access_fd);
+    free(lfds);
+    if (g == NULL)
+        return PT_ERROR;
+    for (int i = 0; i < 3; i++) {
+        w->sig_ev[i] = evsignal_new(w->base, sigs[i], on_signal, w);
+        if (w->sig_ev[i] == NULL || event_add(w->sig_ev[i], NULL) < 0)
+            return PT_ERROR;
+    }
+    w->channel_ev = event_new(w->base, w->channel_fd, EV_READ | EV_PERSIST,
+                              on_channel, w);
+    if (w->channel_ev == NULL || event_add(w->channel_ev, NULL) < 0)
+        return PT_ERROR;
+    worker_swap_gen(w, g);
+    return worker_drop_privileges(g->conf);
+}
+
+static void worker_fini(struct worker *w)
+{
+    conn_close_all();
+    for (int i = 0; i < 3; i++)
+        if (w->sig_ev[i])
+            event_free(w->sig_ev[i]);
+    if (w->channel_ev)
+        event_free(w->channel_ev);
+    if (w->grace_ev)
+        event_free(w->grace_ev);
+    gen_release(&w->gen);
+    free(w->hdrs);
+    close(w->channel_fd);
+    if (w->base)
+        event_base_free(w->base);
+}
+
+void worker_run(const struct worker_init *in)
+{
+    struct worker w;
+    char role[32];
+    int status = 0;
+
+    memset(&w, 0, sizeof(w));
+    snprintf(role, sizeof(role), "worker %d", in->slot);
+    log_set_role(role);
+    signal(SIGPIPE, SIG_IGN);
+    /* SIGHUP and SIGUSR1 are the master's: it relays what they mean. */
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN);
+    if (worker_setup(&w, in) < 0) {
+        log_error("cannot start: %s", strerror(errno));
+        status = 2;
+    } else {
+        log_debug("started, generation %u", w.gen->id);
+        event_base_dispatch(w.base);
+    }
+    log_set_fd(2);
+    worker_fini(&w);
+    _exit(status);
+}
