@@ -573,6 +573,17 @@ static void master_reject(const struct conf_diag *d, const char *path,
               why, path);
 }
 
+static int master_write_pid(const struct conf *c);
+
+/* pid_file changed: write the new one, remove the old one. */
+static void master_move_pid(const struct conf *old, const struct conf *nc)
+{
+    if (master_same_str(old->pid_file, nc->pid_file))
+        return;
+    if (master_write_pid(nc) == PT_OK && old->pid_file)
+        unlink(old->pid_file);
+}
+
 static void master_reload(struct master *m)
 {
     struct conf_diag diag = {0};
@@ -625,6 +636,7 @@ static void master_reload(struct master *m)
     m->conf = nc;
     master_set_logs(m, error_fd, access_fd);
     log_set_level(nc->error_log.level);
+    master_move_pid(old, nc);
     m->gen++;
     master_broadcast_gen(m, memfd);
     close(memfd);
@@ -656,8 +668,14 @@ static void master_on_channel(struct master *m, size_t i)
         return;
     if (msg.type == CHANNEL_ACK)
         m->slots[i].acked = msg.generation;
-    else if (msg.type == CHANNEL_NACK)
-        log_error("worker %zu refused generation %u", i, msg.generation);
+    else if (msg.type == CHANNEL_NACK && msg.generation == m->gen) {
+        /* It would serve the old rules: a fresh worker takes its slot. */
+        log_error("worker %zu refused generation %u; replacing it", i,
+                  msg.generation);
+        master_retire(m, i);
+        if (master_spawn(m, i) < 0)
+            master_schedule(m, i, MASTER_BACKOFF_FIRST_MS);
+    }
 }
 
 /* Once every running worker applied the pending generation, say so. */
@@ -791,6 +809,9 @@ static int master_start(struct master *m)
         return PT_ERROR;
     if (master_write_pid(m->conf) < 0)
         return PT_ERROR;
+    if (m->conf->user && geteuid() != 0)
+        log_notice("user \"%s\" ignored: not started as root",
+                   m->conf->user);
     m->nslots = (size_t)m->conf->workers;
     m->slots = calloc(m->nslots, sizeof(*m->slots));
     if (m->slots == NULL)
