@@ -21,6 +21,10 @@
 #define CONF_FILE_MAX (16 * 1024 * 1024)
 #define WORKERS_MAX 512
 #define BACKLOG_DEFAULT 511
+/* Under Node.js's 5 s keepAliveTimeout, so portico closes first. */
+#define UPSTREAM_KEEPALIVE_TIMEOUT_MS 4000
+/* "(defined: a, b, ...)" lists at most this much of the names. */
+#define NAME_LIST_MAX 200
 
 /* ---- memory: a config is small, so running out here is fatal ---- */
 
@@ -142,6 +146,23 @@ static void conf_set_defaults(struct conf *c)
     c->timeouts.keepalive = 75 * 1000;
     c->timeouts.send = 60 * 1000;
     c->timeouts.shutdown_grace = 30 * 1000;
+    c->timeouts.upstream_connect = 3 * 1000;
+    c->timeouts.upstream_send = 60 * 1000;
+    c->timeouts.upstream_read = 60 * 1000;
+}
+
+void conf_upstream_init(struct conf_upstream *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->balance = BALANCE_ROUND_ROBIN;
+    u->hash_key = HASH_CLIENT;
+    u->keepalive = 32;
+    u->keepalive_timeout = UPSTREAM_KEEPALIVE_TIMEOUT_MS;
+    u->retries = 1;
+    u->max_fails = 3;
+    u->fail_timeout = 10 * 1000;
+    /* timeouts stay 0 until conf_fill_defaults: the global ones may be
+     * written after upstreams: */
 }
 
 static int workers_auto_count(void)
@@ -153,16 +174,36 @@ static int workers_auto_count(void)
     return n > WORKERS_MAX ? WORKERS_MAX : (int)n;
 }
 
+/* respond: is filled only where written; an upstream: route's stays 0. */
 static void route_fill_defaults(struct conf_route *r)
 {
     if (r->path_prefix == NULL)
         r->path_prefix = xstrdup("/");
+    if (!r->has_respond)
+        return;
     if (r->respond.status == 0)
         r->respond.status = 200;
     if (r->respond.body == NULL) {
         r->respond.body = xstrdup("");
         r->respond.body_len = 0;
     }
+}
+
+static void upstream_fill_defaults(struct conf_upstream *u,
+                                   const struct conf *c)
+{
+    struct conf_upstream_timeouts *t = &u->timeouts;
+
+    for (size_t i = 0; i < u->nservers; i++) {
+        if (u->servers[i].weight == 0)
+            u->servers[i].weight = 1;
+    }
+    if (t->connect == 0)
+        t->connect = c->timeouts.upstream_connect;
+    if (t->send == 0)
+        t->send = c->timeouts.upstream_send;
+    if (t->read == 0)
+        t->read = c->timeouts.upstream_read;
 }
 
 /* Defaults that depend on what the file said, filled in after parsing. */
@@ -182,18 +223,26 @@ static void conf_fill_defaults(struct conf *c)
         if (c->listeners[i].backlog == 0)
             c->listeners[i].backlog = BACKLOG_DEFAULT;
     }
+    for (size_t i = 0; i < c->nupstreams; i++)
+        upstream_fill_defaults(&c->upstreams[i], c);
     for (size_t i = 0; i < c->nroutes; i++)
         route_fill_defaults(&c->routes[i]);
 }
 
 /* ---- checks across values ---- */
 
+/* pt_parse_addr zeroes the padding, so bytes compare; addrlen 0 marks
+ * an address already reported as bad. */
+static int addr_same(const struct sockaddr_storage *a, socklen_t alen,
+                     const struct sockaddr_storage *b, socklen_t blen)
+{
+    return alen != 0 && alen == blen && memcmp(a, b, alen) == 0;
+}
+
 static int listener_same(const struct conf_listener *a,
                          const struct conf_listener *b)
 {
-    /* pt_parse_addr zeroes the padding, so bytes compare */
-    return a->addrlen != 0 && a->addrlen == b->addrlen &&
-           memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+    return addr_same(&a->addr, a->addrlen, &b->addr, b->addrlen);
 }
 
 static void check_listeners(const struct conf *c, struct conf_diag *diag)
@@ -212,6 +261,87 @@ static void check_listeners(const struct conf *c, struct conf_diag *diag)
                          l->listen, first->pos.line, first->pos.col);
             break;
         }
+    }
+}
+
+/* The same server twice in one upstream would just double its weight. */
+static void check_servers(const struct conf *c, const struct conf_upstream *u,
+                          struct conf_diag *diag)
+{
+    for (size_t i = 1; u->name != NULL && i < u->nservers; i++) {
+        const struct conf_server *s = &u->servers[i];
+
+        for (size_t j = 0; j < i; j++) {
+            const struct conf_server *first = &u->servers[j];
+
+            if (!addr_same(&first->addr, first->addrlen, &s->addr, s->addrlen))
+                continue;
+            /* both parsed as numeric addresses and the name is vetted:
+             * safe to print */
+            conf_diag_at(diag, c, s->pos,
+                         "upstreams.%s.servers[%zu].address: duplicate "
+                         "server \"%s\" (first defined at %d:%d)",
+                         u->name, i, s->address, first->pos.line,
+                         first->pos.col);
+            break;
+        }
+    }
+}
+
+static struct conf_upstream *upstream_find(const struct conf *c,
+                                           const char *name)
+{
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        if (c->upstreams[i].name && strcmp(c->upstreams[i].name, name) == 0)
+            return &c->upstreams[i];
+    }
+    return NULL;
+}
+
+/* "defined: a, b" or "no upstreams are defined", into buf. */
+static const char *upstream_names(const struct conf *c, char *buf,
+                                  size_t buflen)
+{
+    size_t len = 0;
+
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        const char *name = c->upstreams[i].name;
+
+        if (name == NULL) /* reported as invalid */
+            continue;
+        if (len + strlen(name) + 2 > NAME_LIST_MAX) {
+            len += (size_t)snprintf(buf + len, buflen - len, ", ...");
+            break;
+        }
+        len += (size_t)snprintf(buf + len, buflen - len, "%s%s",
+                                len ? ", " : "defined: ", name);
+    }
+    if (len == 0)
+        snprintf(buf, buflen, "no upstreams are defined");
+    return buf;
+}
+
+/*
+ * Points each upstream: route at its group.  Done once everything is
+ * read, since routes: may come before upstreams: in the file; the
+ * pointers stay valid because conf->upstreams is never reallocated.
+ */
+static void resolve_routes(struct conf *c, struct conf_diag *diag)
+{
+    char names[NAME_LIST_MAX + 32];
+
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct conf_route *r = &c->routes[i];
+
+        if (r->upstream_name == NULL)
+            continue;
+        r->upstream = upstream_find(c, r->upstream_name);
+        if (r->upstream == NULL) /* the name is vetted: safe to print */
+            conf_diag_at(diag, c, r->upstream_pos,
+                         "routes[%zu].upstream: no upstream named \"%s\" "
+                         "(%s)",
+                         i, r->upstream_name,
+                         upstream_names(c, names, sizeof(names)));
     }
 }
 
@@ -265,6 +395,9 @@ struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
     if (conf_yaml_parse(c, c->source, c->source_len, diag) == PT_OK) {
         conf_fill_defaults(c);
         check_listeners(c, diag);
+        for (size_t i = 0; i < c->nupstreams; i++)
+            check_servers(c, &c->upstreams[i], diag);
+        resolve_routes(c, diag);
         check_limits(c, diag);
         check_user(c, diag);
     }
@@ -332,16 +465,43 @@ struct conf *conf_load_file(const char *path, struct conf_diag *diag)
     return c;
 }
 
+static void headers_free(struct conf_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+static void header_ops_free(struct conf_header_ops *ops)
+{
+    headers_free(ops->set, ops->nset);
+    headers_free(ops->add, ops->nadd);
+    for (size_t i = 0; i < ops->nremove; i++)
+        free(ops->remove[i]);
+    free(ops->remove);
+}
+
 static void route_free(struct conf_route *r)
 {
     free(r->host);
     free(r->path_prefix);
     free(r->respond.body);
-    for (size_t i = 0; i < r->respond.nheaders; i++) {
-        free(r->respond.headers[i].name);
-        free(r->respond.headers[i].value);
-    }
-    free(r->respond.headers);
+    headers_free(r->respond.headers, r->respond.nheaders);
+    free(r->upstream_name);
+    header_ops_free(&r->request_headers);
+    header_ops_free(&r->response_headers);
+}
+
+static void upstream_free(struct conf_upstream *u)
+{
+    free(u->name);
+    for (size_t i = 0; i < u->nservers; i++)
+        free(u->servers[i].address);
+    free(u->servers);
+    free(u->hash_header);
+    free(u->host);
 }
 
 void conf_free(struct conf **conf)
@@ -362,6 +522,9 @@ void conf_free(struct conf **conf)
     for (size_t i = 0; i < c->nroutes; i++)
         route_free(&c->routes[i]);
     free(c->routes);
+    for (size_t i = 0; i < c->nupstreams; i++)
+        upstream_free(&c->upstreams[i]);
+    free(c->upstreams);
     free(c);
     *conf = NULL;
 }
@@ -492,11 +655,18 @@ static void dump_size(FILE *out, const char *key, uint64_t v)
     fprintf(out, "  %s: %s\n", key, pt_format_size(v, buf, sizeof(buf)));
 }
 
-static void dump_duration(FILE *out, const char *key, uint64_t ms)
+static void dump_duration_at(FILE *out, const char *indent, const char *key,
+                             uint64_t ms)
 {
     char buf[32];
 
-    fprintf(out, "  %s: %s\n", key, pt_format_duration(ms, buf, sizeof(buf)));
+    fprintf(out, "%s%s: %s\n", indent, key,
+            pt_format_duration(ms, buf, sizeof(buf)));
+}
+
+static void dump_duration(FILE *out, const char *key, uint64_t ms)
+{
+    dump_duration_at(out, "  ", key, ms);
 }
 
 static void dump_limits(const struct conf *c, FILE *out)
@@ -513,6 +683,9 @@ static void dump_limits(const struct conf *c, FILE *out)
     dump_duration(out, "keepalive", c->timeouts.keepalive);
     dump_duration(out, "send", c->timeouts.send);
     dump_duration(out, "shutdown_grace", c->timeouts.shutdown_grace);
+    dump_duration(out, "upstream_connect", c->timeouts.upstream_connect);
+    dump_duration(out, "upstream_send", c->timeouts.upstream_send);
+    dump_duration(out, "upstream_read", c->timeouts.upstream_read);
 }
 
 static void dump_listeners(const struct conf *c, FILE *out)
@@ -530,6 +703,114 @@ static void dump_listeners(const struct conf *c, FILE *out)
     }
 }
 
+/* "KEY:" then one "NAME: VALUE" line per field, indented under it. */
+static void dump_fields(FILE *out, const char *indent, const char *key,
+                        const struct conf_header *h, size_t n)
+{
+    if (n == 0)
+        return;
+    fprintf(out, "%s%s:\n", indent, key);
+    for (size_t i = 0; i < n; i++) {
+        /* quoted: a token may start with "!", "&" or "*", YAML syntax */
+        fprintf(out, "%s  ", indent);
+        dump_str(out, h[i].name, strlen(h[i].name));
+        fputs(": ", out);
+        dump_str(out, h[i].value, strlen(h[i].value));
+        fputc('\n', out);
+    }
+}
+
+static void dump_server(const struct conf_server *s, FILE *out)
+{
+    dump_line(out, "      - ", "address", s->address, strlen(s->address));
+    fprintf(out, "        weight: %u\n", s->weight);
+}
+
+static void dump_upstream(const struct conf_upstream *u, FILE *out)
+{
+    static const char *const balance[] = {"round_robin", "least_conn", "hash"};
+
+    fputs("  ", out);
+    dump_str(out, u->name, strlen(u->name)); /* "null" is a fine name */
+    fputs(":\n    servers:\n", out);
+    for (size_t i = 0; i < u->nservers; i++)
+        dump_server(&u->servers[i], out);
+    fprintf(out, "    balance: %s\n", balance[u->balance]);
+    if (u->balance == BALANCE_HASH && u->hash_key == HASH_HEADER)
+        fprintf(out, "    hash_key: \"header:%s\"\n", u->hash_header);
+    else if (u->balance == BALANCE_HASH)
+        fprintf(out, "    hash_key: %s\n",
+                u->hash_key == HASH_URI ? "uri" : "client");
+    fprintf(out, "    keepalive: %u\n", u->keepalive);
+    dump_duration_at(out, "    ", "keepalive_timeout", u->keepalive_timeout);
+    fprintf(out, "    retries: %u\n", u->retries);
+    fprintf(out, "    max_fails: %u\n", u->max_fails);
+    dump_duration_at(out, "    ", "fail_timeout", u->fail_timeout);
+    if (u->host != NULL)
+        dump_line(out, "    ", "host", u->host, strlen(u->host));
+    fputs("    timeouts:\n", out);
+    dump_duration_at(out, "      ", "connect", u->timeouts.connect);
+    dump_duration_at(out, "      ", "send", u->timeouts.send);
+    dump_duration_at(out, "      ", "read", u->timeouts.read);
+}
+
+static void dump_upstreams(const struct conf *c, FILE *out)
+{
+    if (c->nupstreams == 0) {
+        fputs("upstreams: {}\n", out);
+        return;
+    }
+    fputs("upstreams:\n", out);
+    for (size_t i = 0; i < c->nupstreams; i++)
+        dump_upstream(&c->upstreams[i], out);
+}
+
+static int header_ops_empty(const struct conf_header_ops *ops)
+{
+    return ops->nset == 0 && ops->nadd == 0 && ops->nremove == 0;
+}
+
+static void dump_header_ops(const char *key, const struct conf_header_ops *ops,
+                            FILE *out)
+{
+    if (header_ops_empty(ops))
+        return;
+    fprintf(out, "      %s:\n", key);
+    dump_fields(out, "        ", "set", ops->set, ops->nset);
+    dump_fields(out, "        ", "add", ops->add, ops->nadd);
+    if (ops->nremove == 0)
+        return;
+    fputs("        remove:\n", out);
+    for (size_t i = 0; i < ops->nremove; i++) {
+        fputs("          - ", out);
+        dump_str(out, ops->remove[i], strlen(ops->remove[i]));
+        fputc('\n', out);
+    }
+}
+
+/* Only what the route sets: 0 means the upstream's, which -T shows. */
+static void dump_route_upstream(const struct conf_route *r, FILE *out)
+{
+    const struct conf_upstream_timeouts *t = &r->timeouts;
+
+    dump_line(out, "    ", "upstream", r->upstream_name,
+              strlen(r->upstream_name));
+    if (t->connect || t->send || t->read)
+        fputs("    timeouts:\n", out);
+    if (t->connect)
+        dump_duration_at(out, "      ", "connect", t->connect);
+    if (t->send)
+        dump_duration_at(out, "      ", "send", t->send);
+    if (t->read)
+        dump_duration_at(out, "      ", "read", t->read);
+    if (header_ops_empty(&r->request_headers) &&
+        header_ops_empty(&r->response_headers))
+        return;
+    fputs("    headers:\n", out);
+    dump_header_ops("request", &r->request_headers, out);
+    dump_header_ops("response", &r->response_headers, out);
+}
+
 static void dump_route(const struct conf_route *r, FILE *out)
 {
     const struct conf_respond *rs = &r->respond;
@@ -539,22 +820,14 @@ static void dump_route(const struct conf_route *r, FILE *out)
         dump_line(out, "      ", "host", r->host, strlen(r->host));
     dump_line(out, "      ", "path_prefix", r->path_prefix,
               strlen(r->path_prefix));
+    if (!r->has_respond) {
+        dump_route_upstream(r, out);
+        return;
+    }
     fputs("    respond:\n", out);
     fprintf(out, "      status: %d\n", rs->status);
     dump_line(out, "      ", "body", rs->body, rs->body_len);
-    if (rs->nheaders == 0)
-        return;
-    fputs("      headers:\n", out);
-    for (size_t i = 0; i < rs->nheaders; i++) {
-        const struct conf_header *h = &rs->headers[i];
-
-        /* quoted: a token may start with "!", "&" or "*", YAML syntax */
-        fputs("        ", out);
-        dump_str(out, h->name, strlen(h->name));
-        fputs(": ", out);
-        dump_str(out, h->value, strlen(h->value));
-        fputc('\n', out);
-    }
+    dump_fields(out, "      ", "headers", rs->headers, rs->nheaders);
 }
 
 void conf_dump(const struct conf *conf, FILE *out)
@@ -563,6 +836,7 @@ void conf_dump(const struct conf *conf, FILE *out)
     dump_process(conf, out);
     dump_logs(conf, out);
     dump_limits(conf, out);
+    dump_upstreams(conf, out);
     dump_listeners(conf, out);
     if (conf->nroutes == 0) {
         fputs("routes: [] # every request gets 404\n", out);

@@ -1,8 +1,10 @@
 /*
  * conf.h -- one configuration generation: the whole validated config,
- * built in one go and freed in one go.  Layer 2.  conf_yaml.c is the only
- * file that includes <yaml.h>; conf.c owns defaults, cross-checks and the
- * effective-config dump.  Calls: util.c.  Never: libevent, sockets I/O.
+ * built in one go and freed in one go.  Layer 2.  conf_tree.c is the only
+ * file that includes <yaml.h> (YAML to a node tree), conf_walk.c walks
+ * that tree with key tables, conf_yaml.c holds portico's tables; conf.c
+ * owns defaults, cross-checks and the effective-config dump.
+ * Calls: util.c.  Never: libevent, sockets I/O.
  */
 #ifndef PORTICO_CONF_H
 #define PORTICO_CONF_H
@@ -45,11 +47,67 @@ struct conf_respond {
     size_t nheaders;
 };
 
+enum conf_balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, BALANCE_HASH };
+enum conf_hash_key { HASH_CLIENT, HASH_URI, HASH_HEADER };
+
+struct conf_server {
+    char *address;                /* owns: as written */
+    struct sockaddr_storage addr; /* numeric, like listeners */
+    socklen_t addrlen;
+    unsigned weight;              /* 1..1000, default 1 */
+    struct conf_pos pos;
+};
+
+/* Upstream timeouts in ms; 0 in a route means "the upstream's". */
+struct conf_upstream_timeouts {
+    uint64_t connect; /* TCP connect */
+    uint64_t send;    /* between writes of the request */
+    uint64_t read;    /* between reads of the response */
+};
+
+struct conf_upstream {
+    char *name;                  /* owns: the key under upstreams: */
+    struct conf_server *servers; /* owns; at least one */
+    size_t nservers;
+    enum conf_balance balance;   /* default round_robin */
+    enum conf_hash_key hash_key; /* balance: hash; default client */
+    char *hash_header;           /* owns; for hash_key header:NAME */
+    unsigned keepalive;          /* idle connections kept per server per
+                                    worker; default 32; 0 = none */
+    uint64_t keepalive_timeout;  /* ms; default 4s, under Node's 5 s */
+    unsigned retries;            /* other servers tried on connect
+                                    failure (idempotent); default 1 */
+    unsigned max_fails;          /* passive health; default 3; 0 = off */
+    uint64_t fail_timeout;       /* ms; default 10s */
+    char *host;                  /* owns; Host sent upstream; NULL = the
+                                    client's */
+    struct conf_upstream_timeouts timeouts; /* defaults from the global
+                                               timeouts.upstream_* */
+    struct conf_pos pos;
+};
+
+struct conf_header_ops {
+    struct conf_header *set; /* owns: replace (or add) these */
+    size_t nset;
+    struct conf_header *add; /* owns: append these */
+    size_t nadd;
+    char **remove;           /* owns: drop every field of these names */
+    size_t nremove;
+};
+
 struct conf_route {
     char *host;        /* owns; NULL = any host.  "*.example.com" matches
                           subdomains only; lower-cased at load */
     char *path_prefix; /* owns; default "/" */
-    struct conf_respond respond; /* the action (only one for now) */
+    /* The action: exactly one of respond or upstream. */
+    int has_respond;
+    struct conf_respond respond;
+    char *upstream_name;             /* owns; NULL with respond */
+    struct conf_upstream *upstream;  /* borrowed from conf->upstreams */
+    struct conf_pos upstream_pos;    /* where upstream: names it */
+    struct conf_upstream_timeouts timeouts; /* 0 = the upstream's */
+    struct conf_header_ops request_headers;  /* headers.request */
+    struct conf_header_ops response_headers; /* headers.response */
     struct conf_pos pos;
 };
 
@@ -87,8 +145,13 @@ struct conf {
         uint64_t keepalive;      /* default 75s idle between requests */
         uint64_t send;           /* default 60s: client not reading */
         uint64_t shutdown_grace; /* default 30s */
+        uint64_t upstream_connect; /* default 3s */
+        uint64_t upstream_send;    /* default 60s */
+        uint64_t upstream_read;    /* default 60s */
     } timeouts;
 
+    struct conf_upstream *upstreams; /* owns; in file order */
+    size_t nupstreams;
     struct conf_listener *listeners; /* owns */
     size_t nlisteners;
     struct conf_route *routes; /* owns; first match wins */
@@ -144,6 +207,12 @@ void conf_diag_at(struct conf_diag *diag, const struct conf *conf,
  */
 int conf_yaml_parse(struct conf *conf, const char *buf, size_t len,
                     struct conf_diag *diag);
+
+/*
+ * Internal to conf.c / conf_yaml.c: zeroes u and gives it the defaults
+ * that do not depend on other values (keepalive 32, retries 1, ...).
+ */
+void conf_upstream_init(struct conf_upstream *u);
 
 const char *conf_log_level_name(enum log_level level);
 

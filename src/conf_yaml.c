@@ -1,754 +1,30 @@
 /*
- * conf_yaml.c -- reads portico.yaml into a struct conf.  libyaml events
- * become a small node tree that remembers line:col; then one declarative
- * key table per mapping ({name, setter, offset, range}) fills the struct
- * and checks every value on its own, collecting every error.  The only
- * file that includes <yaml.h>.  Defaults, checks across values and the
- * dump are conf.c's.
- * Calls: libyaml, util.c, conf.c (conf_diag_*).  Never: sockets, logging.
+ * conf_yaml.c -- portico's config schema: one declarative key table per
+ * mapping of portico.yaml ({name, setter, offset, range}) and the setters
+ * that check each value on its own (addresses, host names, header
+ * fields, upstream groups), collecting every error.  The node tree is
+ * conf_tree.c's, the walker conf_walk.c's; defaults, checks across values
+ * and the dump are conf.c's.
+ * Calls: conf_tree.c, conf_walk.c, util.c, conf.c (conf_diag_*).
+ * Never: libyaml, sockets, logging.
  */
 #include <arpa/inet.h>
-#include <assert.h>
-#include <stdarg.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <yaml.h>
 
 #include "conf.h"
+#include "conf_tree.h"
+#include "conf_walk.h"
 #include "util.h"
-
-/* Real configs nest 5 deep; a limit keeps the recursion bounded. */
-#define TREE_MAX_DEPTH 64
-/* Bytes of a value quoted back in a message: enough to recognise it. */
-#define QUOTE_MAX 64
 
 #define KIB 1024ULL
 #define MIB (1024 * KIB)
-#define DAY_MS (24ULL * 3600 * 1000)
+#define HOUR_MS (3600ULL * 1000)
+#define DAY_MS (24 * HOUR_MS)
 
-#define WHAT_SIZE "a size like 16k, 10m or 1g"
-#define WHAT_DURATION "a duration like 500ms, 10s, 5m or 1h"
-
-enum ynode_type { YNODE_SCALAR, YNODE_SEQ, YNODE_MAP, YNODE_BAD };
-
-/* One YAML node.  YNODE_BAD stands for a node already reported (an alias,
- * a tag): later checks skip it silently so one mistake gives one error. */
-struct ynode {
-    enum ynode_type type;
-    struct conf_pos pos;
-    int plain; /* scalar written without quotes */
-    char *str; /* owns: scalar bytes plus a NUL */
-    size_t len;
-    struct ynode **kids; /* owns; a mapping interleaves key, value */
-    size_t nkids;
-    size_t cap;
-};
-
-/* Reads events into a tree. */
-struct builder {
-    yaml_parser_t parser;
-    const struct conf *conf; /* borrowed: its path names the file */
-    struct conf_diag *diag;
-    const char *buf; /* borrowed: the input, to place reader errors */
-    size_t len;
-};
-
-/* Walks the tree with the key tables. */
-struct walk {
-    struct conf *conf;
-    struct conf_diag *diag;
-    char path[256]; /* "routes[2].respond.status": prefixes messages */
-    size_t pathlen;
-};
-
-struct slot;
-
-struct key_spec {
-    const char *name;
-    void (*set)(struct walk *w, const struct slot *at);
-    size_t off;                 /* of the field in base */
-    size_t width;               /* sizeof the field, for number stores */
-    uint64_t min, max;          /* accepted range of a number */
-    const char *why;            /* why the range is what it is; for a key not
-                                   supported yet, the message that says so */
-    const struct key_spec *sub; /* the table of a nested section */
-    size_t pos_at; /* offset of a struct conf_pos in base that records
-                      where an accepted value was, for conf.c's checks
-                      across values; 0 = none (no struct starts with one) */
-};
-
-/* What a setter gets: its table entry, the key and value nodes, and the
- * struct that the entry's offsets are relative to. */
-struct slot {
-    const struct key_spec *k;
-    const struct ynode *key;
-    const struct ynode *val;
-    void *base;
-};
-
-enum num_kind { NUM_INT, NUM_SIZE, NUM_DURATION };
-
-/* A value quoted for a message: escaped, cut at QUOTE_MAX bytes. */
-struct quoted {
-    char s[QUOTE_MAX * 4 + 16];
-};
-
-/* ---- memory: a config is small, so running out here is fatal ---- */
-
-static void oom(void)
-{
-    fputs("portico: out of memory while loading the config\n", stderr);
-    abort();
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-
-    if (p == NULL)
-        oom();
-    return p;
-}
-
-static char *xmemdup(const char *s, size_t len)
-{
-    char *p = malloc(len + 1);
-
-    if (p == NULL)
-        oom();
-    memcpy(p, s, len);
-    p[len] = '\0';
-    return p;
-}
-
-/* ---- the node tree ---- */
-
-static void ynode_free(struct ynode *n)
-{
-    if (n == NULL)
-        return;
-    for (size_t i = 0; i < n->nkids; i++)
-        ynode_free(n->kids[i]);
-    free(n->kids);
-    free(n->str);
-    free(n);
-}
-
-static void ynode_add(struct ynode *parent, struct ynode *kid)
-{
-    if (parent->nkids == parent->cap) {
-        size_t cap = parent->cap ? parent->cap * 2 : 4;
-        void *p = realloc(parent->kids, cap * sizeof(*parent->kids));
-
-        if (p == NULL)
-            oom();
-        parent->kids = p;
-        parent->cap = cap;
-    }
-    parent->kids[parent->nkids++] = kid;
-}
-
-/* YAML's null: an empty plain scalar, "~" or "null". */
-static int ynode_is_null(const struct ynode *n)
-{
-    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
-
-    if (n->type != YNODE_SCALAR || !n->plain)
-        return 0;
-    for (size_t i = 0; i < PT_ARRAY_LEN(nulls); i++) {
-        if (strcmp(n->str, nulls[i]) == 0)
-            return 1;
-    }
-    return 0;
-}
-
-static const char *ynode_kind(const struct ynode *n)
-{
-    switch (n->type) {
-    case YNODE_MAP:
-        return "a mapping";
-    case YNODE_SEQ:
-        return "a sequence";
-    default:
-        return ynode_is_null(n) ? "null" : "a scalar";
-    }
-}
-
-static int ynode_is(const struct ynode *n, const char *s)
-{
-    return n->type == YNODE_SCALAR && n->len == strlen(s) &&
-           memcmp(n->str, s, n->len) == 0;
-}
-
-/* The value under key name in map, or NULL (also when map is not one). */
-static const struct ynode *map_get(const struct ynode *map, const char *name)
-{
-    if (map == NULL || map->type != YNODE_MAP)
-        return NULL;
-    for (size_t i = 0; i + 1 < map->nkids; i += 2) {
-        if (ynode_is(map->kids[i], name))
-            return map->kids[i + 1];
-    }
-    return NULL;
-}
-
-/* ---- building the tree from libyaml events ---- */
-
-static struct conf_pos mark_pos(yaml_mark_t m)
-{
-    return (struct conf_pos){(int)m.line + 1, (int)m.column + 1};
-}
-
-/* Reader errors carry a byte offset, not a mark. */
-static struct conf_pos offset_pos(const char *buf, size_t len, size_t off)
-{
-    struct conf_pos pos = {1, 1};
-
-    for (size_t i = 0; i < off && i < len; i++) {
-        if (buf[i] == '\n') {
-            pos.line++;
-            pos.col = 1;
-        } else if (((unsigned char)buf[i] & 0xC0) != 0x80) {
-            pos.col++;
-        }
-    }
-    return pos;
-}
-
-/* The byte at a 1-based position of buf, or -1 (columns count chars). */
-static int byte_at(const char *buf, size_t len, struct conf_pos pos)
-{
-    struct conf_pos at = {1, 1};
-
-    for (size_t i = 0; i < len; i++) {
-        if (at.line == pos.line && at.col == pos.col)
-            return (unsigned char)buf[i];
-        if (buf[i] == '\n') {
-            at.line++;
-            at.col = 1;
-        } else if (((unsigned char)buf[i] & 0xC0) != 0x80) {
-            at.col++;
-        }
-    }
-    return -1;
-}
-
-static void builder_syntax_error(struct builder *b)
-{
-    const yaml_parser_t *p = &b->parser;
-    struct conf_pos at = mark_pos(p->problem_mark);
-    const char *problem = p->problem ? p->problem : "invalid YAML";
-
-    if (p->error == YAML_MEMORY_ERROR)
-        oom();
-    if (p->error == YAML_READER_ERROR) {
-        at = offset_pos(b->buf, b->len, p->problem_offset);
-        if (p->problem_value >= 0)
-            conf_diag_at(b->diag, b->conf, at, "%s: #%X", problem,
-                         (unsigned)p->problem_value);
-        else
-            conf_diag_at(b->diag, b->conf, at, "%s", problem);
-    } else if (byte_at(b->buf, b->len, at) == '\t') {
-        /* libyaml's "cannot start any token" hides the classic mistake */
-        conf_diag_at(b->diag, b->conf, at,
-                     "a tab where YAML wants spaces (%s)", problem);
-    } else if (p->context != NULL) {
-        struct conf_pos ctx = mark_pos(p->context_mark);
-
-        conf_diag_at(b->diag, b->conf, at, "%s (%s at %d:%d)", problem,
-                     p->context, ctx.line, ctx.col);
-    } else {
-        conf_diag_at(b->diag, b->conf, at, "%s", problem);
-    }
-}
-
-static int builder_next(struct builder *b, yaml_event_t *ev)
-{
-    if (yaml_parser_parse(&b->parser, ev))
-        return PT_OK;
-    builder_syntax_error(b);
-    return PT_ERROR;
-}
-
-static const yaml_char_t *event_tag(const yaml_event_t *ev)
-{
-    switch (ev->type) {
-    case YAML_SCALAR_EVENT:
-        return ev->data.scalar.tag;
-    case YAML_SEQUENCE_START_EVENT:
-        return ev->data.sequence_start.tag;
-    case YAML_MAPPING_START_EVENT:
-        return ev->data.mapping_start.tag;
-    default:
-        return NULL;
-    }
-}
-
-/* Makes the node ev starts, without its children; reports what we refuse. */
-static struct ynode *tree_leaf(struct builder *b, const yaml_event_t *ev)
-{
-    struct ynode *n = xcalloc(1, sizeof(*n));
-
-    n->pos = mark_pos(ev->start_mark);
-    switch (ev->type) {
-    case YAML_SCALAR_EVENT:
-        n->type = YNODE_SCALAR;
-        n->str = xmemdup((const char *)ev->data.scalar.value,
-                         ev->data.scalar.length);
-        n->len = ev->data.scalar.length;
-        n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-        break;
-    case YAML_SEQUENCE_START_EVENT:
-        n->type = YNODE_SEQ;
-        break;
-    case YAML_MAPPING_START_EVENT:
-        n->type = YNODE_MAP;
-        break;
-    default: /* an alias: the only other event that starts a node */
-        n->type = YNODE_BAD;
-        conf_diag_at(b->diag, b->conf, n->pos, "aliases are not supported");
-        break;
-    }
-    return n;
-}
-
-static struct ynode *tree_node(struct builder *b, yaml_event_t *ev, int depth);
-
-/* Adds the nodes up to the event that ends n.  PT_ERROR when fatal. */
-static int tree_kids(struct builder *b, struct ynode *n, yaml_event_type_t end,
-                     int depth)
-{
-    yaml_event_t ev;
-    struct ynode *kid;
-
-    if (depth >= TREE_MAX_DEPTH) {
-        conf_diag_at(b->diag, b->conf, n->pos,
-                     "nested more than %d levels deep", TREE_MAX_DEPTH);
-        return PT_ERROR;
-    }
-    for (;;) {
-        if (builder_next(b, &ev) != PT_OK)
-            return PT_ERROR;
-        if (ev.type == end) {
-            yaml_event_delete(&ev);
-            return PT_OK;
-        }
-        kid = tree_node(b, &ev, depth + 1);
-        if (kid == NULL)
-            return PT_ERROR;
-        ynode_add(n, kid);
-    }
-}
-
-/*
- * Builds the node that *ev starts, consuming ev and, for a collection,
- * the events up to its end.  Returns NULL after a fatal error.
- */
-static struct ynode *tree_node(struct builder *b, yaml_event_t *ev, int depth)
-{
-    yaml_event_type_t end = YAML_NO_EVENT;
-    int tagged = event_tag(ev) != NULL;
-    struct ynode *n = tree_leaf(b, ev);
-
-    if (ev->type == YAML_SEQUENCE_START_EVENT)
-        end = YAML_SEQUENCE_END_EVENT;
-    else if (ev->type == YAML_MAPPING_START_EVENT)
-        end = YAML_MAPPING_END_EVENT;
-    yaml_event_delete(ev);
-    if (end != YAML_NO_EVENT && tree_kids(b, n, end, depth) != PT_OK) {
-        ynode_free(n);
-        return NULL;
-    }
-    if (tagged) {
-        /* "!!int 5" would ask for typing rules we do not have */
-        conf_diag_at(b->diag, b->conf, n->pos, "tags are not supported");
-        n->type = YNODE_BAD;
-    }
-    return n;
-}
-
-/* After the first document only the end of the stream may follow. */
-static int tree_end(struct builder *b)
-{
-    yaml_event_t ev;
-
-    if (builder_next(b, &ev) != PT_OK) /* the document's end */
-        return PT_ERROR;
-    yaml_event_delete(&ev);
-    if (builder_next(b, &ev) != PT_OK)
-        return PT_ERROR;
-    if (ev.type == YAML_DOCUMENT_START_EVENT)
-        conf_diag_at(b->diag, b->conf, mark_pos(ev.start_mark),
-                     "multiple documents are not supported");
-    yaml_event_delete(&ev);
-    return PT_OK;
-}
-
-/*
- * Reads the stream into *root (caller frees; NULL for an empty stream).
- * Returns PT_ERROR after a syntax error, already reported.
- */
-static int tree_build(struct builder *b, struct ynode **root)
-{
-    yaml_event_t ev;
-
-    *root = NULL;
-    if (builder_next(b, &ev) != PT_OK) /* the stream's start */
-        return PT_ERROR;
-    yaml_event_delete(&ev);
-    if (builder_next(b, &ev) != PT_OK)
-        return PT_ERROR;
-    if (ev.type == YAML_STREAM_END_EVENT) {
-        yaml_event_delete(&ev);
-        return PT_OK;
-    }
-    yaml_event_delete(&ev); /* the document's start */
-    if (builder_next(b, &ev) != PT_OK)
-        return PT_ERROR;
-    *root = tree_node(b, &ev, 0);
-    if (*root == NULL)
-        return PT_ERROR;
-    return tree_end(b);
-}
-
-/* ---- messages ---- */
-
-static const char *quote(struct quoted *q, const char *s, size_t len)
-{
-    char *o = q->s;
-    size_t i;
-
-    *o++ = '"';
-    /* cut after QUOTE_MAX bytes, but never inside a UTF-8 sequence */
-    for (i = 0; i < len && (i < QUOTE_MAX || (s[i] & 0xC0) == 0x80); i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (c == '"' || c == '\\')
-            o += sprintf(o, "\\%c", c);
-        else if (c == '\n')
-            o += sprintf(o, "\\n");
-        else if (c < 0x20 || c == 0x7F)
-            o += sprintf(o, "\\x%02X", c);
-        else
-            *o++ = (char)c;
-    }
-    strcpy(o, i < len ? "\"..." : "\"");
-    return q->s;
-}
-
-static void walk_error(struct walk *w, const struct ynode *n, const char *fmt,
-                       ...) __attribute__((format(printf, 3, 4)));
-
-/* Reports at n, prefixed with the path of the value being walked. */
-static void walk_error(struct walk *w, const struct ynode *n, const char *fmt,
-                       ...)
-{
-    char msg[1024];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (w->pathlen > 0)
-        conf_diag_at(w->diag, w->conf, n->pos, "%s: %s", w->path, msg);
-    else
-        conf_diag_at(w->diag, w->conf, n->pos, "%s", msg);
-}
-
-static size_t path_push(struct walk *w, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* Appends to the path; returns the mark path_pop goes back to. */
-static size_t path_push(struct walk *w, const char *fmt, ...)
-{
-    size_t mark = w->pathlen;
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(w->path + mark, sizeof(w->path) - mark, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        w->pathlen = PT_MIN(mark + (size_t)n, sizeof(w->path) - 1);
-    return mark;
-}
-
-static void path_pop(struct walk *w, size_t mark)
-{
-    w->pathlen = mark;
-    w->path[mark] = '\0';
-}
-
-/* Levenshtein distance ignoring ASCII case; long words never match. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b), row[33];
-
-    if (la > 32 || lb > 32)
-        return SIZE_MAX;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t cost = pt_lower(a[i - 1]) != pt_lower(b[j - 1]);
-
-            row[j] = PT_MIN(PT_MIN(row[j] + 1, row[j - 1] + 1), diag + cost);
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
-/* "warning" for "warn", "timeout" for "timeouts": a prefix of 3 or more. */
-static int is_prefix(const char *a, const char *b)
-{
-    size_t la = strlen(a);
-
-    return la >= 3 && strncasecmp(a, b, la) == 0;
-}
-
-/* " (did you mean "x"?)" for the closest name, or "" if none is close. */
-static const char *did_you_mean(char *buf, size_t buflen, const char *word,
-                                const char *const *names, size_t n)
-{
-    const char *best = NULL;
-    size_t best_d = SIZE_MAX;
-
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(word, names[i]);
-
-        int close = d <= PT_MAX(1, strlen(names[i]) / 3) ||
-                    is_prefix(word, names[i]) || is_prefix(names[i], word);
-
-        if (close && d < best_d) {
-            best = names[i];
-            best_d = d;
-        }
-    }
-    if (best == NULL)
-        return "";
-    snprintf(buf, buflen, " (did you mean \"%s\"?)", best);
-    return buf;
-}
-
-/* "expected one of a, b; got "x"" plus a suggestion. */
-static void report_choice(struct walk *w, const struct ynode *val,
-                          const char *const *names, size_t n)
-{
-    char list[128] = "", hint[64];
-    struct quoted q;
-
-    for (size_t i = 0; i < n; i++) {
-        strncat(list, i ? ", " : "", sizeof(list) - strlen(list) - 1);
-        strncat(list, names[i], sizeof(list) - strlen(list) - 1);
-    }
-    walk_error(w, val, "expected one of %s; got %s%s", list,
-               quote(&q, val->str, val->len),
-               did_you_mean(hint, sizeof(hint), val->str, names, n));
-}
-
-static void report_unknown(struct walk *w, const struct ynode *key,
-                           const struct key_spec *table)
-{
-    const char *names[32];
-    char hint[64];
-    struct quoted q;
-    size_t n = 0;
-
-    for (; table[n].name != NULL && n < PT_ARRAY_LEN(names); n++)
-        names[n] = table[n].name;
-    walk_error(w, key, "unknown key %s%s", quote(&q, key->str, key->len),
-               did_you_mean(hint, sizeof(hint), key->str, names, n));
-}
-
-/* ---- type checks and scalar readers ---- */
-
-/* Checks n is of type t (and not null); otherwise says what was wanted. */
-static int expect(struct walk *w, const struct ynode *n, enum ynode_type t,
-                  const char *what)
-{
-    if (n->type == t && !ynode_is_null(n))
-        return 1;
-    if (n->type != YNODE_BAD)
-        walk_error(w, n, "expected %s, got %s", what, ynode_kind(n));
-    return 0;
-}
-
-/* A non-empty string without NUL bytes, or NULL after an error. */
-static const char *scalar_text(struct walk *w, const struct ynode *val,
-                               const char *what)
-{
-    if (!expect(w, val, YNODE_SCALAR, what))
-        return NULL;
-    if (val->len == 0) {
-        walk_error(w, val, "must not be empty");
-        return NULL;
-    }
-    if (strlen(val->str) != val->len) {
-        walk_error(w, val, "must not contain a NUL byte");
-        return NULL;
-    }
-    return val->str;
-}
-
-/* Plain decimal digits only, so "0x10", "1e3", "+5" and "5" quoted are
- * refused; a value too big for 64 bits saturates (then fails a range). */
-static int int_parse(const struct ynode *val, uint64_t *out)
-{
-    uint64_t v = 0;
-
-    if (!val->plain || val->len == 0)
-        return 0;
-    for (size_t i = 0; i < val->len; i++) {
-        unsigned d = (unsigned char)val->str[i] - '0';
-
-        if (d > 9)
-            return 0;
-        v = v > (UINT64_MAX - 9) / 10 ? UINT64_MAX : v * 10 + d;
-    }
-    *out = v;
-    return 1;
-}
-
-static int scalar_uint(struct walk *w, const struct ynode *val,
-                       const char *what, uint64_t *out)
-{
-    struct quoted q;
-
-    if (!expect(w, val, YNODE_SCALAR, what))
-        return 0;
-    if (int_parse(val, out))
-        return 1;
-    walk_error(w, val, "expected %s, got %s%s", what,
-               val->plain ? "" : "a quoted string ",
-               quote(&q, val->str, val->len));
-    return 0;
-}
-
-static const char *num_format(enum num_kind kind, uint64_t v, char *buf,
-                              size_t len)
-{
-    if (kind == NUM_SIZE)
-        return pt_format_size(v, buf, len);
-    if (kind == NUM_DURATION)
-        return pt_format_duration(v, buf, len);
-    snprintf(buf, len, "%llu", (unsigned long long)v);
-    return buf;
-}
-
-static int check_range(struct walk *w, const struct key_spec *k,
-                       const struct ynode *val, uint64_t v, enum num_kind kind)
-{
-    char lo[32], hi[32];
-
-    if (v >= k->min && v <= k->max)
-        return 1;
-    /* val->str parsed as a number, so it is safe to print as is */
-    walk_error(w, val, "%s is out of range %s..%s (%s)", val->str,
-               num_format(kind, k->min, lo, sizeof(lo)),
-               num_format(kind, k->max, hi, sizeof(hi)), k->why);
-    return 0;
-}
-
-static void *field_at(const struct slot *at)
-{
-    return (char *)at->base + at->k->off;
-}
-
-/* Stores into an unsigned/int (4 bytes) or size_t/uint64_t field. */
-static void store_number(void *field, size_t width, uint64_t v)
-{
-    uint32_t v32 = (uint32_t)v;
-
-    if (width == sizeof(v)) {
-        memcpy(field, &v, sizeof(v));
-        return;
-    }
-    assert(width == sizeof(v32));
-    memcpy(field, &v32, sizeof(v32));
-}
-
-static void store_string(void *field, char *s)
-{
-    char **p = field;
-
-    free(*p);
-    *p = s;
-}
-
-/* Notes where an accepted value was written, if its entry asks to. */
-static void note_pos(const struct slot *at)
-{
-    if (at->k->pos_at != 0)
-        memcpy((char *)at->base + at->k->pos_at, &at->val->pos,
-               sizeof(at->val->pos));
-}
-
-static void store_number_at(const struct slot *at, uint64_t v)
-{
-    store_number(field_at(at), at->k->width, v);
-    note_pos(at);
-}
-
-/* ---- setters: one per kind of value ---- */
-
-static void set_uint(struct walk *w, const struct slot *at)
-{
-    uint64_t v;
-
-    if (scalar_uint(w, at->val, "an integer", &v) &&
-        check_range(w, at->k, at->val, v, NUM_INT))
-        store_number_at(at, v);
-}
-
-/* A size or duration: parse is pt_parse_size or pt_parse_duration. */
-static void set_measure(struct walk *w, const struct slot *at,
-                        enum num_kind kind)
-{
-    const struct ynode *val = at->val;
-    const char *what = kind == NUM_SIZE ? WHAT_SIZE : WHAT_DURATION;
-    struct quoted q;
-    uint64_t v;
-    int rc;
-
-    if (!expect(w, val, YNODE_SCALAR, what))
-        return;
-    rc = kind == NUM_SIZE ? pt_parse_size(val->str, &v)
-                          : pt_parse_duration(val->str, &v);
-    if (rc != PT_OK || strlen(val->str) != val->len) {
-        walk_error(w, val, "expected %s, got %s", what,
-                   quote(&q, val->str, val->len));
-        return;
-    }
-    if (check_range(w, at->k, val, v, kind))
-        store_number_at(at, v);
-}
-
-static void set_size(struct walk *w, const struct slot *at)
-{
-    set_measure(w, at, NUM_SIZE);
-}
-
-static void set_duration(struct walk *w, const struct slot *at)
-{
-    set_measure(w, at, NUM_DURATION);
-}
-
-static void set_string(struct walk *w, const struct slot *at)
-{
-    const char *s = scalar_text(w, at->val, "a string");
-
-    if (s != NULL) {
-        store_string(field_at(at), xmemdup(s, at->val->len));
-        note_pos(at);
-    }
-}
+/* ---- top level and logs ---- */
 
 static void set_workers(struct walk *w, const struct slot *at)
 {
@@ -759,8 +35,8 @@ static void set_workers(struct walk *w, const struct slot *at)
         c->workers_auto = 1;
         return;
     }
-    if (scalar_uint(w, at->val, "an integer or auto", &v) &&
-        check_range(w, at->k, at->val, v, NUM_INT)) {
+    if (walk_uint(w, at->val, "an integer or auto", &v) &&
+        walk_range(w, at->k, at->val, v, NUM_INT)) {
         c->workers = (int)v;
         c->workers_auto = 0;
     }
@@ -771,7 +47,7 @@ static void set_user(struct walk *w, const struct slot *at)
 {
     static const char ok[] = "abcdefghijklmnopqrstuvwxyz"
                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
-    const char *s = scalar_text(w, at->val, "a user name");
+    const char *s = walk_text(w, at->val, "a user name");
     struct quoted q;
 
     if (s == NULL)
@@ -780,34 +56,34 @@ static void set_user(struct walk *w, const struct slot *at)
         walk_error(w, at->val,
                    "invalid user name %s (letters, digits, \".\", \"_\" "
                    "and \"-\" only)",
-                   quote(&q, at->val->str, at->val->len));
+                   walk_quote(&q, at->val->str, at->val->len));
         return;
     }
-    set_string(w, at);
+    walk_set_string(w, at);
 }
 
 static void set_level(struct walk *w, const struct slot *at)
 {
     const char *names[LOG_LVL_ERROR + 1];
-    const char *s = scalar_text(w, at->val, "a log level");
+    const char *s = walk_text(w, at->val, "a log level");
 
     if (s == NULL)
         return;
     for (int l = LOG_LVL_DEBUG; l <= LOG_LVL_ERROR; l++) {
         names[l] = conf_log_level_name((enum log_level)l);
         if (strcmp(s, names[l]) == 0) {
-            *(enum log_level *)field_at(at) = (enum log_level)l;
+            *(enum log_level *)walk_field(at) = (enum log_level)l;
             return;
         }
     }
-    report_choice(w, at->val, names, PT_ARRAY_LEN(names));
+    walk_choice_error(w, at->val, names, PT_ARRAY_LEN(names));
 }
 
 static void set_format(struct walk *w, const struct slot *at)
 {
     static const char *const names[] = {"combined", "off"};
     static const enum access_format formats[] = {ACCESS_COMBINED, ACCESS_OFF};
-    const char *s = scalar_text(w, at->val, "a log format");
+    const char *s = walk_text(w, at->val, "a log format");
 
     if (s == NULL)
         return;
@@ -817,26 +93,11 @@ static void set_format(struct walk *w, const struct slot *at)
     }
     for (size_t i = 0; i < PT_ARRAY_LEN(names); i++) {
         if (strcmp(s, names[i]) == 0) {
-            *(enum access_format *)field_at(at) = formats[i];
+            *(enum access_format *)walk_field(at) = formats[i];
             return;
         }
     }
-    report_choice(w, at->val, names, PT_ARRAY_LEN(names));
-}
-
-static void walk_map(struct walk *w, const struct ynode *map,
-                     const struct key_spec *table, void *base);
-
-static void set_section(struct walk *w, const struct slot *at)
-{
-    walk_map(w, at->val, at->k->sub, at->base);
-}
-
-/* Keys known from the design but not built yet: say so, not "unknown". */
-static void set_unsupported(struct walk *w, const struct slot *at)
-{
-    walk_error(w, at->key, "%s",
-               at->k->why ? at->k->why : "not supported yet in this build");
+    walk_choice_error(w, at->val, names, PT_ARRAY_LEN(names));
 }
 
 /* ---- listeners ---- */
@@ -845,18 +106,18 @@ static void set_listen(struct walk *w, const struct slot *at)
 {
     struct conf_listener *l = at->base;
     const char *s =
-        scalar_text(w, at->val, "an address like \"127.0.0.1:8080\"");
+        walk_text(w, at->val, "an address like \"127.0.0.1:8080\"");
     const char *why = NULL;
     struct quoted q;
 
     if (s == NULL)
         return;
-    store_string(&l->listen, xmemdup(s, at->val->len));
+    walk_store_string(&l->listen, walk_xmemdup(s, at->val->len));
     l->pos = at->val->pos;
     if (pt_parse_addr(s, &l->addr, &l->addrlen, &why) != PT_OK) {
         l->addrlen = 0; /* tells conf.c's duplicate check to skip it */
         walk_error(w, at->val, "cannot parse address %s: %s",
-                   quote(&q, at->val->str, at->val->len), why);
+                   walk_quote(&q, at->val->str, at->val->len), why);
     }
 }
 
@@ -865,7 +126,7 @@ static void walk_listener(struct walk *w, const struct ynode *item,
 {
     l->pos = item->pos;
     walk_map(w, item, keys, l);
-    if (item->type == YNODE_MAP && map_get(item, "listen") == NULL)
+    if (item->type == YNODE_MAP && ynode_get(item, "listen") == NULL)
         walk_error(w, item,
                    "missing key \"listen\" (an address like "
                    "\"127.0.0.1:8080\")");
@@ -875,7 +136,7 @@ static void set_listeners(struct walk *w, const struct slot *at)
 {
     struct conf *c = at->base;
 
-    if (!expect(w, at->val, YNODE_SEQ, "a sequence"))
+    if (!walk_expect(w, at->val, YNODE_SEQ, "a sequence"))
         return;
     if (at->val->nkids == 0) {
         conf_diag_at(w->diag, w->conf, at->val->pos,
@@ -883,17 +144,17 @@ static void set_listeners(struct walk *w, const struct slot *at)
         return;
     }
     /* every item gets a slot, valid or not, so indexes match the file */
-    c->listeners = xcalloc(at->val->nkids, sizeof(*c->listeners));
+    c->listeners = walk_xcalloc(at->val->nkids, sizeof(*c->listeners));
     c->nlisteners = at->val->nkids;
     for (size_t i = 0; i < at->val->nkids; i++) {
-        size_t mark = path_push(w, "[%zu]", i);
+        size_t mark = walk_push(w, "[%zu]", i);
 
         walk_listener(w, at->val->kids[i], at->k->sub, &c->listeners[i]);
-        path_pop(w, mark);
+        walk_pop(w, mark);
     }
 }
 
-/* ---- routes ---- */
+/* ---- host names, header fields, upstream names ---- */
 
 static int host_char(char c)
 {
@@ -948,65 +209,6 @@ static const char *host_why(const char *h)
     return NULL;
 }
 
-static void set_host(struct walk *w, const struct slot *at)
-{
-    const char *s = scalar_text(w, at->val, "a host name");
-    const char *why;
-    struct quoted q;
-    char *host;
-
-    if (s == NULL)
-        return;
-    host = xmemdup(s, at->val->len);
-    for (char *p = host; *p != '\0'; p++)
-        *p = pt_lower(*p); /* Host matching is case-insensitive */
-    why = host_why(host);
-    if (why != NULL) {
-        walk_error(w, at->val, "invalid host %s: %s",
-                   quote(&q, at->val->str, at->val->len), why);
-        free(host);
-        return;
-    }
-    store_string(field_at(at), host);
-}
-
-static void set_path_prefix(struct walk *w, const struct slot *at)
-{
-    const char *s = scalar_text(w, at->val, "a path like /api");
-    struct quoted q;
-
-    if (s == NULL)
-        return;
-    quote(&q, at->val->str, at->val->len);
-    if (s[0] != '/') {
-        walk_error(w, at->val, "must start with \"/\", got %s", q.s);
-        return;
-    }
-    for (const char *p = s; *p != '\0'; p++) {
-        if ((unsigned char)*p <= ' ' || *p == 0x7F) {
-            walk_error(w, at->val, "%s contains a space or control character",
-                       q.s);
-            return;
-        }
-        if (*p == '?' || *p == '#') {
-            walk_error(w, at->val, "%s must not contain \"?\" or \"#\"", q.s);
-            return;
-        }
-    }
-    store_string(field_at(at), xmemdup(s, at->val->len));
-}
-
-static void set_body(struct walk *w, const struct slot *at)
-{
-    struct conf_respond *rs = &((struct conf_route *)at->base)->respond;
-
-    if (!expect(w, at->val, YNODE_SCALAR, "a string"))
-        return;
-    /* "" is a fine body, and a NUL byte is just a byte here */
-    store_string(&rs->body, xmemdup(at->val->str, at->val->len));
-    rs->body_len = at->val->len;
-}
-
 /* RFC 9110 5.6.2 token characters. */
 static int token_ok(const char *s, size_t len)
 {
@@ -1037,37 +239,24 @@ static int field_value_ok(const char *s, size_t len)
     return 1;
 }
 
-static int header_name_ok(struct walk *w, const struct ynode *name)
+static int header_token_ok(struct walk *w, const struct ynode *name)
 {
-    /* framing is portico's job: a fixed value here would contradict it */
-    static const char *const reserved[] = {
-        "Content-Length", "Transfer-Encoding", "Connection", "Date",
-        "Server"};
-    struct pt_str view = {name->str, name->len};
     struct quoted q;
 
-    if (!token_ok(name->str, name->len)) {
-        walk_error(w, name,
-                   "invalid header name %s (letters, digits and "
-                   "!#$%%&'*+-.^_`|~ only)",
-                   quote(&q, name->str, name->len));
-        return 0;
-    }
-    for (size_t i = 0; i < PT_ARRAY_LEN(reserved); i++) {
-        if (pt_str_ieq(view, reserved[i])) {
-            walk_error(w, name, "header %s is set by portico",
-                       quote(&q, name->str, name->len));
-            return 0;
-        }
-    }
-    return 1;
+    if (token_ok(name->str, name->len))
+        return 1;
+    walk_error(w, name,
+               "invalid header name %s (letters, digits and "
+               "!#$%%&'*+-.^_`|~ only)",
+               walk_quote(&q, name->str, name->len));
+    return 0;
 }
 
 static int header_value_ok(struct walk *w, const struct ynode *name,
                            const struct ynode *value)
 {
-    size_t mark = path_push(w, ".%s", name->str); /* a token: safe */
-    int ok = expect(w, value, YNODE_SCALAR, "a string");
+    size_t mark = walk_push(w, ".%s", name->str); /* a token: safe */
+    int ok = walk_expect(w, value, YNODE_SCALAR, "a string");
 
     if (ok && !field_value_ok(value->str, value->len)) {
         walk_error(w, value,
@@ -1075,29 +264,353 @@ static int header_value_ok(struct walk *w, const struct ynode *name,
                    "control characters");
         ok = 0;
     }
-    path_pop(w, mark);
+    walk_pop(w, mark);
     return ok;
 }
 
-static int map_key_ok(struct walk *w, const struct ynode *map, size_t i);
+#define UPSTREAM_NAME_MAX 64
+#define UPSTREAM_NAME_RULE "letters, digits, \"_\" and \"-\"; at most 64"
+
+/* Upstream names print safely in any message, path or dump. */
+static int upstream_name_ok(const char *s, size_t len)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+
+    return len >= 1 && len <= UPSTREAM_NAME_MAX && strspn(s, ok) == len;
+}
+
+/* ---- upstreams ---- */
+
+static int addr_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+static void set_server_address(struct walk *w, const struct slot *at)
+{
+    struct conf_server *s = at->base;
+    const char *a =
+        walk_text(w, at->val, "an address like \"127.0.0.1:3000\"");
+    const char *why = NULL;
+    struct quoted q;
+
+    if (a == NULL)
+        return;
+    walk_store_string(&s->address, walk_xmemdup(a, at->val->len));
+    s->pos = at->val->pos;
+    walk_quote(&q, at->val->str, at->val->len);
+    if (pt_parse_addr(a, &s->addr, &s->addrlen, &why) != PT_OK) {
+        s->addrlen = 0; /* tells conf.c's duplicate check to skip it */
+        walk_error(w, at->val, "cannot parse address %s: %s", q.s, why);
+    } else if (addr_port(&s->addr) == 0) {
+        s->addrlen = 0;
+        walk_error(w, at->val,
+                   "cannot use address %s: port 0 is for listeners; a "
+                   "server needs 1..65535",
+                   q.s);
+    }
+}
+
+static void walk_server(struct walk *w, const struct ynode *item,
+                        const struct key_spec *keys, struct conf_server *s)
+{
+    s->pos = item->pos;
+    walk_map(w, item, keys, s);
+    if (item->type == YNODE_MAP && ynode_get(item, "address") == NULL)
+        walk_error(w, item,
+                   "missing key \"address\" (an address like "
+                   "\"127.0.0.1:3000\")");
+}
+
+static void set_servers(struct walk *w, const struct slot *at)
+{
+    struct conf_upstream *u = at->base;
+
+    if (!walk_expect(w, at->val, YNODE_SEQ, "a sequence"))
+        return;
+    if (at->val->nkids == 0) {
+        walk_error(w, at->val, "no servers: add at least one");
+        return;
+    }
+    u->servers = walk_xcalloc(at->val->nkids, sizeof(*u->servers));
+    u->nservers = at->val->nkids;
+    for (size_t i = 0; i < at->val->nkids; i++) {
+        size_t mark = walk_push(w, "[%zu]", i);
+
+        walk_server(w, at->val->kids[i], at->k->sub, &u->servers[i]);
+        walk_pop(w, mark);
+    }
+}
+
+static const char *const balance_names[] = {"round_robin", "least_conn",
+                                            "hash"};
+
+/* The balance val names, or -1. */
+static int balance_find(const struct ynode *val)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(balance_names); i++) {
+        if (ynode_is(val, balance_names[i]))
+            return (int)i;
+    }
+    return -1;
+}
+
+static void set_balance(struct walk *w, const struct slot *at)
+{
+    struct conf_upstream *u = at->base;
+    static const enum conf_balance values[] = {
+        BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, BALANCE_HASH};
+    int i;
+
+    if (walk_text(w, at->val, "a balance method") == NULL)
+        return;
+    i = balance_find(at->val);
+    if (i < 0)
+        walk_choice_error(w, at->val, balance_names,
+                          PT_ARRAY_LEN(balance_names));
+    else
+        u->balance = values[i];
+}
+
+static void set_hash_key(struct walk *w, const struct slot *at)
+{
+    static const char *const names[] = {"client", "uri", "header:NAME"};
+    static const char prefix[] = "header:";
+    struct conf_upstream *u = at->base;
+    const char *s = walk_text(w, at->val, "client, uri or header:NAME");
+    size_t plen = sizeof(prefix) - 1;
+    struct quoted q;
+
+    if (s == NULL)
+        return;
+    if (strcmp(s, "client") == 0) {
+        u->hash_key = HASH_CLIENT;
+    } else if (strcmp(s, "uri") == 0) {
+        u->hash_key = HASH_URI;
+    } else if (strncmp(s, prefix, plen) != 0) {
+        walk_choice_error(w, at->val, names, PT_ARRAY_LEN(names));
+    } else if (!token_ok(s + plen, at->val->len - plen)) {
+        walk_error(w, at->val,
+                   "invalid header name after \"header:\" in %s (letters, "
+                   "digits and !#$%%&'*+-.^_`|~ only)",
+                   walk_quote(&q, at->val->str, at->val->len));
+    } else {
+        u->hash_key = HASH_HEADER;
+        walk_store_string(&u->hash_header,
+                          walk_xmemdup(s + plen, at->val->len - plen));
+    }
+}
+
+/* "1".."65535" without sign or leading zero. */
+static int port_ok(const char *p)
+{
+    size_t n = strspn(p, "0123456789");
+
+    return n >= 1 && n <= 5 && p[n] == '\0' && p[0] != '0' &&
+           strtoul(p, NULL, 10) <= 65535;
+}
+
+/* Why s is not a usable Host value "name[:port]" / "[v6][:port]", or
+ * NULL.  It is sent verbatim, so nothing may split the header. */
+static const char *host_port_why(const char *s)
+{
+    const char *end = s[0] == '[' ? strchr(s, ']') : strchr(s, ':');
+    size_t hlen = end ? (size_t)(end - s) + (s[0] == '[') : strlen(s);
+    const char *port = s + hlen;
+    char host[256];
+
+    if (s[0] == '[' && end == NULL)
+        return "missing \"]\" after the IPv6 address";
+    if (s[0] != '[' && end != NULL && strchr(end + 1, ':') != NULL)
+        return "IPv6 addresses need brackets, e.g. [::1]:8080";
+    if (*port != '\0' && (*port != ':' || !port_ok(port + 1)))
+        return "a port must be \":1\" to \":65535\" right after the host";
+    if (hlen == 0)
+        return "missing host before the port";
+    if (hlen >= sizeof(host))
+        return "longer than 253 characters";
+    for (size_t i = 0; i < hlen; i++)
+        host[i] = pt_lower(s[i]);
+    host[hlen] = '\0';
+    if (strchr(host, '*') != NULL)
+        return "a host to send cannot be a wildcard";
+    return host_why(host);
+}
+
+static void set_upstream_host(struct walk *w, const struct slot *at)
+{
+    const char *s = walk_text(w, at->val, "a host like \"api.internal\"");
+    const char *why;
+    struct quoted q;
+
+    if (s == NULL)
+        return;
+    why = host_port_why(s);
+    if (why != NULL) {
+        walk_error(w, at->val, "invalid host %s: %s",
+                   walk_quote(&q, at->val->str, at->val->len), why);
+        return;
+    }
+    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+}
+
+/* hash_key without balance: hash would be silently ignored. */
+static void check_hash_key(struct walk *w, const struct ynode *map,
+                           const struct conf_upstream *u)
+{
+    const struct ynode *key = ynode_get(map, "hash_key");
+    const struct ynode *balance = ynode_get(map, "balance");
+
+    if (key == NULL || u->balance == BALANCE_HASH)
+        return;
+    if (balance != NULL && balance_find(balance) < 0)
+        return; /* the balance itself is wrong, and said so */
+    walk_error(w, key, "hash_key needs balance: hash");
+}
+
+static void walk_upstream(struct walk *w, const struct ynode *name,
+                          const struct ynode *val, const struct key_spec *keys,
+                          struct conf_upstream *u)
+{
+    struct quoted q;
+    size_t mark;
+
+    conf_upstream_init(u);
+    u->pos = name->pos;
+    walk_quote(&q, name->str, name->len);
+    if (upstream_name_ok(name->str, name->len))
+        u->name = walk_xmemdup(name->str, name->len);
+    else
+        walk_error(w, name, "invalid upstream name %s (%s)", q.s,
+                   UPSTREAM_NAME_RULE);
+    mark = walk_push(w, ".%s", u->name ? u->name : q.s);
+    walk_map(w, val, keys, u);
+    if (val->type == YNODE_MAP && ynode_get(val, "servers") == NULL)
+        walk_error(w, val,
+                   "missing key \"servers\" (a sequence like "
+                   "[{ address: \"127.0.0.1:3000\" }])");
+    if (val->type == YNODE_MAP)
+        check_hash_key(w, val, u);
+    walk_pop(w, mark);
+}
+
+static void set_upstreams(struct walk *w, const struct slot *at)
+{
+    struct conf *c = at->base;
+    const struct ynode *map = at->val;
+
+    if (!walk_expect(w, map, YNODE_MAP, "a mapping of names to upstreams"))
+        return;
+    c->upstreams = walk_xcalloc(map->nkids / 2, sizeof(*c->upstreams));
+    for (size_t i = 0; i + 1 < map->nkids; i += 2) {
+        if (walk_key_ok(w, map, i))
+            walk_upstream(w, map->kids[i], map->kids[i + 1], at->k->sub,
+                          &c->upstreams[c->nupstreams++]);
+    }
+}
+
+/* ---- routes ---- */
+
+static void set_host(struct walk *w, const struct slot *at)
+{
+    const char *s = walk_text(w, at->val, "a host name");
+    const char *why;
+    struct quoted q;
+    char *host;
+
+    if (s == NULL)
+        return;
+    host = walk_xmemdup(s, at->val->len);
+    for (char *p = host; *p != '\0'; p++)
+        *p = pt_lower(*p); /* Host matching is case-insensitive */
+    why = host_why(host);
+    if (why != NULL) {
+        walk_error(w, at->val, "invalid host %s: %s",
+                   walk_quote(&q, at->val->str, at->val->len), why);
+        free(host);
+        return;
+    }
+    walk_store_string(walk_field(at), host);
+}
+
+static void set_path_prefix(struct walk *w, const struct slot *at)
+{
+    const char *s = walk_text(w, at->val, "a path like /api");
+    struct quoted q;
+
+    if (s == NULL)
+        return;
+    walk_quote(&q, at->val->str, at->val->len);
+    if (s[0] != '/') {
+        walk_error(w, at->val, "must start with \"/\", got %s", q.s);
+        return;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7F) {
+            walk_error(w, at->val, "%s contains a space or control character",
+                       q.s);
+            return;
+        }
+        if (*p == '?' || *p == '#') {
+            walk_error(w, at->val, "%s must not contain \"?\" or \"#\"", q.s);
+            return;
+        }
+    }
+    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+}
+
+static void set_body(struct walk *w, const struct slot *at)
+{
+    struct conf_respond *rs = &((struct conf_route *)at->base)->respond;
+
+    if (!walk_expect(w, at->val, YNODE_SCALAR, "a string"))
+        return;
+    /* "" is a fine body, and a NUL byte is just a byte here */
+    walk_store_string(&rs->body, walk_xmemdup(at->val->str, at->val->len));
+    rs->body_len = at->val->len;
+}
+
+/* A response header of respond: -- framing is portico's job: a fixed
+ * value here would contradict it. */
+static int header_name_ok(struct walk *w, const struct ynode *name)
+{
+    static const char *const reserved[] = {
+        "Content-Length", "Transfer-Encoding", "Connection", "Date", "Server"};
+    struct pt_str view = {name->str, name->len};
+    struct quoted q;
+
+    if (!header_token_ok(w, name))
+        return 0;
+    for (size_t i = 0; i < PT_ARRAY_LEN(reserved); i++) {
+        if (pt_str_ieq(view, reserved[i])) {
+            walk_error(w, name, "header %s is set by portico",
+                       walk_quote(&q, name->str, name->len));
+            return 0;
+        }
+    }
+    return 1;
+}
 
 static void set_headers(struct walk *w, const struct slot *at)
 {
     struct conf_respond *rs = &((struct conf_route *)at->base)->respond;
 
-    if (!expect(w, at->val, YNODE_MAP, "a mapping"))
+    if (!walk_expect(w, at->val, YNODE_MAP, "a mapping"))
         return;
-    rs->headers = xcalloc(at->val->nkids / 2, sizeof(*rs->headers));
+    rs->headers = walk_xcalloc(at->val->nkids / 2, sizeof(*rs->headers));
     for (size_t i = 0; i + 1 < at->val->nkids; i += 2) {
         const struct ynode *name = at->val->kids[i],
                            *value = at->val->kids[i + 1];
         struct conf_header *h = &rs->headers[rs->nheaders];
 
-        if (!map_key_ok(w, at->val, i) || !header_name_ok(w, name) ||
+        if (!walk_key_ok(w, at->val, i) || !header_name_ok(w, name) ||
             !header_value_ok(w, name, value))
             continue;
-        h->name = xmemdup(name->str, name->len);
-        h->value = xmemdup(value->str, value->len);
+        h->name = walk_xmemdup(name->str, name->len);
+        h->value = walk_xmemdup(value->str, value->len);
         rs->nheaders++;
     }
 }
@@ -1110,140 +623,358 @@ static int status_allows_body(int status)
 
 static void set_respond(struct walk *w, const struct slot *at)
 {
-    struct conf_respond *rs = &((struct conf_route *)at->base)->respond;
-    const struct ynode *body = map_get(at->val, "body");
+    struct conf_route *r = at->base;
+    struct conf_respond *rs = &r->respond;
+    const struct ynode *body = ynode_get(at->val, "body");
 
+    r->has_respond = 1;
     walk_map(w, at->val, at->k->sub, at->base);
     if (body != NULL && rs->body_len > 0 && !status_allows_body(rs->status)) {
-        size_t mark = path_push(w, ".body");
+        size_t mark = walk_push(w, ".body");
 
         walk_error(w, body, "a %d response cannot have a body", rs->status);
-        path_pop(w, mark);
+        walk_pop(w, mark);
     }
 }
 
-static void set_upstream(struct walk *w, const struct slot *at)
+/* The name only; conf.c finds the upstream once all are read. */
+static void set_route_upstream(struct walk *w, const struct slot *at)
 {
-    const char *s = scalar_text(w, at->val, "an upstream name");
+    struct conf_route *r = at->base;
+    const char *s = walk_text(w, at->val, "an upstream name");
     struct quoted q;
 
-    if (s != NULL)
-        walk_error(w, at->val,
-                   "no upstream named %s (upstreams are not supported yet "
-                   "in this build)",
-                   quote(&q, at->val->str, at->val->len));
+    if (s == NULL)
+        return;
+    if (!upstream_name_ok(s, at->val->len)) {
+        walk_error(w, at->val, "invalid upstream name %s (%s)",
+                   walk_quote(&q, at->val->str, at->val->len),
+                   UPSTREAM_NAME_RULE);
+        return;
+    }
+    walk_store_string(&r->upstream_name, walk_xmemdup(s, at->val->len));
+    r->upstream_pos = at->val->pos;
+}
+
+/* ---- routes: headers.request / headers.response ---- */
+
+/* What the setters of one direction's set/add/remove share. */
+struct ops_walk {
+    struct conf_header_ops *ops; /* borrowed: what is filled */
+    int request;                 /* headers.request, not .response */
+    const struct ynode **names;  /* owns the array: names accepted so far */
+    size_t nnames;
+};
+
+/* Framing and connection management are per hop and portico's job. */
+static const char *const managed_request[] = {
+    "Host",       "Content-Length", "Transfer-Encoding",
+    "Connection", "Keep-Alive",     "TE",
+    "Trailer",    "Upgrade",        "Proxy-Connection"};
+static const char *const managed_response[] = {
+    "Content-Length", "Transfer-Encoding", "Connection",
+    "Keep-Alive",     "Trailer",           "Upgrade"};
+
+static int ops_managed(const struct ops_walk *ow, struct pt_str name)
+{
+    const char *const *list = ow->request ? managed_request : managed_response;
+    size_t n = ow->request ? PT_ARRAY_LEN(managed_request)
+                           : PT_ARRAY_LEN(managed_response);
+
+    for (size_t i = 0; i < n; i++) {
+        if (pt_str_ieq(name, list[i]))
+            return 1;
+    }
+    return 0;
+}
+
+/* "upstreams.app.host" when the route names a valid upstream. */
+static const char *host_hint(const struct walk *w)
+{
+    static char buf[UPSTREAM_NAME_MAX + 32];
+    const struct ynode *up = w->route_upstream;
+
+    if (up == NULL || up->type != YNODE_SCALAR ||
+        !upstream_name_ok(up->str, up->len))
+        return "use upstreams.NAME.host";
+    snprintf(buf, sizeof(buf), "use upstreams.%s.host", up->str);
+    return buf;
+}
+
+/*
+ * Checks one header name of set/add/remove: a token, not managed by
+ * portico, and not given before in this direction in any case (the
+ * order set, add and remove apply in must not matter).
+ */
+static int ops_name_ok(struct walk *w, struct ops_walk *ow,
+                       const struct ynode *name)
+{
+    struct pt_str view = {name->str, name->len};
+    struct quoted q;
+
+    if (!header_token_ok(w, name))
+        return 0;
+    walk_quote(&q, name->str, name->len);
+    if (ops_managed(ow, view)) {
+        if (pt_str_ieq(view, "Host"))
+            walk_error(w, name, "header %s is managed by portico (%s)", q.s,
+                       host_hint(w));
+        else
+            walk_error(w, name, "header %s is managed by portico", q.s);
+        return 0;
+    }
+    for (size_t i = 0; i < ow->nnames; i++) {
+        const struct ynode *prev = ow->names[i];
+
+        if (!pt_str_ieq(view, prev->str))
+            continue;
+        walk_error(w, name,
+                   "header %s is already named at %d:%d (each name once "
+                   "per direction, in any case)",
+                   q.s, prev->pos.line, prev->pos.col);
+        return 0;
+    }
+    ow->names[ow->nnames++] = name; /* room: see ops_count */
+    return 1;
+}
+
+/* set: and add: -- a mapping of names to values. */
+static void ops_fields(struct walk *w, const struct slot *at,
+                       struct conf_header **out, size_t *n)
+{
+    struct ops_walk *ow = at->base;
+
+    if (!walk_expect(w, at->val, YNODE_MAP, "a mapping of header fields"))
+        return;
+    *out = walk_xcalloc(at->val->nkids / 2, sizeof(**out));
+    for (size_t i = 0; i + 1 < at->val->nkids; i += 2) {
+        const struct ynode *name = at->val->kids[i],
+                           *value = at->val->kids[i + 1];
+        struct conf_header *h = &(*out)[*n];
+
+        if (!walk_key_ok(w, at->val, i) || !ops_name_ok(w, ow, name) ||
+            !header_value_ok(w, name, value))
+            continue;
+        h->name = walk_xmemdup(name->str, name->len);
+        h->value = walk_xmemdup(value->str, value->len);
+        (*n)++;
+    }
+}
+
+static void set_ops_set(struct walk *w, const struct slot *at)
+{
+    struct ops_walk *ow = at->base;
+
+    ops_fields(w, at, &ow->ops->set, &ow->ops->nset);
+}
+
+static void set_ops_add(struct walk *w, const struct slot *at)
+{
+    struct ops_walk *ow = at->base;
+
+    ops_fields(w, at, &ow->ops->add, &ow->ops->nadd);
+}
+
+/* remove: -- a sequence of names. */
+static void set_ops_remove(struct walk *w, const struct slot *at)
+{
+    struct ops_walk *ow = at->base;
+    struct conf_header_ops *ops = ow->ops;
+
+    if (!walk_expect(w, at->val, YNODE_SEQ, "a sequence of header names"))
+        return;
+    ops->remove = walk_xcalloc(at->val->nkids, sizeof(*ops->remove));
+    for (size_t i = 0; i < at->val->nkids; i++) {
+        const struct ynode *name = at->val->kids[i];
+        size_t mark = walk_push(w, "[%zu]", i);
+
+        if (walk_expect(w, name, YNODE_SCALAR, "a header name") &&
+            ops_name_ok(w, ow, name))
+            ops->remove[ops->nremove++] = walk_xmemdup(name->str, name->len);
+        walk_pop(w, mark);
+    }
+}
+
+/* At least as many names as set/add/remove of map can hold. */
+static size_t ops_count(const struct ynode *map)
+{
+    size_t n = 0;
+
+    for (size_t i = 1; map->type == YNODE_MAP && i < map->nkids; i += 2)
+        n += map->kids[i]->nkids;
+    return n;
+}
+
+/* request: / response: -- the field is the route's conf_header_ops. */
+static void set_header_ops(struct walk *w, const struct slot *at)
+{
+    struct ops_walk ow = {
+        .ops = walk_field(at),
+        /* the two directions share a table; the field tells them apart */
+        .request = at->k->off == offsetof(struct conf_route, request_headers),
+        .names = walk_xcalloc(ops_count(at->val), sizeof(*ow.names)),
+    };
+
+    walk_map(w, at->val, at->k->sub, &ow);
+    free(ow.names);
+}
+
+/* timeouts: or headers: in a respond: route: nothing to apply them to. */
+static void only_with_upstream(struct walk *w, const struct ynode *item,
+                               const char *key, const char *why)
+{
+    const struct ynode *k = ynode_get_key(item, key);
+
+    if (k != NULL)
+        walk_error(w, k, "%s: only with upstream:%s", key, why);
 }
 
 static void walk_route(struct walk *w, const struct ynode *item,
                        const struct key_spec *keys, struct conf_route *r)
 {
+    const struct ynode *respond, *upstream, *later;
+
     r->pos = item->pos;
+    w->route_upstream = ynode_get(item, "upstream");
     walk_map(w, item, keys, r);
-    /* upstream: is an action too, already reported as unavailable */
-    if (item->type == YNODE_MAP && map_get(item, "respond") == NULL &&
-        map_get(item, "upstream") == NULL)
-        walk_error(w, item, "no action: add respond:");
+    w->route_upstream = NULL;
+    if (item->type != YNODE_MAP)
+        return;
+    respond = ynode_get_key(item, "respond");
+    upstream = ynode_get_key(item, "upstream");
+    if (respond == NULL && upstream == NULL) {
+        walk_error(w, item, "no action: add respond: or upstream:");
+    } else if (respond != NULL && upstream != NULL) {
+        later = respond->pos.line > upstream->pos.line ||
+                        (respond->pos.line == upstream->pos.line &&
+                         respond->pos.col > upstream->pos.col)
+                    ? respond
+                    : upstream;
+        walk_error(w, later, "a route takes respond: or upstream:, not both");
+    } else if (respond != NULL) {
+        only_with_upstream(w, item, "timeouts", "");
+        only_with_upstream(w, item, "headers",
+                           " (respond: has its own headers)");
+    }
 }
 
 static void set_routes(struct walk *w, const struct slot *at)
 {
     struct conf *c = at->base;
 
-    if (!expect(w, at->val, YNODE_SEQ, "a sequence"))
+    if (!walk_expect(w, at->val, YNODE_SEQ, "a sequence"))
         return;
-    c->routes = xcalloc(at->val->nkids, sizeof(*c->routes));
+    c->routes = walk_xcalloc(at->val->nkids, sizeof(*c->routes));
     c->nroutes = at->val->nkids;
     for (size_t i = 0; i < at->val->nkids; i++) {
-        size_t mark = path_push(w, "[%zu]", i);
+        size_t mark = walk_push(w, "[%zu]", i);
 
         walk_route(w, at->val->kids[i], at->k->sub, &c->routes[i]);
-        path_pop(w, mark);
+        walk_pop(w, mark);
     }
 }
 
 /* ---- the key tables ---- */
 
-#define NUM(key, setter, type, member, lo, hi, reason)                        \
-    {                                                                         \
-        .name = (key), .set = (setter), .off = offsetof(type, member),        \
-        .width = sizeof(((type *)0)->member), .min = (lo), .max = (hi),       \
-        .why = (reason)                                                       \
-    }
-#define FIELD(key, setter, type, member)                                      \
-    {                                                                         \
-        .name = (key), .set = (setter), .off = offsetof(type, member)         \
-    }
-/* NUM / FIELD that also record where the accepted value was written */
-#define NUM_POS(key, setter, type, member, lo, hi, reason, posmember)         \
-    {                                                                         \
-        .name = (key), .set = (setter), .off = offsetof(type, member),        \
-        .width = sizeof(((type *)0)->member), .min = (lo), .max = (hi),       \
-        .why = (reason), .pos_at = offsetof(type, posmember)                  \
-    }
-#define FIELD_POS(key, setter, type, member, posmember)                       \
-    {                                                                         \
-        .name = (key), .set = (setter), .off = offsetof(type, member),        \
-        .pos_at = offsetof(type, posmember)                                   \
-    }
-#define SECTION(key, setter, table)                                           \
-    {                                                                         \
-        .name = (key), .set = (setter), .sub = (table)                        \
-    }
-#define OTHER(key, setter)                                                    \
-    {                                                                         \
-        .name = (key), .set = (setter)                                        \
-    }
-
 #define WHY_TIMEOUT "0 would fire at once; over a day is not a timeout"
 
 static const struct key_spec error_log_keys[] = {
-    FIELD("path", set_string, struct conf, error_log.path),
+    FIELD("path", walk_set_string, struct conf, error_log.path),
     FIELD("level", set_level, struct conf, error_log.level),
     {0},
 };
 
 static const struct key_spec access_log_keys[] = {
-    FIELD("path", set_string, struct conf, access_log.path),
+    FIELD("path", walk_set_string, struct conf, access_log.path),
     FIELD("format", set_format, struct conf, access_log.format),
     {0},
 };
 
 static const struct key_spec limits_keys[] = {
-    NUM("max_connections", set_uint, struct conf, limits.max_connections, 1,
-        1000000, "per worker; each holds a file descriptor"),
-    NUM_POS("max_header_bytes", set_size, struct conf, limits.max_header_bytes,
-            KIB, MIB,
+    NUM("max_connections", walk_set_uint, struct conf, limits.max_connections,
+        1, 1000000, "per worker; each holds a file descriptor"),
+    NUM_POS("max_header_bytes", walk_set_size, struct conf,
+            limits.max_header_bytes, KIB, MIB,
             "below 1k real browsers break; above 1m only helps attacks",
             pos.max_header_bytes),
-    NUM("max_headers", set_uint, struct conf, limits.max_headers, 1, 1000,
+    NUM("max_headers", walk_set_uint, struct conf, limits.max_headers, 1, 1000,
         "every header costs work on every request"),
-    NUM_POS("max_uri_bytes", set_size, struct conf, limits.max_uri_bytes, 256,
-            MIB, "below 256 real sites break; above 1m only helps attacks",
+    NUM_POS("max_uri_bytes", walk_set_size, struct conf, limits.max_uri_bytes,
+            256, MIB,
+            "below 256 real sites break; above 1m only helps attacks",
             pos.max_uri_bytes),
-    NUM("max_body_bytes", set_size, struct conf, limits.max_body_bytes, 0,
+    NUM("max_body_bytes", walk_set_size, struct conf, limits.max_body_bytes, 0,
         UINT64_MAX, "0 means unlimited"),
     {0},
 };
 
 static const struct key_spec timeouts_keys[] = {
-    NUM("client_header", set_duration, struct conf, timeouts.client_header, 1,
+    NUM("client_header", walk_set_duration, struct conf,
+        timeouts.client_header, 1, DAY_MS, WHY_TIMEOUT),
+    NUM("client_body", walk_set_duration, struct conf, timeouts.client_body, 1,
         DAY_MS, WHY_TIMEOUT),
-    NUM("client_body", set_duration, struct conf, timeouts.client_body, 1,
+    NUM("keepalive", walk_set_duration, struct conf, timeouts.keepalive, 1,
         DAY_MS, WHY_TIMEOUT),
-    NUM("keepalive", set_duration, struct conf, timeouts.keepalive, 1, DAY_MS,
+    NUM("send", walk_set_duration, struct conf, timeouts.send, 1, DAY_MS,
         WHY_TIMEOUT),
-    NUM("send", set_duration, struct conf, timeouts.send, 1, DAY_MS,
-        WHY_TIMEOUT),
-    NUM("shutdown_grace", set_duration, struct conf, timeouts.shutdown_grace,
-        0, DAY_MS, "0 stops at once; over a day would stall every restart"),
+    NUM("shutdown_grace", walk_set_duration, struct conf,
+        timeouts.shutdown_grace, 0, DAY_MS,
+        "0 stops at once; over a day would stall every restart"),
+    NUM("upstream_connect", walk_set_duration, struct conf,
+        timeouts.upstream_connect, 1, DAY_MS, WHY_TIMEOUT),
+    NUM("upstream_send", walk_set_duration, struct conf,
+        timeouts.upstream_send, 1, DAY_MS, WHY_TIMEOUT),
+    NUM("upstream_read", walk_set_duration, struct conf,
+        timeouts.upstream_read, 1, DAY_MS, WHY_TIMEOUT),
     {0},
 };
 
 static const struct key_spec listener_keys[] = {
     FIELD("listen", set_listen, struct conf_listener, listen),
-    NUM("backlog", set_uint, struct conf_listener, backlog, 1, 65535,
+    NUM("backlog", walk_set_uint, struct conf_listener, backlog, 1, 65535,
         "the kernel caps it at net.core.somaxconn anyway"),
-    {.name = "tls", .set = set_unsupported, .why = "TLS is not supported yet"},
+    UNSUPPORTED("tls", "TLS is not supported yet"),
+    {0},
+};
+
+static const struct key_spec server_keys[] = {
+    OTHER("address", set_server_address),
+    NUM("weight", walk_set_uint, struct conf_server, weight, 1, 1000,
+        "a share relative to the other servers; 1000 is fine enough"),
+    {0},
+};
+
+static const struct key_spec upstream_timeouts_keys[] = {
+    NUM("connect", walk_set_duration, struct conf_upstream, timeouts.connect,
+        1, DAY_MS, WHY_TIMEOUT),
+    NUM("send", walk_set_duration, struct conf_upstream, timeouts.send, 1,
+        DAY_MS, WHY_TIMEOUT),
+    NUM("read", walk_set_duration, struct conf_upstream, timeouts.read, 1,
+        DAY_MS, WHY_TIMEOUT),
+    {0},
+};
+
+static const struct key_spec upstream_keys[] = {
+    SECTION("servers", set_servers, server_keys),
+    OTHER("balance", set_balance),
+    OTHER("hash_key", set_hash_key),
+    NUM("keepalive", walk_set_uint, struct conf_upstream, keepalive, 0, 10000,
+        "idle connections per server and worker, each a file descriptor"),
+    NUM("keepalive_timeout", walk_set_duration, struct conf_upstream,
+        keepalive_timeout, 1, HOUR_MS,
+        "it must end before the upstream's own idle timeout does"),
+    NUM("retries", walk_set_uint, struct conf_upstream, retries, 0, 10,
+        "each retry can add a connect timeout to the wait"),
+    NUM("max_fails", walk_set_uint, struct conf_upstream, max_fails, 0, 1000,
+        "0 turns passive health checks off"),
+    NUM("fail_timeout", walk_set_duration, struct conf_upstream, fail_timeout,
+        1, DAY_MS,
+        "0 would never skip a failing server; over a day is "
+        "not a timeout"),
+    FIELD("host", set_upstream_host, struct conf_upstream, host),
+    SECTION("timeouts", walk_set_section, upstream_timeouts_keys),
+    OTHER("health_check", walk_set_unsupported),
+    UNSUPPORTED("tls", "TLS is not supported yet"),
     {0},
 };
 
@@ -1254,18 +985,46 @@ static const struct key_spec match_keys[] = {
 };
 
 static const struct key_spec respond_keys[] = {
-    NUM("status", set_uint, struct conf_route, respond.status, 200, 599,
+    NUM("status", walk_set_uint, struct conf_route, respond.status, 200, 599,
         "a final response: 2xx to 5xx"),
     OTHER("body", set_body),
     OTHER("headers", set_headers),
     {0},
 };
 
+static const struct key_spec route_timeouts_keys[] = {
+    NUM("connect", walk_set_duration, struct conf_route, timeouts.connect, 1,
+        DAY_MS, WHY_TIMEOUT),
+    NUM("send", walk_set_duration, struct conf_route, timeouts.send, 1, DAY_MS,
+        WHY_TIMEOUT),
+    NUM("read", walk_set_duration, struct conf_route, timeouts.read, 1, DAY_MS,
+        WHY_TIMEOUT),
+    {0},
+};
+
+/* base: a struct ops_walk */
+static const struct key_spec header_ops_keys[] = {
+    OTHER("set", set_ops_set),
+    OTHER("add", set_ops_add),
+    OTHER("remove", set_ops_remove),
+    {0},
+};
+
+static const struct key_spec route_headers_keys[] = {
+    SECTION_AT("request", set_header_ops, struct conf_route, request_headers,
+               header_ops_keys),
+    SECTION_AT("response", set_header_ops, struct conf_route, response_headers,
+               header_ops_keys),
+    {0},
+};
+
 static const struct key_spec route_keys[] = {
-    SECTION("match", set_section, match_keys),
+    SECTION("match", walk_set_section, match_keys),
     SECTION("respond", set_respond, respond_keys),
-    OTHER("upstream", set_upstream),
-    OTHER("cache", set_unsupported),
+    OTHER("upstream", set_route_upstream),
+    SECTION("timeouts", walk_set_section, route_timeouts_keys),
+    SECTION("headers", walk_set_section, route_headers_keys),
+    OTHER("cache", walk_set_unsupported),
     {0},
 };
 
@@ -1273,81 +1032,18 @@ static const struct key_spec root_keys[] = {
     NUM("workers", set_workers, struct conf, workers, 1, 512,
         "one process per core is plenty"),
     FIELD_POS("user", set_user, struct conf, user, pos.user),
-    FIELD("pid_file", set_string, struct conf, pid_file),
-    SECTION("error_log", set_section, error_log_keys),
-    SECTION("access_log", set_section, access_log_keys),
-    SECTION("limits", set_section, limits_keys),
-    SECTION("timeouts", set_section, timeouts_keys),
+    FIELD("pid_file", walk_set_string, struct conf, pid_file),
+    SECTION("error_log", walk_set_section, error_log_keys),
+    SECTION("access_log", walk_set_section, access_log_keys),
+    SECTION("limits", walk_set_section, limits_keys),
+    SECTION("timeouts", walk_set_section, timeouts_keys),
     SECTION("listeners", set_listeners, listener_keys),
     SECTION("routes", set_routes, route_keys),
-    OTHER("upstreams", set_unsupported),
-    OTHER("cache", set_unsupported),
-    OTHER("admin", set_unsupported),
+    SECTION("upstreams", set_upstreams, upstream_keys),
+    OTHER("cache", walk_set_unsupported),
+    OTHER("admin", walk_set_unsupported),
     {0},
 };
-
-/* ---- walking ---- */
-
-/* Checks the key of pair i in map: a scalar not seen earlier in map. */
-static int map_key_ok(struct walk *w, const struct ynode *map, size_t i)
-{
-    const struct ynode *key = map->kids[i];
-    struct quoted q;
-
-    if (key->type == YNODE_BAD)
-        return 0;
-    if (key->type != YNODE_SCALAR) {
-        walk_error(w, key, "keys must be scalars, got %s", ynode_kind(key));
-        return 0;
-    }
-    for (size_t j = 0; j < i; j += 2) {
-        const struct ynode *prev = map->kids[j];
-
-        if (prev->type == YNODE_SCALAR && prev->len == key->len &&
-            memcmp(prev->str, key->str, key->len) == 0) {
-            walk_error(w, key, "duplicate key %s (first at %d:%d)",
-                       quote(&q, key->str, key->len), prev->pos.line,
-                       prev->pos.col);
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static const struct key_spec *spec_find(const struct key_spec *table,
-                                        const struct ynode *key)
-{
-    for (; table->name != NULL; table++) {
-        if (ynode_is(key, table->name))
-            return table;
-    }
-    return NULL;
-}
-
-/* Hands each pair of map to the setter its key names in table. */
-static void walk_map(struct walk *w, const struct ynode *map,
-                     const struct key_spec *table, void *base)
-{
-    if (!expect(w, map, YNODE_MAP, "a mapping"))
-        return;
-    assert(map->nkids % 2 == 0);
-    for (size_t i = 0; i < map->nkids; i += 2) {
-        const struct ynode *key = map->kids[i], *val = map->kids[i + 1];
-        const struct key_spec *k;
-        size_t mark;
-
-        if (!map_key_ok(w, map, i))
-            continue;
-        k = spec_find(table, key);
-        if (k == NULL) {
-            report_unknown(w, key, table);
-            continue;
-        }
-        mark = path_push(w, "%s%s", w->pathlen ? "." : "", k->name);
-        k->set(w, &(struct slot){k, key, val, base});
-        path_pop(w, mark);
-    }
-}
 
 static void walk_root(struct walk *w, const struct ynode *root)
 {
@@ -1365,35 +1061,19 @@ static void walk_root(struct walk *w, const struct ynode *root)
         return;
     }
     walk_map(w, root, root_keys, w->conf);
-    if (map_get(root, "listeners") == NULL)
+    if (ynode_get(root, "listeners") == NULL)
         walk_error(w, root, "no listeners: add one under listeners:");
 }
 
 int conf_yaml_parse(struct conf *conf, const char *buf, size_t len,
                     struct conf_diag *diag)
 {
-    struct builder b = {.conf = conf, .diag = diag, .buf = buf, .len = len};
     struct walk w = {.conf = conf, .diag = diag};
     struct ynode *root = NULL;
-    int rc;
+    int rc = conf_tree_parse(conf, buf, len, diag, &root);
 
-    if (!yaml_parser_initialize(&b.parser))
-        oom();
-    /* libyaml asserts on a NULL input, even an empty one */
-    yaml_parser_set_input_string(
-        &b.parser, (const unsigned char *)(buf ? buf : ""), buf ? len : 0);
-    rc = tree_build(&b, &root);
-    yaml_parser_delete(&b.parser);
     if (rc == PT_OK)
         walk_root(&w, root);
     ynode_free(root);
     return rc;
-}
-
-const char *conf_yaml_version(void)
-{
-    static char buf[48];
-
-    snprintf(buf, sizeof(buf), "libyaml %s", yaml_get_version_string());
-    return buf;
 }

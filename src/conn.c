@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@
 
 #include "http_parse.h"
 #include "log.h"
+#include "proxy.h"
 #include "route.h"
 #include "util.h"
 #include "worker.h"
@@ -42,6 +44,7 @@
 enum conn_state {
     CONN_HEAD,    /* waiting for or reading a request head */
     CONN_BODY,    /* reading (and discarding) a request body */
+    CONN_PROXY,   /* the request is being forwarded upstream */
     CONN_FLUSH,   /* response queued; next request waits for the drain */
     CONN_CLOSING, /* last response queued; close when written */
     CONN_LINGER,  /* write side shut; draining input until EOF or timer */
@@ -58,6 +61,7 @@ struct conn_req {
     uint64_t body_left;    /* Content-Length bytes still to read */
     uint64_t body_bytes;   /* decoded body bytes read so far */
     struct http_chunked chunk;
+    struct proxy *px;      /* owns, while proxying */
     struct timeval start;
     /* access-log copies of method, target, referer, user agent */
     struct pt_str method, target, referer, user_agent;
@@ -71,7 +75,9 @@ struct conn {
     struct sockaddr_storage peer;
     enum conn_state state;
     unsigned nreq;        /* requests completed on this connection */
-    size_t scanned;       /* head bytes already searched for CRLFCRLF */
+    size_t scanned;       /* head bytes already scanned */
+    uint32_t tail;        /* the last four bytes scanned */
+    unsigned line_seen : 1;    /* the request line is complete */
     unsigned head_started : 1; /* a byte of the next head has arrived */
     unsigned stop_after : 1;   /* graceful stop: close after this one */
     struct conn_req req;
@@ -84,6 +90,8 @@ static unsigned conn_n;
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
+static void conn_next(struct conn *c, int keep);
+static void conn_head_reset(struct conn *c);
 
 unsigned conn_count(void)
 {
@@ -178,7 +186,8 @@ static void conn_log_capture(struct conn *c, const struct http_request *r)
         c->req.user_agent = conn_keep(&p, ua->value);
 }
 
-static void conn_log_access(struct conn *c, int status, uint64_t bytes)
+static void conn_log_access_up(struct conn *c, int status, uint64_t bytes,
+                               const char *upstream, uint64_t upstream_us)
 {
     struct gen *g = c->req.gen ? c->req.gen : worker_gen(c->w);
     struct access_entry e;
@@ -198,13 +207,21 @@ static void conn_log_access(struct conn *c, int status, uint64_t bytes)
     e.status = status;
     e.bytes_sent = bytes;
     e.duration_us = (uint64_t)d.tv_sec * 1000000 + (uint64_t)d.tv_usec;
+    e.upstream = upstream;
+    e.upstream_us = upstream_us;
     access_log_write(g->access_fd, g->conf->access_log.format, &e);
+}
+
+static void conn_log_access(struct conn *c, int status, uint64_t bytes)
+{
+    conn_log_access_up(c, status, bytes, NULL, 0);
 }
 
 /* ---- closing ---------------------------------------------------------- */
 
 static void conn_end_request(struct conn *c)
 {
+    proxy_free(&c->req.px);
     gen_release(&c->req.gen);
     memset(&c->req, 0, sizeof(c->req));
     c->req.version_minor = -1;
@@ -297,17 +314,12 @@ static void conn_error(struct conn *c, int status, const char *why)
     conn_close_after_write(c);
 }
 
-static int conn_keeps_alive(struct conn *c)
-{
-    return c->req.keep_alive && !c->stop_after && !worker_stopping(c->w);
-}
-
 /* The request is complete: answer from its route, or 404. */
 static void conn_respond(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const struct conf_route *r = c->req.route;
-    int keep = conn_keeps_alive(c);
+    int keep = conn_client_keep_alive(c);
     uint64_t sent = 0;
 
     if (r == NULL) {
@@ -335,6 +347,15 @@ static void conn_respond(struct conn *c)
         }
         conn_log_access(c, r->respond.status, sent);
     }
+    conn_next(c, keep);
+}
+
+/* The exchange is over and its response queued: make way for the next
+ * request, or close. */
+static void conn_next(struct conn *c, int keep)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
     conn_end_request(c);
     c->nreq++;
     if (!keep) {
@@ -342,7 +363,7 @@ static void conn_respond(struct conn *c)
         return;
     }
     c->state = CONN_HEAD;
-    c->scanned = 0;
+    conn_head_reset(c);
     c->head_started = 0;
     conn_read_timeout(c, 0);
     if (evbuffer_get_length(out) > CONN_OUTPUT_HIGH) {
@@ -421,34 +442,56 @@ static void conn_read_body(struct conn *c)
 
 /* ---- request head ------------------------------------------------------ */
 
-/* Look for the end of the head in bytes not searched yet.  Returns how
- * many bytes to hand the parser, or 0 to wait for more. */
+/*
+ * Scan the bytes not seen yet for the end of the head, or for a byte
+ * that already makes the head invalid (a bare CR or LF), so a bad head
+ * is answered at once instead of at the header deadline.  Returns how
+ * many bytes to hand the parser, or 0 to wait for more.  Each byte is
+ * looked at once however slowly the head arrives.
+ */
 static size_t conn_head_span(struct conn *c, struct evbuffer *in,
                              const struct conf *cf)
 {
     size_t len = evbuffer_get_length(in);
     size_t limit = cf->limits.max_header_bytes;
     size_t upto = PT_MIN(len, limit + 1);
-    struct evbuffer_ptr from, end;
+    struct evbuffer_iovec v[16];
+    struct evbuffer_ptr from;
 
-    evbuffer_ptr_set(in, &from, c->scanned > 3 ? c->scanned - 3 : 0,
-                     EVBUFFER_PTR_SET);
-    evbuffer_ptr_set(in, &end, upto, EVBUFFER_PTR_SET);
-    struct evbuffer_ptr hit = evbuffer_search_range(in, "\r\n\r\n", 4,
-                                                    &from, &end);
-    if (hit.pos >= 0)
-        return (size_t)hit.pos + 4;
-    c->scanned = upto;
+    while (c->scanned < upto) {
+        evbuffer_ptr_set(in, &from, c->scanned, EVBUFFER_PTR_SET);
+        int nv = evbuffer_peek(in, (ev_ssize_t)(upto - c->scanned), &from,
+                               v, 16);
+        for (int i = 0; i < nv && i < 16; i++) {
+            const unsigned char *p = v[i].iov_base;
+            size_t n = PT_MIN(v[i].iov_len, upto - c->scanned);
+            for (size_t k = 0; k < n; k++) {
+                uint32_t t = c->tail << 8 | p[k];
+                int after_cr = (t >> 8 & 0xff) == '\r';
+                c->tail = t;
+                c->scanned++;
+                if (p[k] == '\n') {
+                    c->line_seen = 1;
+                    if (!after_cr || t == 0x0d0a0d0aU)
+                        return c->scanned;
+                } else if (after_cr) {
+                    return c->scanned; /* bare CR: the parser says 400 */
+                }
+            }
+        }
+    }
     if (len > limit)
         return upto; /* the parser names the limit: 414 or 431 */
-    if (len > cf->limits.max_uri_bytes) {
-        /* A request line longer than any allowed URI: let the parser
-         * say 414 now rather than wait for the header limit. */
-        struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
-        if (eol.pos < 0)
-            return upto;
-    }
+    if (!c->line_seen && len > cf->limits.max_uri_bytes)
+        return upto; /* a request line longer than any allowed URI */
     return 0;
+}
+
+static void conn_head_reset(struct conn *c)
+{
+    c->scanned = 0;
+    c->tail = 0;
+    c->line_seen = 0;
 }
 
 static void conn_start_request(struct conn *c, struct http_request *r,
@@ -467,9 +510,7 @@ static void conn_start_request(struct conn *c, struct http_request *r,
                                              : 0;
     conn_log_capture(c, r);
     c->req.route = route_match(cf, r->host, r->path);
-    evbuffer_drain(in, head_len);
     evtimer_del(c->timer);
-
     if (r->method_id == HTTP_M_CONNECT) {
         conn_error(c, 501, "CONNECT is not supported");
         return;
@@ -479,6 +520,22 @@ static void conn_start_request(struct conn *c, struct http_request *r,
         conn_error(c, 413, "request body exceeds limits.max_body_bytes");
         return;
     }
+    if (c->req.route && c->req.route->upstream) {
+        /* The upstream head is built from r's views: before the drain. */
+        c->req.px = proxy_start(c, c->req.gen->ups, c->req.route, r,
+                                cf->limits.max_body_bytes);
+        evbuffer_drain(in, head_len);
+        if (c->req.px == NULL) {
+            conn_error(c, 500, "out of memory");
+            return;
+        }
+        c->state = CONN_PROXY;
+        if (c->req.chunked || c->req.body_left > 0)
+            conn_read_timeout(c, cf->timeouts.client_body);
+        proxy_run(c->req.px);
+        return;
+    }
+    evbuffer_drain(in, head_len);
     c->state = CONN_BODY;
     if (c->req.chunked || c->req.body_left > 0) {
         conn_read_timeout(c, cf->timeouts.client_body);
@@ -509,16 +566,22 @@ static void conn_read_head(struct conn *c)
         event_base_gettimeofday_cached(worker_base(w), &c->req.start);
         conn_timer_ms(c, cf->timeouts.client_header);
     }
-    span = conn_head_span(c, in, cf);
-    if (span == 0)
-        return;
-    memset(&r, 0, sizeof(r));
-    r.headers = worker_headers(w, cf->limits.max_headers);
-    r.headers_cap = cf->limits.max_headers;
-    n = http_parse_request((const char *)evbuffer_pullup(in, (ssize_t)span),
-                           span, &lim, &r);
-    if (n == PT_AGAIN)
-        return; /* only empty lines so far */
+    for (;;) {
+        size_t seen = c->scanned;
+        span = conn_head_span(c, in, cf);
+        if (span == 0)
+            return;
+        memset(&r, 0, sizeof(r));
+        r.headers = worker_headers(w, cf->limits.max_headers);
+        r.headers_cap = cf->limits.max_headers;
+        n = http_parse_request(
+            (const char *)evbuffer_pullup(in, (ssize_t)span), span, &lim, &r);
+        if (n != PT_AGAIN)
+            break;
+        if (c->scanned == seen)
+            return; /* a limit check, not a new line: wait for bytes */
+        c->tail = 0; /* only empty lines so far: look on past them */
+    }
     if (n < 0) {
         c->req.version_minor = -1;
         conn_error(c, r.status, r.error);
@@ -560,6 +623,12 @@ static void conn_process(struct conn *c)
         case CONN_BODY:
             conn_read_body(c);
             break;
+        case CONN_PROXY:
+            /* Body bytes go upstream; bytes past the body are the next
+             * request and wait until this exchange is over. */
+            if (!proxy_request_done(c->req.px))
+                proxy_on_client_read(c->req.px);
+            return;
         case CONN_LINGER:
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
@@ -590,6 +659,8 @@ static void on_write(struct bufferevent *bev, void *arg)
     } else if (c->state == CONN_FLUSH) {
         c->state = CONN_HEAD;
         conn_process(c);
+    } else if (c->state == CONN_PROXY) {
+        proxy_on_client_drained(c->req.px);
     }
 }
 
@@ -599,7 +670,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct evbuffer *out = bufferevent_get_output(c->bev);
 
     if ((what & BEV_EVENT_EOF) && evbuffer_get_length(out) > 0 &&
-        c->state != CONN_BODY && c->state != CONN_LINGER) {
+        c->state != CONN_BODY && c->state != CONN_LINGER &&
+        c->state != CONN_PROXY) {
         /* The client half-closed after its last request: finish writing
          * what it asked for, then close. */
         conn_end_request(c);
@@ -609,7 +681,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
-        c->state == CONN_BODY) {
+        (c->state == CONN_BODY ||
+         (c->state == CONN_PROXY && !proxy_request_done(c->req.px)))) {
         conn_error(c, 408, "client sent the body too slowly "
                            "(timeouts.client_body)");
         return;
@@ -629,6 +702,52 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     /* Keep-alive idle, an idle new connection, or lingering done. */
+    conn_free(c);
+}
+
+/* ---- the client side of a proxied exchange ----------------------------- */
+
+struct bufferevent *conn_bev(struct conn *c)
+{
+    return c->bev;
+}
+
+const struct sockaddr *conn_peer(const struct conn *c)
+{
+    return (const struct sockaddr *)&c->peer;
+}
+
+int conn_client_keep_alive(const struct conn *c)
+{
+    return c->req.keep_alive && !c->stop_after && !worker_stopping(c->w);
+}
+
+void conn_set_keep_alive(struct conn *c, int keep)
+{
+    c->req.keep_alive = keep;
+}
+
+void conn_proxy_error(struct conn *c, int status, const char *why)
+{
+    conn_read_timeout(c, 0);
+    conn_error(c, status, why);
+}
+
+void conn_proxy_done(struct conn *c, int status, uint64_t body_bytes,
+                     const char *upstream, uint64_t upstream_us)
+{
+    /* Unread request body bytes would be taken for the next request. */
+    int keep = conn_client_keep_alive(c) && proxy_request_done(c->req.px);
+
+    conn_log_access_up(c, status, body_bytes, upstream, upstream_us);
+    conn_read_timeout(c, 0);
+    conn_next(c, keep);
+    if (c->state == CONN_HEAD)
+        conn_process(c);
+}
+
+void conn_proxy_abort(struct conn *c)
+{
     conn_free(c);
 }
 
@@ -663,6 +782,11 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     }
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     conn_read_timeout(c, 0);
+    /* Stop reading past a full head plus some body: a client can't make
+     * us buffer more than that while a request waits. */
+    bufferevent_setwatermark(
+        c->bev, EV_READ, 0,
+        worker_gen(w)->conf->limits.max_header_bytes + 256 * 1024);
     c->next = conn_list;
     if (conn_list)
         conn_list->prev = c;
@@ -675,6 +799,20 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     return PT_OK;
 }
 
+/* Idle: between requests with nothing buffered, here or in the kernel
+ * (bytes that arrived but were not read yet are a request in flight). */
+static int conn_is_idle(struct conn *c)
+{
+    int pending = 0;
+
+    if (c->state != CONN_HEAD || c->head_started ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return 0;
+    if (ioctl(bufferevent_getfd(c->bev), FIONREAD, &pending) < 0)
+        return 1;
+    return pending == 0;
+}
+
 void conn_stop_all_graceful(void)
 {
     struct conn *c = conn_list, *next;
@@ -682,8 +820,7 @@ void conn_stop_all_graceful(void)
     for (; c; c = next) {
         next = c->next;
         c->stop_after = 1;
-        if (c->state == CONN_HEAD && !c->head_started &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        if (conn_is_idle(c))
             conn_free(c);
     }
 }

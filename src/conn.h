@@ -6,6 +6,7 @@
 #define PORTICO_CONN_H
 
 #include <event2/util.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct worker;
@@ -15,6 +16,23 @@ struct conn;
  * socket is closed then). */
 int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
              int salen);
+
+/* ---- for proxy.c: the client side of a proxied exchange ---- */
+
+struct bufferevent *conn_bev(struct conn *c);
+const struct sockaddr *conn_peer(const struct conn *c);
+/* May the client connection stay open after this exchange? */
+int conn_client_keep_alive(const struct conn *c);
+void conn_set_keep_alive(struct conn *c, int keep);
+/* Nothing of the response was sent yet: answer status (502, 503, 504)
+ * and close.  Frees the proxy. */
+void conn_proxy_error(struct conn *c, int status, const char *why);
+/* The whole response is queued.  Frees the proxy. */
+void conn_proxy_done(struct conn *c, int status, uint64_t body_bytes,
+                     const char *upstream, uint64_t upstream_us);
+/* The response started and cannot finish: close now.  Frees the proxy
+ * and the connection. */
+void conn_proxy_abort(struct conn *c);
 
 /* Graceful stop: close idle connections now, let busy ones finish their
  * current exchange and then close. */

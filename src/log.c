@@ -166,8 +166,16 @@ int access_log_write(int fd, enum access_format format,
     n += log_escape(line + n, cap - n - 300, e->referer);
     n += (size_t)snprintf(line + n, cap - n, "\" \"");
     n += log_escape(line + n, cap - n - 40, e->user_agent);
-    n += (size_t)snprintf(line + n, cap - n, "\" %llu.%03llu\n",
+    n += (size_t)snprintf(line + n, cap - n, "\" %llu.%03llu",
                           (unsigned long long)(e->duration_us / 1000000),
                           (unsigned long long)(e->duration_us / 1000 % 1000));
+    /* After combined's fields: request time, upstream and its time. */
+    if (e->upstream)
+        n += (size_t)snprintf(
+            line + n, cap - n, " %s %llu.%03llu\n", e->upstream,
+            (unsigned long long)(e->upstream_us / 1000000),
+            (unsigned long long)(e->upstream_us / 1000 % 1000));
+    else
+        n += (size_t)snprintf(line + n, cap - n, " - -\n");
     return write(fd, line, n) == (ssize_t)n ? PT_OK : PT_ERROR;
 }

@@ -24,6 +24,7 @@
 #include "channel.h"
 #include "conn.h"
 #include "log.h"
+#include "upstream.h"
 
 struct worker {
     int slot;
@@ -60,6 +61,7 @@ static void gen_free(struct gen *g)
         free(g->responds[i].fields);
     }
     free(g->responds);
+    ups_set_free(&g->ups);
     if (g->access_fd >= 0)
         close(g->access_fd);
     if (g->error_fd >= 0 && g->error_fd != 2)
@@ -153,10 +155,12 @@ static struct gen *gen_new(struct worker *w, unsigned id, struct conf *conf,
     g->access_fd = access_fd;
     g->responds = calloc(conf->nroutes + 1, sizeof(*g->responds));
     g->lsn = calloc(conf->nlisteners + 1, sizeof(*g->lsn));
-    if (g->responds == NULL || g->lsn == NULL)
+    g->ups = ups_set_new(w->base, conf);
+    if (g->responds == NULL || g->lsn == NULL || g->ups == NULL)
         goto fail;
     for (size_t r = 0; r < conf->nroutes; r++)
-        if (gen_build_respond(&g->responds[r], &conf->routes[r].respond))
+        if (conf->routes[r].upstream == NULL &&
+            gen_build_respond(&g->responds[r], &conf->routes[r].respond))
             goto fail;
     for (size_t i = 0; i < conf->nlisteners; i++, g->nlsn = i) {
         g->lsn[i] = evconnlistener_new(
@@ -203,8 +207,10 @@ static void worker_swap_gen(struct worker *w, struct gen *g)
 {
     /* The new generation holds its own fd for every socket it keeps, so
      * the old one's close now: a removed listener stops at once. */
-    if (w->gen)
+    if (w->gen) {
         gen_close_listeners(w->gen);
+        ups_set_retire(w->gen->ups);
+    }
     gen_release(&w->gen);
     w->gen = g;
     log_set_fd(g->error_fd);
@@ -486,26 +492,23 @@ static int worker_drop_privileges(const struct conf *conf)
     return PT_OK;
 }
 
-static int worker_dup_fds(const struct worker_init *in, int **lfds,
-                          int *error_fd, int *access_fd)
+/* The descriptors inherited through fork become the first generation's:
+ * the worker owns them now, so a listener dropped later really closes. */
+static int worker_take_fds(const struct worker_init *in, int **lfds)
 {
     size_t n = in->conf->nlisteners;
 
     *lfds = calloc(n + 1, sizeof(int));
     if (*lfds == NULL)
         return PT_ERROR;
-    for (size_t i = 0; i < n; i++)
-        (*lfds)[i] = fcntl(in->listen_fds[i], F_DUPFD_CLOEXEC, 3);
-    *error_fd = in->error_fd == 2 ? 2 : fcntl(in->error_fd, F_DUPFD_CLOEXEC, 3);
-    *access_fd = in->access_fd < 0 ? -1
-                                   : fcntl(in->access_fd, F_DUPFD_CLOEXEC, 3);
+    memcpy(*lfds, in->listen_fds, n * sizeof(int));
     return PT_OK;
 }
 
 static int worker_setup(struct worker *w, const struct worker_init *in)
 {
     static const int sigs[3] = {SIGINT, SIGTERM, SIGQUIT};
-    int *lfds, error_fd, access_fd;
+    int *lfds;
     struct gen *g;
 
     w->slot = in->slot;
@@ -513,9 +516,10 @@ static int worker_setup(struct worker *w, const struct worker_init *in)
     w->base = event_base_new();
     if (w->base == NULL)
         return PT_ERROR;
-    if (worker_dup_fds(in, &lfds, &error_fd, &access_fd) < 0)
+    if (worker_take_fds(in, &lfds) < 0)
         return PT_ERROR;
-    g = gen_new(w, in->generation, in->conf, lfds, error_fd, access_fd);
+    g = gen_new(w, in->generation, in->conf, lfds, in->error_fd,
+                in->access_fd);
     free(lfds);
     if (g == NULL)
         return PT_ERROR;

@@ -13,6 +13,7 @@
 #include "http_parse.h"
 
 struct worker;
+struct ups_set;
 
 /* Pre-serialised response pieces for one respond: route. */
 struct gen_respond {
@@ -36,6 +37,7 @@ struct gen {
     size_t nlsn;
     int access_fd;                  /* owns; -1 when the log is off */
     int error_fd;                   /* owns */
+    struct ups_set *ups;            /* owns: upstream groups and pools */
     struct worker *worker;          /* borrowed */
 };
 
@@ -47,9 +49,9 @@ struct worker_init {
     int slot;              /* 0-based worker number */
     unsigned generation;
     struct conf *conf;     /* becomes the worker's (fork copy) */
-    const int *listen_fds; /* parallel to conf->listeners; dup'd */
-    int error_fd;          /* dup'd */
-    int access_fd;         /* dup'd; -1 when off */
+    const int *listen_fds; /* parallel to conf->listeners; taken over */
+    int error_fd;          /* taken over (2 stays open) */
+    int access_fd;         /* taken over; -1 when off */
     int channel_fd;        /* owned from now on */
 };
 

@@ -393,6 +393,11 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(c->timeouts.keepalive, 75000);
     ck_assert_uint_eq(c->timeouts.send, 60000);
     ck_assert_uint_eq(c->timeouts.shutdown_grace, 30000);
+    ck_assert_uint_eq(c->timeouts.upstream_connect, 3000);
+    ck_assert_uint_eq(c->timeouts.upstream_send, 60000);
+    ck_assert_uint_eq(c->timeouts.upstream_read, 60000);
+    ck_assert_uint_eq(c->nupstreams, 0);
+    ck_assert_ptr_null(c->upstreams);
     ck_assert_uint_eq(c->nlisteners, 1);
     ck_assert_int_eq(c->listeners[0].backlog, 511);
     ck_assert_int_eq(c->listeners[0].pos.line, 2);
@@ -463,6 +468,175 @@ START_TEST(test_full_values)
     conf_free(&c);
     conf_diag_fini(&diag);
     free(path);
+}
+END_TEST
+
+static struct conf *load_fixture(const char *name)
+{
+    char *path = NULL;
+    struct conf_diag diag = {0};
+    struct conf *c;
+
+    ck_assert_int_ge(asprintf(&path, "%s/tests/unit/conf/%s", srcdir(), name),
+                     0);
+    c = conf_load_file(path, &diag);
+    diag_print(&diag);
+    ck_assert_msg(c != NULL, "%s did not load", path);
+    conf_diag_fini(&diag);
+    free(path);
+    return c;
+}
+
+static void check_upstream_app(const struct conf *c)
+{
+    const struct conf_upstream *u = &c->upstreams[0];
+
+    ck_assert_str_eq(u->name, "app");
+    ck_assert_int_eq(u->pos.line, 9);
+    ck_assert_uint_eq(u->nservers, 3);
+    ck_assert_str_eq(u->servers[0].address, "127.0.0.1:3000");
+    ck_assert_int_eq(u->servers[0].addr.ss_family, AF_INET);
+    ck_assert_uint_eq(
+        ntohs(((struct sockaddr_in *)&u->servers[0].addr)->sin_port), 3000);
+    ck_assert_int_eq(u->servers[0].pos.line, 11);
+    ck_assert_int_eq(u->servers[0].pos.col, 18);
+    ck_assert_uint_eq(u->servers[0].weight, 2);
+    ck_assert_int_eq(u->servers[1].addr.ss_family, AF_INET6);
+    ck_assert_uint_eq(u->servers[1].addrlen, sizeof(struct sockaddr_in6));
+    ck_assert_uint_eq(u->servers[1].weight, 1); /* the default */
+    ck_assert_uint_eq(u->servers[2].weight, 1000);
+    ck_assert_int_eq(u->balance, BALANCE_LEAST_CONN);
+    ck_assert_ptr_null(u->hash_header);
+    ck_assert_uint_eq(u->keepalive, 0);
+    ck_assert_uint_eq(u->keepalive_timeout, 3600000);
+    ck_assert_uint_eq(u->retries, 0);
+    ck_assert_uint_eq(u->max_fails, 0);
+    ck_assert_uint_eq(u->fail_timeout, 86400000);
+    ck_assert_str_eq(u->host, "API.internal:3000"); /* as written */
+    ck_assert_uint_eq(u->timeouts.connect, 500);
+    ck_assert_uint_eq(u->timeouts.send, 5000);
+    ck_assert_uint_eq(u->timeouts.read, 120000);
+}
+
+static void check_upstreams_hash(const struct conf *c)
+{
+    const struct conf_upstream *u = &c->upstreams[1];
+
+    ck_assert_str_eq(u->name, "sticky");
+    ck_assert_int_eq(u->balance, BALANCE_HASH);
+    ck_assert_int_eq(u->hash_key, HASH_HEADER);
+    ck_assert_str_eq(u->hash_header, "X-User-Id");
+    ck_assert_uint_eq(u->keepalive, 10000);
+    ck_assert_uint_eq(u->keepalive_timeout, 1);
+    ck_assert_uint_eq(u->retries, 10);
+    ck_assert_uint_eq(u->max_fails, 1000);
+    ck_assert_uint_eq(u->fail_timeout, 1);
+    ck_assert_str_eq(u->host, "[::1]");
+    /* not written: the global timeouts.upstream_* */
+    ck_assert_uint_eq(u->timeouts.connect, 2000);
+    ck_assert_uint_eq(u->timeouts.send, 30000);
+    ck_assert_uint_eq(u->timeouts.read, 90000);
+    ck_assert_int_eq(c->upstreams[2].hash_key, HASH_URI);
+    ck_assert_int_eq(c->upstreams[3].balance, BALANCE_HASH);
+    ck_assert_int_eq(c->upstreams[3].hash_key, HASH_CLIENT);
+    ck_assert_str_eq(c->upstreams[4].name, "null");
+    ck_assert_int_eq(c->upstreams[4].balance, BALANCE_ROUND_ROBIN);
+    ck_assert_uint_eq(c->upstreams[4].timeouts.connect, 2000);
+    ck_assert_uint_eq(c->upstreams[4].timeouts.read, 1000);
+}
+
+static void check_upstream_route(const struct conf *c)
+{
+    const struct conf_route *r = &c->routes[1];
+    const struct conf_header_ops *rq = &r->request_headers;
+    const struct conf_header_ops *rp = &r->response_headers;
+
+    ck_assert(!r->has_respond);
+    ck_assert_int_eq(r->respond.status, 0);
+    ck_assert_ptr_null(r->respond.body);
+    ck_assert_str_eq(r->upstream_name, "app");
+    ck_assert_ptr_eq(r->upstream, &c->upstreams[0]);
+    ck_assert_uint_eq(r->timeouts.connect, 1000);
+    ck_assert_uint_eq(r->timeouts.send, 5000);
+    ck_assert_uint_eq(r->timeouts.read, 5000);
+    ck_assert_uint_eq(rq->nset, 2);
+    ck_assert_str_eq(rq->set[0].name, "X-Api-Version");
+    ck_assert_str_eq(rq->set[0].value, "1");
+    ck_assert_str_eq(rq->set[1].name, "!odd");
+    ck_assert_str_eq(rq->set[1].value, "tab\there");
+    ck_assert_uint_eq(rq->nadd, 1);
+    ck_assert_str_eq(rq->add[0].name, "X-Tag");
+    ck_assert_uint_eq(rq->nremove, 2);
+    ck_assert_str_eq(rq->remove[0], "Cookie");
+    ck_assert_str_eq(rq->remove[1], "X-Debug");
+    ck_assert_uint_eq(rp->nset, 2);
+    ck_assert_str_eq(rp->set[1].name, "Server"); /* fine upstream-side */
+    ck_assert_uint_eq(rp->nadd, 1);
+    ck_assert_str_eq(rp->add[0].value, "seen=1; Path=/");
+    ck_assert_uint_eq(rp->nremove, 1);
+    ck_assert_str_eq(rp->remove[0], "X-Powered-By");
+}
+
+START_TEST(test_upstream_values)
+{
+    struct conf *c = load_fixture("good-upstreams.yaml");
+
+    ck_assert_uint_eq(c->timeouts.upstream_connect, 2000);
+    ck_assert_uint_eq(c->timeouts.upstream_send, 30000);
+    ck_assert_uint_eq(c->timeouts.upstream_read, 90000);
+    ck_assert_uint_eq(c->nupstreams, 5);
+    check_upstream_app(c);
+    check_upstreams_hash(c);
+    ck_assert_uint_eq(c->nroutes, 5);
+    ck_assert(c->routes[0].has_respond);
+    ck_assert_ptr_null(c->routes[0].upstream_name);
+    ck_assert_ptr_null(c->routes[0].upstream);
+    check_upstream_route(c);
+    ck_assert_ptr_eq(c->routes[2].upstream, &c->upstreams[1]);
+    ck_assert_uint_eq(c->routes[2].timeouts.connect, 0); /* upstream's */
+    ck_assert_uint_eq(c->routes[2].timeouts.read, 600000);
+    ck_assert_ptr_eq(c->routes[3].upstream, &c->upstreams[2]);
+    ck_assert_ptr_eq(c->routes[4].upstream, &c->upstreams[4]);
+    ck_assert_str_eq(c->routes[4].path_prefix, "/");
+    conf_free(&c);
+}
+END_TEST
+
+START_TEST(test_upstream_defaults)
+{
+    struct conf *c = load_fixture("good-upstream-defaults.yaml");
+    const struct conf_upstream *api = &c->upstreams[0], *web;
+
+    ck_assert_uint_eq(c->nupstreams, 2);
+    web = &c->upstreams[1];
+    ck_assert_uint_eq(api->nservers, 1);
+    ck_assert_uint_eq(api->servers[0].weight, 1);
+    ck_assert_int_eq(api->balance, BALANCE_ROUND_ROBIN);
+    ck_assert_int_eq(api->hash_key, HASH_CLIENT);
+    ck_assert_ptr_null(api->hash_header);
+    ck_assert_uint_eq(api->keepalive, 32);
+    ck_assert_uint_eq(api->keepalive_timeout, 4000);
+    ck_assert_uint_eq(api->retries, 1);
+    ck_assert_uint_eq(api->max_fails, 3);
+    ck_assert_uint_eq(api->fail_timeout, 10000);
+    ck_assert_ptr_null(api->host);
+    /* globals written after upstreams: still reach them */
+    ck_assert_uint_eq(api->timeouts.connect, 7000);
+    ck_assert_uint_eq(api->timeouts.send, 60000);
+    ck_assert_uint_eq(api->timeouts.read, 120000);
+    ck_assert_uint_eq(web->nservers, 2);
+    ck_assert_uint_eq(web->timeouts.connect, 7000);
+    ck_assert_uint_eq(web->timeouts.send, 1000);
+    ck_assert_uint_eq(web->timeouts.read, 120000);
+    /* routes come first in the file, resolved once all is read */
+    ck_assert_ptr_eq(c->routes[0].upstream, api);
+    ck_assert_ptr_eq(c->routes[1].upstream, web);
+    ck_assert_int_eq(c->routes[0].upstream_pos.line, 5);
+    ck_assert_int_eq(c->routes[0].upstream_pos.col, 15);
+    ck_assert_uint_eq(c->routes[0].request_headers.nset, 0);
+    ck_assert_ptr_null(c->routes[0].request_headers.set);
+    ck_assert_uint_eq(c->routes[0].timeouts.read, 0);
+    conf_free(&c);
 }
 END_TEST
 
@@ -624,6 +798,47 @@ START_TEST(test_misc_messages)
                      "test.yaml:2:35: error: routes[0].respond.headers: "
                      "invalid header name \"\" (letters, digits and "
                      "!#$%&'*+-.^_`|~ only)");
+}
+END_TEST
+
+/* Long lists of names are cut; bad upstreams are not "defined". */
+START_TEST(test_upstream_messages)
+{
+    static const char many[] =
+        "listeners: [ { listen: \"127.0.0.1:0\" } ]\n"
+        "routes: [ { upstream: x } ]\n"
+        "upstreams:\n"
+        "  aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: "
+        "{ servers: [ { address: \"127.0.0.1:1\" } ] }\n"
+        "  bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb: "
+        "{ servers: [ { address: \"127.0.0.1:1\" } ] }\n"
+        "  cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc: "
+        "{ servers: [ { address: \"127.0.0.1:1\" } ] }\n"
+        "  d: { servers: [ { address: \"127.0.0.1:1\" } ] }\n";
+    struct conf_diag diag = {0};
+    struct conf *c;
+
+    expect_one_error(
+        many, "test.yaml:2:23: error: routes[0].upstream: no upstream "
+              "named \"x\" (defined: "
+              "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+              "aaaaa, "
+              "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+              "bbbbb, ...)");
+    c = load_str("listeners: [ { listen: \"127.0.0.1:0\" } ]\n"
+                 "routes: [ { upstream: ok } ]\n"
+                 "upstreams: { \"b c\": { servers: [ { address: "
+                 "\"127.0.0.1:1\" } ] } }\n",
+                 &diag);
+    ck_assert_ptr_null(c);
+    if (diag.n != 2)
+        diag_print(&diag);
+    ck_assert_uint_eq(diag.n, 2);
+    ck_assert_str_eq(diag.msgs[1],
+                     "test.yaml:2:23: error: routes[0].upstream: "
+                     "no upstream named \"ok\" (no upstreams "
+                     "are defined)");
+    conf_diag_fini(&diag);
 }
 END_TEST
 
@@ -798,11 +1013,14 @@ static Suite *conf_suite(void)
     tcase_add_test(values, test_source_kept);
     tcase_add_test(values, test_access_off);
     tcase_add_test(values, test_body_bytes);
+    tcase_add_test(values, test_upstream_values);
+    tcase_add_test(values, test_upstream_defaults);
     tcase_add_test(errors, test_three_errors);
     tcase_add_test(errors, test_errors_appended);
     tcase_add_test(errors, test_load_file_missing);
     tcase_add_test(errors, test_user_lookup);
     tcase_add_test(errors, test_misc_messages);
+    tcase_add_test(errors, test_upstream_messages);
     tcase_add_test(errors, test_diag_at);
     tcase_add_loop_test(fixtures, test_bad_fixture, 0, (int)nbad);
     tcase_add_loop_test(fixtures, test_good_fixture, 0, (int)ngood);

@@ -1,0 +1,923 @@
+/*
+ * proxy.c -- one request forwarded to an upstream server.
+ *
+ *   CONNECT --(connected / pooled)--> SEND --(response head)--> DELIVER
+ *      ^                                |                          |
+ *      +--(refused, or pooled conn      |                          v
+ *          closed before answering:     +--(1xx: relay, stay)     done
+ *          retry when allowed)----------+
+ *
+ * The request head is rewritten once, into px->head, and kept until the
+ * response head arrives so a retry can resend it.  Bodies stream in both
+ * directions through evbuffer moves, never whole-buffered: when the far
+ * side's output passes PX_HIGH, reading from the near side stops until it
+ * drains (back-pressure).
+ *
+ * Calls: upstream.c, http_parse.c, conn.h, log.c, util.c.
+ */
+#include "proxy.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/random.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "conn.h"
+#include "log.h"
+#include "upstream.h"
+#include "util.h"
+
+/* Unsent bytes one side may hold before the other side stops reading. */
+#define PX_HIGH (256 * 1024)
+/* Largest upstream response head accepted. */
+#define PX_MAX_RESP_HEAD (64 * 1024)
+#define PX_MAX_RESP_HEADERS 200
+/* px_pump_chunked: the body passed limits.max_body_bytes. */
+#define PX_TOO_LARGE (-100)
+
+enum px_state {
+    PX_CONNECT, /* waiting for a connection to the chosen server */
+    PX_SEND,    /* request going out; waiting for the response head */
+    PX_DELIVER, /* response head sent on; streaming the body */
+};
+
+/* How the response body is framed on each side. */
+enum px_body {
+    BODY_NONE,          /* HEAD, 204, 304 */
+    BODY_LENGTH,        /* Content-Length both sides */
+    BODY_CHUNKED,       /* chunked both sides: validated, passed as is */
+    BODY_CHUNKED_TO_RAW, /* chunked upstream, HTTP/1.0 client: decoded */
+    BODY_CLOSE_TO_CHUNKED, /* ends at upstream close; chunked to client */
+    BODY_CLOSE,         /* ends at upstream close; so does the client's */
+};
+
+struct proxy {
+    struct conn *c;                  /* borrowed: owns this proxy */
+    const struct conf_route *route;  /* borrowed from the generation */
+    struct ups_group *group;         /* borrowed */
+    struct ups_server *srv;          /* borrowed: current server */
+    struct upconn *uc;               /* owns while the exchange runs */
+    struct evbuffer *head;           /* owns: the upstream request head */
+    uint32_t hash_key;               /* for balance: hash */
+    uint64_t tried;                  /* servers tried (bit per index) */
+    unsigned attempts;
+    int last_status;                 /* the last server's failure */
+    const char *last_why;
+    enum px_state state;
+    struct conf_upstream_timeouts to;
+
+    /* request body, client -> upstream */
+    unsigned idempotent : 1;
+    unsigned head_only : 1;
+    unsigned client_http10 : 1;
+    unsigned req_chunked : 1;
+    unsigned req_done : 1;      /* the whole body went upstream */
+    unsigned body_started : 1;  /* a body byte left the client buffer */
+    unsigned force_new : 1;     /* retry on a fresh connection */
+    unsigned counted_busy : 1;
+    uint64_t req_left;
+    uint64_t req_bytes;         /* decoded chunked body bytes so far */
+    uint64_t max_body;          /* limits.max_body_bytes; 0 = none */
+    struct http_chunked req_chunk;
+
+    /* response, upstream -> client */
+    int status;
+    enum px_body body;
+    unsigned up_keep : 1;
+    unsigned resp_done : 1;
+    uint64_t resp_left;
+    struct http_chunked resp_chunk;
+    uint64_t sent;              /* body bytes queued for the client */
+    struct timespec t0;         /* when the request went upstream */
+    uint64_t upstream_us;
+};
+
+static void px_connect(struct proxy *px);
+static void px_pump_request(struct proxy *px);
+static void px_pump_response(struct proxy *px);
+
+static int px_idempotent(enum http_method m)
+{
+    return m == HTTP_M_GET || m == HTTP_M_HEAD || m == HTTP_M_PUT ||
+           m == HTTP_M_DELETE || m == HTTP_M_OPTIONS || m == HTTP_M_TRACE;
+}
+
+static struct timeval px_tv(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
+}
+
+static uint64_t px_elapsed_us(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)(now.tv_sec - t0->tv_sec) * 1000000 +
+           (uint64_t)(now.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+static struct bufferevent *px_client(struct proxy *px)
+{
+    return conn_bev(px->c);
+}
+
+/* ---- the upstream request head ------------------------------------------ */
+
+static int px_name_in(struct pt_str name, char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pt_str_ieq(name, names[i]))
+            return 1;
+    return 0;
+}
+
+static int px_name_in_headers(struct pt_str name, const struct conf_header *h,
+                              size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pt_str_ieq(name, h[i].name))
+            return 1;
+    return 0;
+}
+
+/* Hop-by-hop fields (RFC 9110 7.6.1), and those portico sets itself. */
+static int px_hop_by_hop(struct pt_str name)
+{
+    static const char *const hop[] = {
+        "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
+        "Upgrade", "Proxy-Connection", "Proxy-Authenticate",
+        "Proxy-Authorization"};
+
+    for (size_t i = 0; i < PT_ARRAY_LEN(hop); i++)
+        if (pt_str_ieq(name, hop[i]))
+            return 1;
+    return name.len > 6 && strncasecmp(name.p, "Proxy-", 6) == 0;
+}
+
+/* Is name listed in any Connection field of the message? */
+static int px_connection_lists(const struct http_header *h, size_t n,
+                               struct pt_str name)
+{
+    char tok[128];
+
+    if (name.len >= sizeof(tok))
+        return 0;
+    memcpy(tok, name.p, name.len);
+    tok[name.len] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (pt_str_ieq(h[i].name, "Connection") &&
+            http_list_has_token(h[i].value, tok))
+            return 1;
+    return 0;
+}
+
+static void px_add_field(struct evbuffer *b, struct pt_str name,
+                         struct pt_str value)
+{
+    evbuffer_add(b, name.p, name.len);
+    evbuffer_add(b, ": ", 2);
+    evbuffer_add(b, value.p, value.len);
+    evbuffer_add(b, "\r\n", 2);
+}
+
+static void px_add_ops(struct evbuffer *b, const struct conf_header_ops *ops)
+{
+    for (size_t i = 0; i < ops->nset; i++)
+        evbuffer_add_printf(b, "%s: %s\r\n", ops->set[i].name,
+                            ops->set[i].value);
+    for (size_t i = 0; i < ops->nadd; i++)
+        evbuffer_add_printf(b, "%s: %s\r\n", ops->add[i].name,
+                            ops->add[i].value);
+}
+
+/* Copy the client's fields that go on, minus hop-by-hop ones, the ones
+ * portico rewrites, and what the route removes or replaces. */
+static void px_copy_request_fields(struct proxy *px,
+                                   const struct http_request *r,
+                                   struct evbuffer *b)
+{
+    const struct conf_header_ops *ops = &px->route->request_headers;
+    static const char *const rewritten[] = {
+        "Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"};
+
+    for (size_t i = 0; i < r->nheaders; i++) {
+        struct pt_str name = r->headers[i].name;
+        int skip = px_hop_by_hop(name) ||
+                   px_connection_lists(r->headers, r->nheaders, name) ||
+                   px_name_in(name, ops->remove, ops->nremove) ||
+                   px_name_in_headers(name, ops->set, ops->nset);
+        for (size_t k = 0; k < PT_ARRAY_LEN(rewritten) && !skip; k++)
+            skip = pt_str_ieq(name, rewritten[k]);
+        if (!skip)
+            px_add_field(b, name, r->headers[i].value);
+    }
+}
+
+/* The client's address without the port, for X-Forwarded-For. */
+static const char *px_client_ip(const struct sockaddr *sa, char *buf,
+                                size_t len)
+{
+    char *end;
+
+    pt_addr_format(sa, buf, len);
+    end = strrchr(buf, ':');
+    if (end)
+        *end = '\0';
+    if (buf[0] == '[') {
+        memmove(buf, buf + 1, strlen(buf));
+        buf[strlen(buf) - 1] = '\0';
+    }
+    return buf;
+}
+
+static void px_request_id(struct evbuffer *b, const struct http_request *r)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char rnd[16];
+    char id[33];
+
+    if (http_header_find(r->headers, r->nheaders, "X-Request-Id"))
+        return; /* passed through with the other fields */
+    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd)) {
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            rnd[i] = (unsigned char)random();
+    }
+    for (size_t i = 0; i < sizeof(rnd); i++) {
+        id[2 * i] = hex[rnd[i] >> 4];
+        id[2 * i + 1] = hex[rnd[i] & 15];
+    }
+    id[32] = '\0';
+    evbuffer_add_printf(b, "X-Request-Id: %s\r\n", id);
+}
+
+/* X-Forwarded-For: what the client sent, then the client itself. */
+static void px_forwarded_for(struct proxy *px, const struct http_request *r,
+                             struct evbuffer *b)
+{
+    char ip[64];
+    int first = 1;
+
+    evbuffer_add(b, "X-Forwarded-For: ", 17);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (!pt_str_ieq(r->headers[i].name, "X-Forwarded-For") ||
+            r->headers[i].value.len == 0)
+            continue;
+        if (!first)
+            evbuffer_add(b, ", ", 2);
+        evbuffer_add(b, r->headers[i].value.p, r->headers[i].value.len);
+        first = 0;
+    }
+    if (!first)
+        evbuffer_add(b, ", ", 2);
+    evbuffer_add_printf(b, "%s\r\n",
+                        px_client_ip(conn_peer(px->c), ip, sizeof(ip)));
+}
+
+static void px_build_head(struct proxy *px, const struct http_request *r)
+{
+    const struct conf_upstream *up = px->route->upstream;
+    struct evbuffer *b = px->head;
+
+    evbuffer_add(b, r->method.p, r->method.len);
+    evbuffer_add(b, " ", 1);
+    if (r->target.len && r->target.p[0] != '/' && r->target.p[0] != '*') {
+        /* absolute-form: the upstream gets origin-form */
+        if (r->path.len)
+            evbuffer_add(b, r->path.p, r->path.len);
+        else
+            evbuffer_add(b, "/", 1);
+        if (r->query.len) {
+            evbuffer_add(b, "?", 1);
+            evbuffer_add(b, r->query.p, r->query.len);
+        }
+    } else {
+        evbuffer_add(b, r->target.p, r->target.len);
+    }
+    evbuffer_add(b, " HTTP/1.1\r\n", 11);
+    if (up->host)
+        evbuffer_add_printf(b, "Host: %s\r\n", up->host);
+    else
+        px_add_field(b, PT_STR("Host"), r->host);
+    px_copy_request_fields(px, r, b);
+    px_forwarded_for(px, r, b);
+    evbuffer_add(b, "X-Forwarded-Proto: http\r\n", 25);
+    px_add_field(b, PT_STR("X-Forwarded-Host"), r->host);
+    evbuffer_add(b, "Via: 1.1 portico\r\n", 18);
+    px_request_id(b, r);
+    px_add_ops(b, &px->route->request_headers);
+    if (r->chunked)
+        evbuffer_add(b, "Transfer-Encoding: chunked\r\n", 28);
+    evbuffer_add(b, "\r\n", 2);
+}
+
+/* ---- failures before the response head ------------------------------------ */
+
+static int px_may_retry(const struct proxy *px)
+{
+    const struct conf_upstream *up = px->route->upstream;
+    return !px->body_started && px->idempotent &&
+           px->attempts <= up->retries;
+}
+
+/* Nothing was sent to the client yet: answer with status and end. */
+static void px_fail(struct proxy *px, int status, const char *why)
+{
+    const struct conf_upstream *up = px->route->upstream;
+
+    log_warn("upstream %s: %s%s%s: %d", up->name, px->srv ? "server " : "",
+             px->srv ? ups_server_conf(px->srv)->address : "", why, status);
+    ups_conn_close(&px->uc);
+    conn_proxy_error(px->c, status, why);
+}
+
+/* The server could not be reached or answered with an error before the
+ * response head: mark it, then try another one when allowed. */
+static void px_server_error(struct proxy *px, int status, const char *why)
+{
+    px->last_status = status;
+    px->last_why = why;
+    ups_server_failed(px->srv);
+    ups_conn_close(&px->uc);
+    if (px->counted_busy) {
+        ups_server_busy(px->srv, -1);
+        px->counted_busy = 0;
+    }
+    if (px_may_retry(px)) {
+        log_info("upstream %s: server %s: %s; trying another",
+                 px->route->upstream->name,
+                 ups_server_conf(px->srv)->address, why);
+        px_connect(px);
+        return;
+    }
+    px_fail(px, status, why);
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static void on_up_read(struct bufferevent *bev, void *arg);
+static void on_up_write(struct bufferevent *bev, void *arg);
+static void on_up_event(struct bufferevent *bev, short what, void *arg);
+
+/* Connected (or taken from the pool): send the head, then the body. */
+/* The read timeout runs once the whole request is out: a long upload
+ * is bounded by the send timeout instead. */
+static void px_timeouts(struct proxy *px)
+{
+    struct timeval rtv = px_tv(px->to.read), wtv = px_tv(px->to.send);
+
+    bufferevent_set_timeouts(px->uc->bev, px->req_done ? &rtv : NULL, &wtv);
+}
+
+static void px_send(struct proxy *px)
+{
+    struct bufferevent *ub = px->uc->bev;
+    size_t len = evbuffer_get_length(px->head);
+
+    px->state = PX_SEND;
+    clock_gettime(CLOCK_MONOTONIC, &px->t0);
+    px_timeouts(px);
+    bufferevent_setwatermark(ub, EV_WRITE, PX_HIGH / 4, 0);
+    evbuffer_add(bufferevent_get_output(ub), evbuffer_pullup(px->head, -1),
+                 len);
+    bufferevent_enable(ub, EV_READ | EV_WRITE);
+    px_pump_request(px);
+}
+
+static void px_connect(struct proxy *px)
+{
+    struct ups_server *s = ups_pick(px->group, px->hash_key, px->tried);
+
+    if (s == NULL) {
+        px->srv = NULL;
+        if (px->attempts)
+            px_fail(px, px->last_status, px->last_why);
+        else
+            px_fail(px, 503, "no usable server in the upstream group");
+        return;
+    }
+    px->srv = s;
+    px->attempts++;
+    if (ups_server_index(s) < 64)
+        px->tried |= 1ull << ups_server_index(s);
+    px->uc = ups_conn_get(s);
+    if (px->uc && px->force_new && px->uc->reused) {
+        /* A retry after a stale pooled connection: take a fresh one. */
+        ups_conn_close(&px->uc);
+        px->uc = ups_conn_get(s);
+    }
+    if (px->uc == NULL) {
+        px_server_error(px, 502, strerror(errno));
+        return;
+    }
+    ups_server_busy(s, +1);
+    px->counted_busy = 1;
+    bufferevent_setcb(px->uc->bev, on_up_read, on_up_write, on_up_event, px);
+    if (px->uc->reused) {
+        px_send(px);
+        return;
+    }
+    struct timeval ctv = px_tv(px->to.connect);
+    px->state = PX_CONNECT;
+    bufferevent_set_timeouts(px->uc->bev, NULL, &ctv);
+    bufferevent_enable(px->uc->bev, EV_WRITE);
+}
+
+/* ---- request body ------------------------------------------------------- */
+
+/* Re-encode decoded chunk data for the upstream; returns PT_OK when the
+ * body is complete, PT_AGAIN, or PT_ERROR (bad framing). */
+static int px_pump_chunked(struct proxy *px, struct evbuffer *in,
+                           struct evbuffer *out)
+{
+    while (!px->req_chunk.done && evbuffer_get_length(in) > 0 &&
+           evbuffer_get_length(out) < PX_HIGH) {
+        struct evbuffer_iovec v;
+        struct pt_str data;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        ssize_t n = http_chunked_decode(&px->req_chunk, v.iov_base,
+                                        v.iov_len, &data);
+        if (n < 0)
+            return PT_ERROR;
+        px->req_bytes += data.len;
+        if (px->max_body && px->req_bytes > px->max_body)
+            return PX_TOO_LARGE;
+        if (data.len) {
+            size_t framing = (size_t)n - data.len;
+            evbuffer_add_printf(out, "%zx\r\n", data.len);
+            evbuffer_drain(in, framing);
+            evbuffer_remove_buffer(in, out, data.len);
+            evbuffer_add(out, "\r\n", 2);
+        } else {
+            evbuffer_drain(in, (size_t)n);
+        }
+        px->body_started = 1;
+        if (n == 0)
+            break;
+    }
+    if (px->req_chunk.done) {
+        /* Trailers are not forwarded: the last chunk ends the body. */
+        evbuffer_add(out, "0\r\n\r\n", 5);
+        return PT_OK;
+    }
+    return PT_AGAIN;
+}
+
+static void px_pump_request(struct proxy *px)
+{
+    struct bufferevent *cb = px_client(px);
+    struct evbuffer *in = bufferevent_get_input(cb);
+    struct evbuffer *out;
+
+    if (px->req_done || px->uc == NULL || px->state == PX_CONNECT)
+        return;
+    out = bufferevent_get_output(px->uc->bev);
+    if (px->req_chunked) {
+        int rc = px_pump_chunked(px, in, out);
+        if (rc == PT_ERROR || rc == PX_TOO_LARGE) {
+            /* Bad framing or too large: nothing more goes upstream. */
+            ups_conn_close(&px->uc);
+            if (px->state == PX_DELIVER)
+                conn_proxy_abort(px->c);
+            else if (rc == PT_ERROR)
+                conn_proxy_error(px->c, 400, "invalid chunked body framing");
+            else
+                conn_proxy_error(px->c, 413, "request body exceeds "
+                                             "limits.max_body_bytes");
+            return;
+        }
+        px->req_done = rc == PT_OK;
+        if (px->req_done)
+            px_timeouts(px);
+    } else {
+        size_t n = PT_MIN(evbuffer_get_length(in), px->req_left);
+        n = PT_MIN(n, PX_HIGH);
+        if (n) {
+            evbuffer_remove_buffer(in, out, n);
+            px->req_left -= n;
+            px->body_started = 1;
+        }
+        if (px->req_left == 0 && !px->req_done) {
+            px->req_done = 1;
+            px_timeouts(px);
+        }
+    }
+    /* Back-pressure: stop reading the client while upstream is full. */
+    if (!px->req_done && evbuffer_get_length(out) >= PX_HIGH)
+        bufferevent_disable(cb, EV_READ);
+    else
+        bufferevent_enable(cb, EV_READ);
+}
+
+/* ---- response head ---------------------------------------------------------- */
+
+static void px_copy_response_fields(struct proxy *px,
+                                    const struct http_response *r,
+                                    struct evbuffer *b)
+{
+    const struct conf_header_ops *ops = &px->route->response_headers;
+
+    for (size_t i = 0; i < r->nheaders; i++) {
+        struct pt_str name = r->headers[i].name;
+        if (px_hop_by_hop(name) ||
+            px_connection_lists(r->headers, r->nheaders, name) ||
+            px_name_in(name, ops->remove, ops->nremove) ||
+            px_name_in_headers(name, ops->set, ops->nset))
+            continue;
+        /* portico frames the body itself */
+        if (pt_str_ieq(name, "Content-Length") && px->body != BODY_LENGTH &&
+            px->body != BODY_NONE)
+            continue;
+        px_add_field(b, name, r->headers[i].value);
+    }
+}
+
+static enum px_body px_body_mode(struct proxy *px,
+                                 const struct http_response *r)
+{
+    if (px->head_only || r->status == 204 || r->status == 304)
+        return BODY_NONE;
+    if (r->chunked)
+        return px->client_http10 ? BODY_CHUNKED_TO_RAW : BODY_CHUNKED;
+    if (r->content_length >= 0)
+        return BODY_LENGTH;
+    return px->client_http10 ? BODY_CLOSE : BODY_CLOSE_TO_CHUNKED;
+}
+
+/* Does the upstream announce when it closes idle connections?  Retire a
+ * pooled connection a second earlier. */
+static void px_learn_keepalive(struct proxy *px, const struct http_response *r)
+{
+    const struct http_header *ka =
+        http_header_find(r->headers, r->nheaders, "Keep-Alive");
+    const char *p, *end;
+
+    if (ka == NULL)
+        return;
+    end = ka->value.p + ka->value.len;
+    for (p = ka->value.p; p + 8 <= end; p++) {
+        if (strncasecmp(p, "timeout=", 8) != 0)
+            continue;
+        uint64_t s = 0;
+        for (p += 8; p < end && *p >= '0' && *p <= '9' && s < 100000; p++)
+            s = s * 10 + (uint64_t)(*p - '0');
+        px->uc->idle_ms = s > 1 ? (s - 1) * 1000 : 500;
+        return;
+    }
+}
+
+/* Relay an interim response (100 Continue, 103 Early Hints). */
+static void px_relay_interim(struct proxy *px, const struct http_response *r)
+{
+    struct evbuffer *out = bufferevent_get_output(px_client(px));
+
+    if (px->client_http10 || r->status == 101)
+        return; /* HTTP/1.0 has no interim responses */
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", r->status,
+                        (int)r->reason.len, r->reason.p);
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (!px_hop_by_hop(r->headers[i].name))
+            px_add_field(out, r->headers[i].name, r->headers[i].value);
+    evbuffer_add(out, "\r\n", 2);
+}
+
+static void px_send_head(struct proxy *px, const struct http_response *r)
+{
+    struct evbuffer *out = bufferevent_get_output(px_client(px));
+    int keep = conn_client_keep_alive(px->c) && px->body != BODY_CLOSE;
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", r->status,
+                        (int)r->reason.len, r->reason.p);
+    px_copy_response_fields(px, r, out);
+    px_add_ops(out, &px->route->response_headers);
+    if (px->body == BODY_CHUNKED || px->body == BODY_CLOSE_TO_CHUNKED)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    if (!keep)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (px->client_http10)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    conn_set_keep_alive(px->c, keep);
+}
+
+/* Parse what the upstream sent so far.  Returns PT_OK once a final head
+ * was handled, PT_AGAIN for more, PT_ERROR after answering. */
+static int px_read_head(struct proxy *px)
+{
+    struct evbuffer *in = bufferevent_get_input(px->uc->bev);
+    struct http_header hdrs[PX_MAX_RESP_HEADERS];
+    struct http_limits lim = {PX_MAX_RESP_HEAD, PX_MAX_RESP_HEAD,
+                              PX_MAX_RESP_HEADERS};
+
+    for (;;) {
+        size_t len = evbuffer_get_length(in);
+        struct evbuffer_ptr hit = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+        struct http_response r;
+        if (hit.pos < 0) {
+            if (len > PX_MAX_RESP_HEAD) {
+                px_server_error(px, 502, "response head too large");
+                return PT_ERROR;
+            }
+            return PT_AGAIN;
+        }
+        size_t hl = (size_t)hit.pos + 4;
+        memset(&r, 0, sizeof(r));
+        r.headers = hdrs;
+        r.headers_cap = PX_MAX_RESP_HEADERS;
+        ssize_t n = http_parse_response(
+            (const char *)evbuffer_pullup(in, (ssize_t)hl), hl, &lim, &r);
+        if (n < 0) {
+            px_server_error(px, 502, "invalid response from upstream");
+            return PT_ERROR;
+        }
+        if (n == PT_AGAIN)
+            return PT_AGAIN;
+        if (r.status < 200) {
+            px_relay_interim(px, &r);
+            evbuffer_drain(in, (size_t)n);
+            continue;
+        }
+        px->status = r.status;
+        px->body = px_body_mode(px, &r);
+        px->up_keep = r.keep_alive && px->body != BODY_CLOSE &&
+                      px->body != BODY_CLOSE_TO_CHUNKED;
+        px->resp_left = r.content_length > 0 ? (uint64_t)r.content_length
+                                             : 0;
+        px->upstream_us = px_elapsed_us(&px->t0);
+        px_learn_keepalive(px, &r);
+        px_send_head(px, &r);
+        evbuffer_drain(in, (size_t)n);
+        ups_server_ok(px->srv);
+        px->state = PX_DELIVER;
+        return PT_OK;
+    }
+}
+
+/* ---- response body ----------------------------------------------------------- */
+
+/* Forward validated chunked framing as it is (HTTP/1.1 client) or decode
+ * it (HTTP/1.0 client).  Returns PT_ERROR on bad framing. */
+static int px_pump_resp_chunked(struct proxy *px, struct evbuffer *in,
+                                struct evbuffer *out)
+{
+    while (!px->resp_chunk.done && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        struct pt_str data;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        ssize_t n = http_chunked_decode(&px->resp_chunk, v.iov_base,
+                                        v.iov_len, &data);
+        if (n < 0)
+            return PT_ERROR;
+        px->sent += data.len;
+        if (px->body == BODY_CHUNKED) {
+            evbuffer_remove_buffer(in, out, (size_t)n);
+        } else {
+            evbuffer_drain(in, (size_t)n - data.len);
+            evbuffer_remove_buffer(in, out, data.len);
+        }
+        if (n == 0)
+            break;
+    }
+    return PT_OK;
+}
+
+static void px_pump_response(struct proxy *px)
+{
+    struct evbuffer *in = bufferevent_get_input(px->uc->bev);
+    struct bufferevent *cb = px_client(px);
+    struct evbuffer *out = bufferevent_get_output(cb);
+    size_t len = evbuffer_get_length(in);
+
+    switch (px->body) {
+    case BODY_NONE:
+        px->resp_done = 1;
+        break;
+    case BODY_LENGTH: {
+        size_t n = PT_MIN(len, px->resp_left);
+        evbuffer_remove_buffer(in, out, n);
+        px->resp_left -= n;
+        px->sent += n;
+        px->resp_done = px->resp_left == 0;
+        break;
+    }
+    case BODY_CHUNKED:
+    case BODY_CHUNKED_TO_RAW:
+        if (px_pump_resp_chunked(px, in, out) < 0) {
+            log_warn("upstream %s: server %s: invalid chunked body",
+                     px->route->upstream->name,
+                     ups_server_conf(px->srv)->address);
+            px->up_keep = 0;
+            conn_proxy_abort(px->c);
+            return;
+        }
+        px->resp_done = px->resp_chunk.done;
+        break;
+    case BODY_CLOSE_TO_CHUNKED:
+        if (len) {
+            evbuffer_add_printf(out, "%zx\r\n", len);
+            evbuffer_remove_buffer(in, out, len);
+            evbuffer_add(out, "\r\n", 2);
+            px->sent += len;
+        }
+        break;
+    case BODY_CLOSE:
+        px->sent += len;
+        evbuffer_remove_buffer(in, out, len);
+        break;
+    }
+    if (px->resp_done) {
+        struct upconn *uc = px->uc;
+        px->uc = NULL;
+        ups_server_busy(px->srv, -1);
+        px->counted_busy = 0;
+        uc->requests++;
+        /* Pool it only when both messages ended cleanly. */
+        if (px->up_keep && px->req_done &&
+            evbuffer_get_length(bufferevent_get_input(uc->bev)) == 0)
+            ups_conn_put(&uc);
+        else
+            ups_conn_close(&uc);
+        conn_proxy_done(px->c, px->status, px->sent,
+                        ups_server_conf(px->srv)->address, px->upstream_us);
+        return;
+    }
+    /* Back-pressure: a slow client slows the upstream read. */
+    if (evbuffer_get_length(out) >= PX_HIGH)
+        bufferevent_disable(px->uc->bev, EV_READ);
+}
+
+/* ---- upstream callbacks ------------------------------------------------------ */
+
+static void on_up_read(struct bufferevent *bev, void *arg)
+{
+    struct proxy *px = arg;
+
+    if (px->state == PX_SEND && px_read_head(px) != PT_OK)
+        return;
+    if (px->state == PX_DELIVER)
+        px_pump_response(px);
+}
+
+static void on_up_write(struct bufferevent *bev, void *arg)
+{
+    px_pump_request(arg);
+}
+
+/* The upstream closed or failed before its response head was complete. */
+static void px_early_close(struct proxy *px, short what)
+{
+    int nothing = evbuffer_get_length(bufferevent_get_input(px->uc->bev)) ==
+                  0;
+
+    if (px->uc->reused && nothing && (!px->body_started || px->idempotent)) {
+        /* The classic keep-alive race: the upstream closed the pooled
+         * connection as we sent.  Retry once on a fresh connection. */
+        ups_stale_retries++;
+        log_info("upstream %s: server %s closed a pooled connection; "
+                 "retrying on a new one (%lu so far)",
+                 px->route->upstream->name,
+                 ups_server_conf(px->srv)->address, ups_stale_retries);
+        if (!px->body_started) {
+            ups_conn_close(&px->uc);
+            ups_server_busy(px->srv, -1);
+            px->counted_busy = 0;
+            px->force_new = 1;
+            px->tried &= ~(1ull << (ups_server_index(px->srv) & 63));
+            px->attempts--;
+            px_connect(px);
+            return;
+        }
+    }
+    px_server_error(px, 502, (what & BEV_EVENT_EOF)
+                                 ? "upstream closed the connection"
+                                 : "upstream connection reset");
+}
+
+static void on_up_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct proxy *px = arg;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        px_send(px);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (px->state == PX_DELIVER) {
+            log_warn("upstream %s: server %s: read timeout mid-body",
+                     px->route->upstream->name,
+                     ups_server_conf(px->srv)->address);
+            conn_proxy_abort(px->c);
+            return;
+        }
+        px_server_error(px, 504, px->state == PX_CONNECT
+                                     ? "connect timed out"
+                                     : "upstream timed out");
+        return;
+    }
+    if (px->state == PX_CONNECT) {
+        px_server_error(px, 502, "connect failed");
+        return;
+    }
+    if (px->state == PX_SEND) {
+        px_early_close(px, what);
+        return;
+    }
+    /* DELIVER: the end of a close-delimited body, or a truncation. */
+    if ((what & BEV_EVENT_EOF) && (px->body == BODY_CLOSE ||
+                                   px->body == BODY_CLOSE_TO_CHUNKED)) {
+        px_pump_response(px);
+        if (px->body == BODY_CLOSE_TO_CHUNKED)
+            evbuffer_add(bufferevent_get_output(px_client(px)),
+                         "0\r\n\r\n", 5);
+        px->up_keep = 0;
+        px->resp_done = 1;
+        px->body = BODY_NONE;
+        px_pump_response(px);
+        return;
+    }
+    log_warn("upstream %s: server %s: connection lost mid-body",
+             px->route->upstream->name, ups_server_conf(px->srv)->address);
+    conn_proxy_abort(px->c);
+}
+
+/* ---- the client side ----------------------------------------------------------- */
+
+void proxy_on_client_read(struct proxy *px)
+{
+    px_pump_request(px);
+}
+
+void proxy_on_client_drained(struct proxy *px)
+{
+    if (px->state == PX_DELIVER && px->uc) {
+        bufferevent_enable(px->uc->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(px->uc->bev)))
+            px_pump_response(px);
+    }
+}
+
+int proxy_request_done(const struct proxy *px)
+{
+    return px->req_done;
+}
+
+struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
+                          const struct conf_route *route,
+                          const struct http_request *r, uint64_t max_body)
+{
+    const struct conf_upstream *up = route->upstream;
+    struct proxy *px = calloc(1, sizeof(*px));
+
+    if (px == NULL || (px->head = evbuffer_new()) == NULL) {
+        free(px);
+        return NULL;
+    }
+    px->c = c;
+    px->route = route;
+    px->group = ups_group_of(ups, up);
+    px->idempotent = px_idempotent(r->method_id);
+    px->head_only = r->method_id == HTTP_M_HEAD;
+    px->client_http10 = r->version_minor == 0;
+    px->req_chunked = r->chunked;
+    px->req_left = r->content_length > 0 ? (uint64_t)r->content_length : 0;
+    px->req_done = !r->chunked && px->req_left == 0;
+    px->max_body = max_body;
+    px->to.connect = route->timeouts.connect ? route->timeouts.connect
+                                             : up->timeouts.connect;
+    px->to.send = route->timeouts.send ? route->timeouts.send
+                                       : up->timeouts.send;
+    px->to.read = route->timeouts.read ? route->timeouts.read
+                                       : up->timeouts.read;
+    struct ups_hash_input hin = {conn_peer(c), r->target, {"", 0}};
+    if (up->hash_header) {
+        const struct http_header *h =
+            http_header_find(r->headers, r->nheaders, up->hash_header);
+        if (h)
+            hin.header = h->value;
+    }
+    px->hash_key = ups_hash_key(px->group, &hin);
+    px_build_head(px, r);
+    return px;
+}
+
+void proxy_run(struct proxy *px)
+{
+    px_connect(px);
+}
+
+void proxy_free(struct proxy **pp)
+{
+    struct proxy *px = *pp;
+
+    if (px == NULL)
+        return;
+    *pp = NULL;
+    if (px->counted_busy)
+        ups_server_busy(px->srv, -1);
+    ups_conn_close(&px->uc);
+    evbuffer_free(px->head);
+    free(px);
+}

@@ -1,0 +1,484 @@
+/*
+ * upstream.c -- upstream groups of one generation inside one worker.
+ *
+ * Server choice: smooth weighted round robin (every server gets its
+ * share, spread out rather than in bursts), least connections scaled by
+ * weight, or a consistent-hash ring with 160 points per unit of weight,
+ * so adding a server moves only the keys that now land on it.
+ *
+ * Passive health: max_fails failures within fail_timeout take a server
+ * out for fail_timeout.  Per worker for now.
+ *
+ * Pool: idle keep-alive connections per server, each retired after its
+ * idle time (keepalive_timeout, or less when the upstream announced a
+ * shorter Keep-Alive timeout) so that we close before the upstream does.
+ *
+ * Calls: log.c, util.c, libevent.
+ */
+#include "upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "log.h"
+#include "util.h"
+
+#define UPS_RING_POINTS 160
+
+unsigned long ups_stale_retries;
+
+struct ups_server {
+    const struct conf_server *cf; /* borrowed from the generation */
+    struct ups_group *group;      /* borrowed */
+    size_t index;
+    int current;                  /* smooth weighted round robin */
+    unsigned active;              /* requests in flight (least_conn) */
+    unsigned fails;               /* failures in the current window */
+    uint64_t fail_start;          /* ms: first failure of the window */
+    uint64_t down_until;          /* ms: skipped until then */
+    struct upconn *idle;          /* owns: the idle pool */
+    unsigned nidle;
+};
+
+struct ups_point {
+    uint32_t hash;
+    uint32_t server;
+};
+
+struct ups_group {
+    const struct conf_upstream *cf; /* borrowed */
+    struct ups_set *set;            /* borrowed */
+    struct ups_server *servers;     /* owns */
+    size_t nservers;
+    struct ups_point *ring;         /* owns; balance: hash */
+    size_t nring;
+};
+
+struct ups_set {
+    struct event_base *base;    /* borrowed */
+    struct ups_group *groups;   /* owns; parallel to conf->upstreams */
+    size_t ngroups;
+    const struct conf_upstream *first; /* for pointer-to-index */
+    unsigned retired : 1;
+};
+
+static uint64_t ups_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* 32-bit FNV-1a, then a final avalanche so nearby keys spread out. */
+static uint32_t ups_hash(const void *data, size_t len, uint32_t h)
+{
+    const unsigned char *p = data;
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 16777619u;
+    }
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static int ups_point_cmp(const void *a, const void *b)
+{
+    const struct ups_point *x = a, *y = b;
+    return x->hash < y->hash ? -1 : x->hash > y->hash;
+}
+
+/* Points come from each server's address, not its position, so another
+ * server added or removed leaves them where they were. */
+static int ups_ring_build(struct ups_group *g)
+{
+    size_t total = 0, n = 0;
+
+    for (size_t i = 0; i < g->nservers; i++)
+        total += (size_t)g->servers[i].cf->weight * UPS_RING_POINTS;
+    g->ring = calloc(total ? total : 1, sizeof(*g->ring));
+    if (g->ring == NULL)
+        return PT_ERROR;
+    for (size_t i = 0; i < g->nservers; i++) {
+        const char *a = g->servers[i].cf->address;
+        size_t pts = (size_t)g->servers[i].cf->weight * UPS_RING_POINTS;
+        for (size_t k = 0; k < pts; k++) {
+            uint32_t seed = (uint32_t)(2166136261u ^ (k * 0x9e3779b9u));
+            g->ring[n].hash = ups_hash(a, strlen(a), seed);
+            g->ring[n++].server = (uint32_t)i;
+        }
+    }
+    qsort(g->ring, n, sizeof(*g->ring), ups_point_cmp);
+    g->nring = n;
+    return PT_OK;
+}
+
+struct ups_set *ups_set_new(struct event_base *base, const struct conf *conf)
+{
+    struct ups_set *set = calloc(1, sizeof(*set));
+
+    if (set == NULL)
+        return NULL;
+    set->base = base;
+    set->first = conf->upstreams;
+    set->groups = calloc(conf->nupstreams + 1, sizeof(*set->groups));
+    if (set->groups == NULL)
+        goto fail;
+    for (size_t i = 0; i < conf->nupstreams; i++, set->ngroups = i) {
+        struct ups_group *g = &set->groups[i];
+        g->cf = &conf->upstreams[i];
+        g->set = set;
+        g->nservers = g->cf->nservers;
+        g->servers = calloc(g->nservers, sizeof(*g->servers));
+        if (g->servers == NULL)
+            goto fail;
+        for (size_t k = 0; k < g->nservers; k++) {
+            g->servers[k].cf = &g->cf->servers[k];
+            g->servers[k].group = g;
+            g->servers[k].index = k;
+        }
+        if (g->cf->balance == BALANCE_HASH && ups_ring_build(g) < 0)
+            goto fail;
+    }
+    return set;
+fail:
+    set->ngroups = conf->nupstreams;
+    ups_set_free(&set);
+    return NULL;
+}
+
+static void ups_pool_drain(struct ups_server *s)
+{
+    while (s->idle) {
+        struct upconn *uc = s->idle;
+        s->idle = uc->next;
+        s->nidle--;
+        ups_conn_close(&uc);
+    }
+}
+
+void ups_set_retire(struct ups_set *set)
+{
+    set->retired = 1;
+    for (size_t i = 0; i < set->ngroups; i++)
+        for (size_t k = 0; k < set->groups[i].nservers; k++)
+            ups_pool_drain(&set->groups[i].servers[k]);
+}
+
+void ups_set_free(struct ups_set **sp)
+{
+    struct ups_set *set = *sp;
+
+    if (set == NULL)
+        return;
+    *sp = NULL;
+    for (size_t i = 0; set->groups && i < set->ngroups; i++) {
+        struct ups_group *g = &set->groups[i];
+        for (size_t k = 0; g->servers && k < g->nservers; k++)
+            ups_pool_drain(&g->servers[k]);
+        free(g->servers);
+        free(g->ring);
+    }
+    free(set->groups);
+    free(set);
+}
+
+struct ups_group *ups_group_of(struct ups_set *set,
+                               const struct conf_upstream *cf)
+{
+    size_t i = (size_t)(cf - set->first);
+    return i < set->ngroups ? &set->groups[i] : NULL;
+}
+
+size_t ups_server_index(const struct ups_server *s)
+{
+    return s->index;
+}
+
+const struct conf_server *ups_server_conf(const struct ups_server *s)
+{
+    return s->cf;
+}
+
+const struct conf_upstream *ups_group_conf(const struct ups_group *g)
+{
+    return g->cf;
+}
+
+struct ups_group *ups_server_group(const struct ups_server *s)
+{
+    return s->group;
+}
+
+/* ---- choosing -------------------------------------------------------- */
+
+static int ups_usable(const struct ups_server *s, uint64_t tried,
+                      uint64_t now)
+{
+    if (s->index < 64 && (tried >> s->index) & 1)
+        return 0;
+    return s->down_until <= now;
+}
+
+/* Smooth weighted round robin: raise every candidate by its weight, take
+ * the highest, lower it by the total. */
+static struct ups_server *ups_pick_rr(struct ups_group *g, uint64_t tried,
+                                      uint64_t now)
+{
+    struct ups_server *best = NULL;
+    int total = 0;
+
+    for (size_t i = 0; i < g->nservers; i++) {
+        struct ups_server *s = &g->servers[i];
+        if (!ups_usable(s, tried, now))
+            continue;
+        s->current += (int)s->cf->weight;
+        total += (int)s->cf->weight;
+        if (best == NULL || s->current > best->current)
+            best = s;
+    }
+    if (best)
+        best->current -= total;
+    return best;
+}
+
+/* Fewest requests in flight per unit of weight; round robin breaks
+ * ties so idle servers share the load. */
+static struct ups_server *ups_pick_least(struct ups_group *g, uint64_t tried,
+                                         uint64_t now)
+{
+    struct ups_server *best = NULL;
+    uint64_t tie = 0;
+
+    for (size_t i = 0; i < g->nservers; i++) {
+        struct ups_server *s = &g->servers[i];
+        if (!ups_usable(s, tried, now))
+            continue;
+        if (best == NULL) {
+            best = s;
+            continue;
+        }
+        uint64_t a = (uint64_t)s->active * best->cf->weight;
+        uint64_t b = (uint64_t)best->active * s->cf->weight;
+        if (a < b)
+            best = s;
+        else if (a == b)
+            tie |= 1;
+    }
+    if (best && tie) {
+        /* Among the equally loaded, rotate with round robin. */
+        uint64_t others = tried;
+        for (size_t i = 0; i < g->nservers && i < 64; i++) {
+            struct ups_server *s = &g->servers[i];
+            if ((uint64_t)s->active * best->cf->weight !=
+                (uint64_t)best->active * s->cf->weight)
+                others |= 1ull << i;
+        }
+        struct ups_server *rr = ups_pick_rr(g, others, now);
+        if (rr)
+            best = rr;
+    }
+    return best;
+}
+
+uint32_t ups_hash_key(const struct ups_group *g,
+                      const struct ups_hash_input *in)
+{
+    uint32_t h;
+
+    if (g->cf->balance != BALANCE_HASH)
+        return 0;
+    switch (g->cf->hash_key) {
+    case HASH_CLIENT: {
+        const struct sockaddr *sa = in->client;
+        if (sa->sa_family == AF_INET6)
+            h = ups_hash(&((const struct sockaddr_in6 *)sa)->sin6_addr, 16,
+                         2166136261u);
+        else
+            h = ups_hash(&((const struct sockaddr_in *)sa)->sin_addr, 4,
+                         2166136261u);
+        break;
+    }
+    case HASH_URI:
+        h = ups_hash(in->uri.p, in->uri.len, 2166136261u);
+        break;
+    default:
+        h = ups_hash(in->header.p, in->header.len, 2166136261u);
+    }
+    return h;
+}
+
+static struct ups_server *ups_pick_hash(struct ups_group *g, uint32_t h,
+                                        uint64_t tried, uint64_t now)
+{
+    size_t lo = 0, hi = g->nring;
+
+    while (lo < hi) { /* first point at or after h */
+        size_t mid = (lo + hi) / 2;
+        if (g->ring[mid].hash < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    /* Walk on past unusable servers: their keys go to the next ones. */
+    for (size_t k = 0; k < g->nring; k++) {
+        struct ups_server *s = &g->servers[g->ring[(lo + k) % g->nring].server];
+        if (ups_usable(s, tried, now))
+            return s;
+    }
+    return NULL;
+}
+
+struct ups_server *ups_pick(struct ups_group *g, uint32_t key,
+                            uint64_t tried)
+{
+    uint64_t now = ups_now_ms();
+
+    switch (g->cf->balance) {
+    case BALANCE_LEAST_CONN:
+        return ups_pick_least(g, tried, now);
+    case BALANCE_HASH:
+        return ups_pick_hash(g, key, tried, now);
+    default:
+        return ups_pick_rr(g, tried, now);
+    }
+}
+
+void ups_server_busy(struct ups_server *s, int delta)
+{
+    if (delta < 0 && s->active == 0)
+        return;
+    s->active = (unsigned)((int)s->active + delta);
+}
+
+void ups_server_failed(struct ups_server *s)
+{
+    const struct conf_upstream *cf = s->group->cf;
+    uint64_t now = ups_now_ms();
+
+    if (cf->max_fails == 0)
+        return;
+    if (s->fails == 0 || now - s->fail_start > cf->fail_timeout) {
+        s->fails = 0;
+        s->fail_start = now;
+    }
+    if (++s->fails >= cf->max_fails && s->down_until <= now) {
+        s->down_until = now + cf->fail_timeout;
+        log_warn("upstream %s: server %s down for %llu ms after %u failures",
+                 cf->name, s->cf->address,
+                 (unsigned long long)cf->fail_timeout, s->fails);
+        s->fails = 0;
+    }
+}
+
+void ups_server_ok(struct ups_server *s)
+{
+    s->fails = 0;
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static void on_idle_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct upconn *uc = arg, **pp;
+    struct ups_server *s = uc->srv;
+
+    /* Closed, reset, or its idle time is over: out of the pool. */
+    for (pp = &s->idle; *pp; pp = &(*pp)->next) {
+        if (*pp == uc) {
+            *pp = uc->next;
+            s->nidle--;
+            break;
+        }
+    }
+    ups_conn_close(&uc);
+}
+
+static void on_idle_read(struct bufferevent *bev, void *arg)
+{
+    /* An idle upstream must not talk: whatever it says, drop it. */
+    on_idle_event(bev, BEV_EVENT_READING, arg);
+}
+
+struct upconn *ups_conn_get(struct ups_server *s)
+{
+    struct ups_set *set = s->group->set;
+    struct upconn *uc = s->idle;
+    int one = 1;
+
+    if (uc) {
+        s->idle = uc->next;
+        s->nidle--;
+        uc->next = NULL;
+        uc->reused = 1;
+        bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+        bufferevent_set_timeouts(uc->bev, NULL, NULL);
+        return uc;
+    }
+    uc = calloc(1, sizeof(*uc));
+    if (uc == NULL)
+        return NULL;
+    uc->srv = s;
+    uc->bev = bufferevent_socket_new(set->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (uc->bev == NULL) {
+        free(uc);
+        return NULL;
+    }
+    if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&s->cf->addr,
+                                   (int)s->cf->addrlen) < 0) {
+        int saved = errno;
+        ups_conn_close(&uc);
+        errno = saved;
+        return NULL;
+    }
+    setsockopt(bufferevent_getfd(uc->bev), IPPROTO_TCP, TCP_NODELAY, &one,
+               sizeof(one));
+    return uc;
+}
+
+void ups_conn_put(struct upconn **ucp)
+{
+    struct upconn *uc = *ucp;
+    struct ups_server *s = uc->srv;
+    const struct conf_upstream *cf = s->group->cf;
+    struct timeval tv;
+
+    *ucp = NULL;
+    if (s->group->set->retired || s->nidle >= cf->keepalive ||
+        evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(uc->bev)) > 0) {
+        ups_conn_close(&uc);
+        return;
+    }
+    uint64_t ms = uc->idle_ms ? PT_MIN(uc->idle_ms, cf->keepalive_timeout)
+                              : cf->keepalive_timeout;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    bufferevent_setcb(uc->bev, on_idle_read, NULL, on_idle_event, uc);
+    bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    bufferevent_enable(uc->bev, EV_READ);
+    uc->next = s->idle;
+    s->idle = uc;
+    s->nidle++;
+}
+
+void ups_conn_close(struct upconn **ucp)
+{
+    struct upconn *uc = *ucp;
+
+    if (uc == NULL)
+        return;
+    *ucp = NULL;
+    bufferevent_free(uc->bev);
+    free(uc);
+}

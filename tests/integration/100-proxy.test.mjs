@@ -1,0 +1,509 @@
+// 100-proxy: forwarding to real Node.js upstreams.  Methods and bodies
+// (Content-Length and chunked), header rewriting both ways, response
+// framing (length, chunked, close-delimited, HEAD, 204, 304), pooled
+// keep-alive reuse and the stale-connection retry, 502/503/504, balancing
+// and retries, and streaming with a bound on the worker's memory.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import { httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
+  startPortico } from './lib/harness.mjs';
+
+// Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
+const SANITIZED = /sanitizers=yes/.test(runPorticod(['-V']).stdout);
+
+/** A Node.js upstream that echoes what it got, and counts connections. */
+async function echoServer(name = 'echo', opts = {}) {
+  const s = { name, connections: 0, requests: 0, seen: [] };
+  s.server = http.createServer((req, res) => {
+    s.requests++;
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      s.seen.push({ method: req.method, url: req.url, headers: req.headers,
+        body: body.toString() });
+      if (opts.handler && opts.handler(req, res, body)) return;
+      const out = JSON.stringify({ server: name, method: req.method, url: req.url,
+        headers: req.headers, bodyLength: body.length, body: body.toString().slice(0, 200) });
+      res.writeHead(200, { 'Content-Type': 'application/json', 'X-Upstream': name,
+        'Content-Length': Buffer.byteLength(out) });
+      res.end(out);
+    });
+  });
+  if (opts.keepAliveTimeout) s.server.keepAliveTimeout = opts.keepAliveTimeout;
+  s.server.on('connection', () => s.connections++);
+  await new Promise((r) => s.server.listen(0, '127.0.0.1', r));
+  s.port = s.server.address().port;
+  s.address = `127.0.0.1:${s.port}`;
+  s.close = () => new Promise((r) => { s.server.closeAllConnections?.(); s.server.close(() => r()); });
+  return s;
+}
+
+/** A raw TCP upstream: fn(socket, data, nth request on this socket). */
+async function rawServer(fn) {
+  const s = { connections: 0 };
+  s.server = net.createServer((sock) => {
+    s.connections++;
+    let n = 0, buf = '';
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      while (buf.includes('\r\n\r\n')) {
+        const end = buf.indexOf('\r\n\r\n') + 4;
+        const head = buf.slice(0, end);
+        buf = buf.slice(end);
+        fn(sock, head, ++n);
+      }
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise((r) => s.server.listen(0, '127.0.0.1', r));
+  s.port = s.server.address().port;
+  s.address = `127.0.0.1:${s.port}`;
+  s.close = () => new Promise((r) => s.server.close(() => r()));
+  return s;
+}
+
+function proxyConfig(upstreams, routes, extra = {}) {
+  return {
+    workers: 1,
+    error_log: { level: 'info' },
+    access_log: { format: 'off' },
+    listeners: [{ listen: '127.0.0.1:0' }],
+    upstreams,
+    routes,
+    ...extra,
+  };
+}
+
+/** A port nobody listens on. */
+async function deadPort() {
+  const srv = net.createServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const port = srv.address().port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+describe('forwarding', () => {
+  let up, d;
+  before(async () => {
+    up = await echoServer('a', {
+      handler(req, res, body) {
+        if (req.url === '/chunked') {
+          res.writeHead(200, { 'Content-Type': 'text/plain' });
+          res.write('hello ');
+          setTimeout(() => res.end('world'), 20);
+          return true;
+        }
+        if (req.url === '/nocontent') { res.writeHead(204); res.end(); return true; }
+        if (req.url === '/notmodified') {
+          res.writeHead(304, { ETag: '"x"' }); res.end(); return true;
+        }
+        if (req.url === '/hop') {
+          res.writeHead(200, { Connection: 'X-Secret', 'X-Secret': 'no',
+            'Keep-Alive': 'timeout=5', 'X-Drop': 'me', 'Content-Length': 2 });
+          res.end('ok');
+          return true;
+        }
+        return false;
+      },
+    });
+    d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: up.address }] },
+        named: { servers: [{ address: up.address }], host: 'internal.example' } },
+      [
+        { match: { path_prefix: '/named' }, upstream: 'named' },
+        { match: { path_prefix: '/rw' }, upstream: 'app',
+          headers: {
+            request: { set: { 'X-Set': 'set' }, add: { 'X-Add': 'added' }, remove: ['X-Remove'] },
+            response: { set: { 'X-Resp-Set': 'yes' }, remove: ['X-Upstream'] },
+          } },
+        { match: { path_prefix: '/' }, upstream: 'app' },
+      ]) });
+  });
+  after(async () => { await d?.stop(); await up?.close(); });
+
+  test('GET passes through with the client Host and a 200', async () => {
+    const r = await httpRequest(d.port, { path: '/hello?x=1', headers: { Host: 'shop.example' } });
+    assert.equal(r.status, 200);
+    const j = JSON.parse(r.body);
+    assert.equal(j.url, '/hello?x=1');
+    assert.equal(j.headers.host, 'shop.example');
+    assert.equal(r.headers['x-upstream'], 'a');
+  });
+
+  test('POST and PUT bodies with Content-Length and chunked', async () => {
+    const body = 'x'.repeat(100000);
+    let r = await httpRequest(d.port, { path: '/p', method: 'POST', body,
+      headers: { 'Content-Length': body.length } });
+    assert.equal(JSON.parse(r.body).bodyLength, body.length);
+    r = await httpRequest(d.port, { path: '/p', method: 'PUT', body: 'abc',
+      headers: { 'Content-Length': 3 } });
+    assert.equal(JSON.parse(r.body).method, 'PUT');
+    assert.equal(JSON.parse(r.body).body, 'abc');
+    // chunked upload: node sends chunked when no length is given
+    r = await new Promise((resolve, reject) => {
+      const req = http.request({ port: d.port, path: '/c', method: 'POST', agent: false }, (res) => {
+        let b = ''; res.on('data', (c) => { b += c; }); res.on('end', () => resolve(JSON.parse(b)));
+      });
+      req.on('error', reject);
+      req.write('part1-'); setTimeout(() => { req.write('part2'); req.end(); }, 30);
+    });
+    assert.equal(r.body, 'part1-part2');
+    assert.equal(r.headers['transfer-encoding'], 'chunked');
+  });
+
+  test('hop-by-hop fields are dropped, forwarding fields added', async () => {
+    const raw = 'GET /h HTTP/1.1\r\nHost: front.example\r\nConnection: keep-alive, X-Hop\r\n' +
+      'X-Hop: secret\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Connection: x\r\n' +
+      'X-Forwarded-For: 10.1.2.3\r\nX-Request-Id: abc-123\r\n\r\n';
+    const [res] = parseResponses((await rawRequest(d.port, raw, { timeout: 3000 })).data).responses;
+    const h = JSON.parse(res.body).headers;
+    assert.equal(h['x-hop'], undefined);
+    assert.equal(h['keep-alive'], undefined);
+    assert.equal(h.te, undefined);
+    assert.equal(h['proxy-connection'], undefined);
+    assert.equal(h['x-forwarded-for'], '10.1.2.3, 127.0.0.1');
+    assert.equal(h['x-forwarded-proto'], 'http');
+    assert.equal(h['x-forwarded-host'], 'front.example');
+    assert.equal(h.via, '1.1 portico');
+    assert.equal(h['x-request-id'], 'abc-123');
+    const r2 = await httpRequest(d.port, { path: '/h2' });
+    assert.match(JSON.parse(r2.body).headers['x-request-id'], /^[0-9a-f]{32}$/);
+  });
+
+  test('hop-by-hop response fields are dropped', async () => {
+    const r = await httpRequest(d.port, { path: '/hop' });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-secret'], undefined);
+    assert.equal(r.headers['keep-alive'], undefined);
+    assert.equal(r.body, 'ok');
+  });
+
+  test('upstream host: replaces Host', async () => {
+    const r = await httpRequest(d.port, { path: '/named', headers: { Host: 'shop.example' } });
+    const j = JSON.parse(r.body);
+    assert.equal(j.headers.host, 'internal.example');
+    assert.equal(j.headers['x-forwarded-host'], 'shop.example');
+  });
+
+  test('route header rules, both directions', async () => {
+    const r = await httpRequest(d.port, { path: '/rw', headers: { 'X-Remove': 'x', 'X-Set': 'client' } });
+    const j = JSON.parse(r.body);
+    assert.equal(j.headers['x-set'], 'set');
+    assert.equal(j.headers['x-add'], 'added');
+    assert.equal(j.headers['x-remove'], undefined);
+    assert.equal(r.headers['x-resp-set'], 'yes');
+    assert.equal(r.headers['x-upstream'], undefined);
+  });
+
+  test('chunked responses, HEAD, 204 and 304', async () => {
+    let r = await httpRequest(d.port, { path: '/chunked' });
+    assert.equal(r.body, 'hello world');
+    assert.equal(r.headers['transfer-encoding'], 'chunked');
+    r = await httpRequest(d.port, { path: '/x', method: 'HEAD' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body, '');
+    assert.ok(Number(r.headers['content-length']) > 0);
+    r = await httpRequest(d.port, { path: '/nocontent' });
+    assert.equal(r.status, 204);
+    r = await httpRequest(d.port, { path: '/notmodified' });
+    assert.equal(r.status, 304);
+    assert.equal(r.headers.etag, '"x"');
+  });
+
+  test('keep-alive to the upstream: one connection for many requests', async () => {
+    const before = up.connections;
+    const agent = keepAliveAgent(1);
+    for (let i = 0; i < 20; i++) {
+      const r = await httpRequest(d.port, { path: `/ka/${i}`, agent });
+      assert.equal(r.status, 200);
+    }
+    agent.destroy();
+    assert.ok(up.connections - before <= 1,
+      `20 requests opened ${up.connections - before} upstream connections`);
+  });
+
+  test('Expect: 100-continue goes through', async () => {
+    const raw = 'POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n' +
+      'Connection: close\r\n\r\nhello';
+    const { text } = await rawRequest(d.port, raw);
+    assert.match(text, /^HTTP\/1\.1 100 Continue\r\n/);
+    assert.match(text, /HTTP\/1\.1 200 OK/);
+    assert.match(text, /"body":"hello"/);
+  });
+});
+
+describe('framing from raw upstreams', () => {
+  let up, d;
+  before(async () => {
+    up = await rawServer((sock, head) => {
+      if (head.startsWith('GET /close')) {
+        // No length, no chunking: the body ends when the upstream closes.
+        sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n');
+        sock.write('first,');
+        setTimeout(() => sock.end('second'), 30);
+      } else if (head.startsWith('GET /garbage')) {
+        sock.end('NOT HTTP AT ALL\r\n\r\n');
+      } else if (head.startsWith('GET /early')) {
+        sock.destroy();
+      } else if (head.startsWith('GET /hints')) {
+        sock.write('HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n');
+        sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      }
+    });
+    d = await startPortico({ config: proxyConfig(
+      { raw: { servers: [{ address: up.address }], retries: 0, max_fails: 0 } },
+      [{ upstream: 'raw' }]) });
+  });
+  after(async () => { await d?.stop(); await up?.close(); });
+
+  test('a close-delimited body is re-framed as chunked; the client keeps its connection', async () => {
+    const conn = await rawRequest(d.port,
+      'GET /close HTTP/1.1\r\nHost: x\r\n\r\nGET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const rs = parseResponses(conn.data).responses;
+    assert.equal(rs.length, 2);
+    for (const r of rs) {
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['transfer-encoding'], 'chunked');
+      assert.equal(r.body.toString(), 'first,second');
+    }
+  });
+
+  test('HTTP/1.0 client gets a close-delimited body', async () => {
+    const { text } = await rawRequest(d.port, 'GET /close HTTP/1.0\r\n\r\n');
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.doesNotMatch(text, /Transfer-Encoding/i);
+    assert.match(text, /\r\n\r\nfirst,second$/);
+  });
+
+  test('an invalid response is a 502', async () => {
+    const r = await httpRequest(d.port, { path: '/garbage' });
+    assert.equal(r.status, 502);
+  });
+
+  test('a reset before the response is a 502', async () => {
+    const r = await httpRequest(d.port, { path: '/early' });
+    assert.equal(r.status, 502);
+  });
+
+  test('103 Early Hints reaches the client before the response', async () => {
+    const { text } = await rawRequest(d.port, 'GET /hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(text, /^HTTP\/1\.1 103 Early Hints\r\nLink: <\/s\.css>; rel=preload\r\n\r\nHTTP\/1\.1 200 OK/);
+  });
+});
+
+describe('errors and health', () => {
+  test('refused: 502; no usable server: 503; timeout: 504', async () => {
+    const silent = await rawServer(() => {}); // accepts, never answers
+    const dead = await deadPort();
+    const d = await startPortico({ config: proxyConfig(
+      { dead: { servers: [{ address: `127.0.0.1:${dead}` }], max_fails: 1, fail_timeout: '1h' },
+        slow: { servers: [{ address: silent.address }], timeouts: { read: '300ms' }, max_fails: 0 } },
+      [{ match: { path_prefix: '/dead' }, upstream: 'dead' },
+        { match: { path_prefix: '/slow' }, upstream: 'slow' }]) });
+    try {
+      assert.equal((await httpRequest(d.port, { path: '/dead' })).status, 502);
+      // max_fails: 1 took it out: nothing usable is left.
+      assert.equal((await httpRequest(d.port, { path: '/dead' })).status, 503);
+      assert.equal((await httpRequest(d.port, { path: '/slow' })).status, 504);
+      await d.waitForLog(/server 127\.0\.0\.1:\d+ down for/);
+    } finally { await d.stop(); await silent.close(); }
+  });
+
+  test('retries: a refused server is skipped for an idempotent request', async () => {
+    const up = await echoServer('live');
+    const dead = await deadPort();
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: `127.0.0.1:${dead}` }, { address: up.address }],
+        retries: 1, max_fails: 0 } },
+      [{ upstream: 'app' }]) });
+    try {
+      for (let i = 0; i < 6; i++) {
+        const r = await httpRequest(d.port, { path: `/r${i}` });
+        assert.equal(r.status, 200, `request ${i}`);
+      }
+      // A POST is not retried: some land on the dead server and get 502.
+      const statuses = [];
+      for (let i = 0; i < 6; i++)
+        statuses.push((await httpRequest(d.port, { path: '/p', method: 'POST', body: 'x',
+          headers: { 'Content-Length': 1 } })).status);
+      assert.ok(statuses.includes(502) && statuses.includes(200), statuses.join(','));
+    } finally { await d.stop(); await up.close(); }
+  });
+
+  test('a pooled connection closed by the upstream is retried transparently', async () => {
+    // The upstream answers the first request on a connection and silently
+    // closes on the second: the race nginx users see as 502s.
+    const up = await rawServer((sock, head, n) => {
+      if (n === 1) sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      else sock.destroy();
+    });
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: up.address }], max_fails: 0 } }, [{ upstream: 'app' }]) });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await httpRequest(d.port, { path: `/s${i}` });
+        assert.equal(r.status, 200, `request ${i}`);
+        assert.equal(r.body, 'ok');
+      }
+      assert.ok(up.connections >= 5);
+      await d.waitForLog(/closed a pooled connection; retrying/);
+    } finally { await d.stop(); await up.close(); }
+  });
+
+  test('pooled connections are retired before Node closes them (Keep-Alive: timeout)', async () => {
+    const up = await echoServer('ka', { keepAliveTimeout: 1000 }); // sends Keep-Alive: timeout=1
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: up.address }] } }, [{ upstream: 'app' }]) });
+    try {
+      for (let i = 0; i < 4; i++) {
+        const r = await httpRequest(d.port, { path: `/k${i}` });
+        assert.equal(r.status, 200);
+        await new Promise((res) => setTimeout(res, 900));
+      }
+      assert.equal(d.linesMatching(/closed a pooled connection/).length, 0);
+    } finally { await d.stop(); await up.close(); }
+  });
+});
+
+describe('balancing', () => {
+  let a, b, c;
+  before(async () => { a = await echoServer('a'); b = await echoServer('b'); c = await echoServer('c'); });
+  after(async () => { await a.close(); await b.close(); await c.close(); });
+
+  async function spread(d, n, opts = () => ({})) {
+    const count = {};
+    for (let i = 0; i < n; i++) {
+      const r = await httpRequest(d.port, { path: `/b/${i}`, ...opts(i) });
+      const s = JSON.parse(r.body).server;
+      count[s] = (count[s] || 0) + 1;
+    }
+    return count;
+  }
+
+  test('round_robin honours weights', async () => {
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: a.address }, { address: b.address, weight: 2 }] } },
+      [{ upstream: 'app' }]) });
+    try {
+      const count = await spread(d, 30);
+      assert.deepEqual(count, { a: 10, b: 20 });
+    } finally { await d.stop(); }
+  });
+
+  test('least_conn sends to the idle server', async () => {
+    const slow = await echoServer('slow', { handler(req, res) {
+      setTimeout(() => { res.writeHead(200, { 'Content-Length': 6 }); res.end('{"server":"slow"}'.slice(0, 6)); }, 800);
+      return true;
+    } });
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: slow.address }, { address: a.address }], balance: 'least_conn' } },
+      [{ upstream: 'app' }]) });
+    try {
+      // Three slow requests in flight: least_conn must route new ones to "a".
+      const pending = [0, 1].map(() => httpRequest(d.port, { path: '/slow' }).catch(() => null));
+      await new Promise((r) => setTimeout(r, 200));
+      const count = await spread(d, 6);
+      assert.ok((count.a || 0) >= 5, JSON.stringify(count));
+      await Promise.all(pending);
+    } finally { await d.stop(); await slow.close(); }
+  });
+
+  test('hash on a header: a key sticks to a server; adding a server moves only its share', async () => {
+    const conf = (servers) => proxyConfig(
+      { app: { servers, balance: 'hash', hash_key: 'header:X-User' } }, [{ upstream: 'app' }]);
+    const d = await startPortico({ config: conf([{ address: a.address }, { address: b.address }]) });
+    try {
+      const users = Array.from({ length: 60 }, (_, i) => `user-${i}`);
+      const first = {};
+      for (const u of users) {
+        const r = await httpRequest(d.port, { headers: { 'X-User': u } });
+        first[u] = JSON.parse(r.body).server;
+        const again = await httpRequest(d.port, { headers: { 'X-User': u } });
+        assert.equal(JSON.parse(again.body).server, first[u]);
+      }
+      const used = new Set(Object.values(first));
+      assert.equal(used.size, 2);
+      await d.reload(conf([{ address: a.address }, { address: b.address }, { address: c.address }]));
+      let moved = 0, movedElsewhere = 0;
+      for (const u of users) {
+        const s = JSON.parse((await httpRequest(d.port, { headers: { 'X-User': u } })).body).server;
+        if (s !== first[u]) { moved++; if (s !== 'c') movedElsewhere++; }
+      }
+      assert.equal(movedElsewhere, 0, 'keys moved between the old servers');
+      assert.ok(moved > 5 && moved < 40, `moved ${moved} of 60`);
+    } finally { await d.stop(); }
+  });
+});
+
+describe('streaming', () => {
+  test('64 MB up and down stream through with a bounded worker RSS', async () => {
+    const SIZE = 64 * 1024 * 1024;
+    const chunk = Buffer.alloc(1024 * 1024, 'y');
+    const up = await echoServer('big', { handler() { return false; } });
+    // Replace the handler: download streams SIZE bytes; upload counts.
+    up.server.removeAllListeners('request');
+    up.server.on('request', (req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'Content-Length': SIZE });
+        let sent = 0;
+        const pump = () => {
+          while (sent < SIZE) { sent += chunk.length; if (!res.write(chunk)) return res.once('drain', pump); }
+          res.end();
+        };
+        pump();
+      } else {
+        let n = 0;
+        req.on('data', (c) => { n += c.length; });
+        req.on('end', () => { res.writeHead(200, { 'Content-Length': String(n).length }); res.end(String(n)); });
+      }
+    });
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: up.address }] } }, [{ upstream: 'app' }],
+      { limits: { max_body_bytes: 0 } }) });
+    const rss = () => {
+      const [pid] = d.workerPids();
+      const m = /VmRSS:\s+(\d+) kB/.exec(require_status(pid));
+      return m ? Number(m[1]) * 1024 : 0;
+    };
+    let peak = 0;
+    const timer = setInterval(() => { try { peak = Math.max(peak, rss()); } catch {} }, 20);
+    try {
+      // Download, read slowly at first so back-pressure has to work.
+      const got = await new Promise((resolve, reject) => {
+        http.get({ port: d.port, path: '/down', agent: false }, (res) => {
+          let n = 0;
+          res.pause();
+          setTimeout(() => res.resume(), 500);
+          res.on('data', (c) => { n += c.length; });
+          res.on('end', () => resolve(n));
+          res.on('error', reject);
+        }).on('error', reject);
+      });
+      assert.equal(got, SIZE);
+      // Upload, chunked.
+      const echoed = await new Promise((resolve, reject) => {
+        const req = http.request({ port: d.port, path: '/up', method: 'POST', agent: false }, (res) => {
+          let b = ''; res.on('data', (c) => { b += c; }); res.on('end', () => resolve(Number(b)));
+        });
+        req.on('error', reject);
+        let sent = 0;
+        const pump = () => {
+          while (sent < SIZE) { sent += chunk.length; if (!req.write(chunk)) return req.once('drain', pump); }
+          req.end();
+        };
+        pump();
+      });
+      assert.equal(echoed, SIZE);
+      console.log(`# streaming 2 x 64 MB: worker peak RSS ${(peak / 1048576).toFixed(1)} MB`);
+      if (!SANITIZED)
+        assert.ok(peak < 40 * 1024 * 1024, `worker RSS peaked at ${peak} bytes`);
+    } finally { clearInterval(timer); await d.stop(); await up.close(); }
+  });
+});
+
+function require_status(pid) { return fs.readFileSync(`/proc/${pid}/status`, 'utf8'); }
