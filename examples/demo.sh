@@ -11,13 +11,18 @@ cat <<TXT
 
   portico demo: porticod on http://127.0.0.1:8080, demo app on :3000
   Try, from another terminal:
-    curl -i http://127.0.0.1:8080/
-    curl -i http://127.0.0.1:8080/healthz
+    curl -i http://127.0.0.1:8080/api/hello      (proxied to the Node.js app)
+    curl -N http://127.0.0.1:8080/events         (Server-Sent Events, streamed)
+    curl -i http://127.0.0.1:8080/healthz        (answered by portico itself)
     curl -i http://127.0.0.1:8080/old            (a 301 redirect)
-    curl -i http://127.0.0.1:3000/               (the Node.js app itself)
     kill -HUP \$(pgrep -o porticod)               (reload, nothing dropped)
-  Edit examples/demo.yaml and reload to change the answers.
+  Edit examples/demo.yaml and reload to change the rules.
   Ctrl-C stops both.
 
 TXT
+# Wait for the app so the first requests don't meet a 502.
+for _ in $(seq 50); do
+    curl -s -o /dev/null http://127.0.0.1:3000/ && break
+    sleep 0.1
+done
 "$porticod" -c "$src/examples/demo.yaml" || true

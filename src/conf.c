@@ -149,6 +149,8 @@ static void conf_set_defaults(struct conf *c)
     c->timeouts.upstream_connect = 3 * 1000;
     c->timeouts.upstream_send = 60 * 1000;
     c->timeouts.upstream_read = 60 * 1000;
+    c->timeouts.websocket_idle = 3600 * 1000;
+    c->timeouts.sse_idle = 3600 * 1000;
 }
 
 void conf_upstream_init(struct conf_upstream *u)
@@ -686,6 +688,8 @@ static void dump_limits(const struct conf *c, FILE *out)
     dump_duration(out, "upstream_connect", c->timeouts.upstream_connect);
     dump_duration(out, "upstream_send", c->timeouts.upstream_send);
     dump_duration(out, "upstream_read", c->timeouts.upstream_read);
+    dump_duration(out, "websocket_idle", c->timeouts.websocket_idle);
+    dump_duration(out, "sse_idle", c->timeouts.sse_idle);
 }
 
 static void dump_listeners(const struct conf *c, FILE *out)

@@ -148,6 +148,10 @@ struct conf {
         uint64_t upstream_connect; /* default 3s */
         uint64_t upstream_send;    /* default 60s */
         uint64_t upstream_read;    /* default 60s */
+        uint64_t websocket_idle;   /* default 1h: a tunnel with no byte
+                                      either way is closed */
+        uint64_t sse_idle;         /* default 1h: replaces upstream_read
+                                      for text/event-stream responses */
     } timeouts;
 
     struct conf_upstream *upstreams; /* owns; in file order */

@@ -877,6 +877,7 @@ static void set_routes(struct walk *w, const struct slot *at)
 /* ---- the key tables ---- */
 
 #define WHY_TIMEOUT "0 would fire at once; over a day is not a timeout"
+#define WHY_IDLE "0 would fire at once; streams may idle for days, not weeks"
 
 static const struct key_spec error_log_keys[] = {
     FIELD("path", walk_set_string, struct conf, error_log.path),
@@ -926,6 +927,10 @@ static const struct key_spec timeouts_keys[] = {
         timeouts.upstream_send, 1, DAY_MS, WHY_TIMEOUT),
     NUM("upstream_read", walk_set_duration, struct conf,
         timeouts.upstream_read, 1, DAY_MS, WHY_TIMEOUT),
+    NUM("websocket_idle", walk_set_duration, struct conf,
+        timeouts.websocket_idle, 1, 7 * DAY_MS, WHY_IDLE),
+    NUM("sse_idle", walk_set_duration, struct conf, timeouts.sse_idle, 1,
+        7 * DAY_MS, WHY_IDLE),
     {0},
 };
 

@@ -522,8 +522,7 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     }
     if (c->req.route && c->req.route->upstream) {
         /* The upstream head is built from r's views: before the drain. */
-        c->req.px = proxy_start(c, c->req.gen->ups, c->req.route, r,
-                                cf->limits.max_body_bytes);
+        c->req.px = proxy_start(c, c->req.gen->ups, c->req.route, r, cf);
         evbuffer_drain(in, head_len);
         if (c->req.px == NULL) {
             conn_error(c, 500, "out of memory");
@@ -626,8 +625,7 @@ static void conn_process(struct conn *c)
         case CONN_PROXY:
             /* Body bytes go upstream; bytes past the body are the next
              * request and wait until this exchange is over. */
-            if (!proxy_request_done(c->req.px))
-                proxy_on_client_read(c->req.px);
+            proxy_on_client_read(c->req.px);
             return;
         case CONN_LINGER:
             evbuffer_drain(in, evbuffer_get_length(in));
@@ -687,6 +685,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
                            "(timeouts.client_body)");
         return;
     }
+    if ((what & BEV_EVENT_EOF) && c->state == CONN_PROXY &&
+        proxy_on_client_eof(c->req.px)) {
+        bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
     /* EOF, reset, or a client that stopped reading (timeouts.send). */
     conn_free(c);
 }
@@ -744,6 +747,12 @@ void conn_proxy_done(struct conn *c, int status, uint64_t body_bytes,
     conn_next(c, keep);
     if (c->state == CONN_HEAD)
         conn_process(c);
+}
+
+void conn_proxy_log(struct conn *c, int status, const char *upstream,
+                    uint64_t upstream_us)
+{
+    conn_log_access_up(c, status, 0, upstream, upstream_us);
 }
 
 void conn_proxy_abort(struct conn *c)

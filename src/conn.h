@@ -30,9 +30,12 @@ void conn_proxy_error(struct conn *c, int status, const char *why);
 /* The whole response is queued.  Frees the proxy. */
 void conn_proxy_done(struct conn *c, int status, uint64_t body_bytes,
                      const char *upstream, uint64_t upstream_us);
-/* The response started and cannot finish: close now.  Frees the proxy
- * and the connection. */
+/* The response started and cannot finish, or a tunnel ended: close now.
+ * Frees the proxy and the connection. */
 void conn_proxy_abort(struct conn *c);
+/* Write the access log line now (a tunnel logs when it opens). */
+void conn_proxy_log(struct conn *c, int status, const char *upstream,
+                    uint64_t upstream_us);
 
 /* Graceful stop: close idle connections now, let busy ones finish their
  * current exchange and then close. */

@@ -738,10 +738,8 @@ static int master_done(const struct master *m)
 
 static void master_handle_flags(struct master *m)
 {
-    if (sig_chld) {
-        sig_chld = 0;
-        master_reap(m);
-    }
+    /* Stops first: a terminal's Ctrl-C or systemd's SIGTERM reaches the
+     * workers too, and their exits are not crashes to re-fork. */
     if (sig_int || sig_term) {
         sig_int = sig_term = 0;
         master_begin_stop(m, STOP_FAST);
@@ -749,6 +747,10 @@ static void master_handle_flags(struct master *m)
     if (sig_quit) {
         sig_quit = 0;
         master_begin_stop(m, STOP_GRACEFUL);
+    }
+    if (sig_chld) {
+        sig_chld = 0;
+        master_reap(m);
     }
     if (sig_hup) {
         sig_hup = 0;

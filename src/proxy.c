@@ -41,6 +41,7 @@ enum px_state {
     PX_CONNECT, /* waiting for a connection to the chosen server */
     PX_SEND,    /* request going out; waiting for the response head */
     PX_DELIVER, /* response head sent on; streaming the body */
+    PX_TUNNEL,  /* after 101: bytes both ways until either side closes */
 };
 
 /* How the response body is framed on each side. */
@@ -81,6 +82,16 @@ struct proxy {
     uint64_t req_bytes;         /* decoded chunked body bytes so far */
     uint64_t max_body;          /* limits.max_body_bytes; 0 = none */
     struct http_chunked req_chunk;
+
+    /* upgrade (WebSocket) and streams */
+    unsigned upgrade : 1;       /* the client asked to switch protocols */
+    unsigned sse : 1;           /* text/event-stream response */
+    unsigned closing : 1;       /* a tunnel side closed: flush, then end */
+    struct bufferevent *flush_to; /* borrowed: the side being flushed */
+    uint64_t websocket_idle;    /* ms */
+    uint64_t sse_idle;          /* ms */
+    struct event *idle_ev;      /* owns: the tunnel's idle timer */
+    uint64_t last_active;       /* ms, monotonic: the tunnel's last byte */
 
     /* response, upstream -> client */
     int status;
@@ -307,6 +318,13 @@ static void px_build_head(struct proxy *px, const struct http_request *r)
     evbuffer_add(b, "Via: 1.1 portico\r\n", 18);
     px_request_id(b, r);
     px_add_ops(b, &px->route->request_headers);
+    if (px->upgrade) {
+        /* The one hop-by-hop exchange passed on: a protocol switch. */
+        const struct http_header *u =
+            http_header_find(r->headers, r->nheaders, "Upgrade");
+        evbuffer_add(b, "Connection: upgrade\r\n", 21);
+        px_add_field(b, u->name, u->value);
+    }
     if (r->chunked)
         evbuffer_add(b, "Transfer-Encoding: chunked\r\n", 28);
     evbuffer_add(b, "\r\n", 2);
@@ -365,7 +383,8 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg);
  * is bounded by the send timeout instead. */
 static void px_timeouts(struct proxy *px)
 {
-    struct timeval rtv = px_tv(px->to.read), wtv = px_tv(px->to.send);
+    struct timeval rtv = px_tv(px->sse ? px->sse_idle : px->to.read);
+    struct timeval wtv = px_tv(px->to.send);
 
     bufferevent_set_timeouts(px->uc->bev, px->req_done ? &rtv : NULL, &wtv);
 }
@@ -511,6 +530,98 @@ static void px_pump_request(struct proxy *px)
         bufferevent_enable(cb, EV_READ);
 }
 
+/* ---- tunnel (after 101 Switching Protocols) ---------------------------------- */
+
+static uint64_t px_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Move what one side sent to the other; stop reading it while the other
+ * side has PX_HIGH unsent (back-pressure, as in libevent's le-proxy). */
+static void px_move(struct proxy *px, struct bufferevent *from,
+                    struct bufferevent *to)
+{
+    struct evbuffer *in = bufferevent_get_input(from);
+    struct evbuffer *out = bufferevent_get_output(to);
+    size_t n = evbuffer_get_length(in);
+
+    if (n) {
+        evbuffer_remove_buffer(in, out, n);
+        px->last_active = px_now_ms();
+    }
+    if (px->closing)
+        return;
+    if (evbuffer_get_length(out) >= PX_HIGH)
+        bufferevent_disable(from, EV_READ);
+    else
+        bufferevent_enable(from, EV_READ);
+}
+
+static void on_tunnel_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+    uint64_t idle = px_now_ms() - px->last_active;
+
+    if (idle < px->websocket_idle) {
+        struct timeval tv = px_tv(px->websocket_idle - idle);
+        evtimer_add(px->idle_ev, &tv);
+        return;
+    }
+    log_info("upstream %s: tunnel idle for %llu ms (timeouts.websocket_idle);"
+             " closing",
+             px->route->upstream->name, (unsigned long long)idle);
+    conn_proxy_abort(px->c);
+}
+
+/* One side closed: what it sent still goes to the other side, then the
+ * exchange ends.  Returns 1 when the flush is still under way. */
+static int px_tunnel_close(struct proxy *px, struct bufferevent *from,
+                           struct bufferevent *to)
+{
+    if (from)
+        px_move(px, from, to);
+    if (evbuffer_get_length(bufferevent_get_output(to)) == 0)
+        return 0;
+    px->closing = 1;
+    px->flush_to = to;
+    bufferevent_setwatermark(to, EV_WRITE, 0, 0);
+    if (from)
+        bufferevent_disable(from, EV_READ);
+    return 1;
+}
+
+static void px_start_tunnel(struct proxy *px, const struct http_response *r)
+{
+    struct bufferevent *cb = px_client(px), *ub = px->uc->bev;
+    struct evbuffer *out = bufferevent_get_output(cb);
+    struct timeval wtv = px_tv(px->to.send), itv = px_tv(px->websocket_idle);
+
+    evbuffer_add_printf(out, "HTTP/1.1 101 %.*s\r\n", (int)r->reason.len,
+                        r->reason.p);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        struct pt_str name = r->headers[i].name;
+        if (!px_hop_by_hop(name) || pt_str_ieq(name, "Upgrade"))
+            px_add_field(out, name, r->headers[i].value);
+    }
+    evbuffer_add(out, "Connection: upgrade\r\n\r\n", 23);
+    px->state = PX_TUNNEL;
+    px->status = 101;
+    px->upstream_us = px_elapsed_us(&px->t0);
+    px->last_active = px_now_ms();
+    ups_server_ok(px->srv);
+    /* Idle tunnels are bounded by websocket_idle, not the read timeout. */
+    bufferevent_set_timeouts(ub, NULL, &wtv);
+    bufferevent_setwatermark(ub, EV_WRITE, 0, 0);
+    px->idle_ev = evtimer_new(bufferevent_get_base(ub), on_tunnel_idle, px);
+    if (px->idle_ev)
+        evtimer_add(px->idle_ev, &itv);
+    conn_proxy_log(px->c, 101, ups_server_conf(px->srv)->address,
+                   px->upstream_us);
+}
+
 /* ---- response head ---------------------------------------------------------- */
 
 static void px_copy_response_fields(struct proxy *px,
@@ -634,6 +745,17 @@ static int px_read_head(struct proxy *px)
         }
         if (n == PT_AGAIN)
             return PT_AGAIN;
+        if (r.status == 101) {
+            if (!px->upgrade) {
+                px_server_error(px, 502, "101 without an upgrade request");
+                return PT_ERROR;
+            }
+            px_start_tunnel(px, &r);
+            evbuffer_drain(in, (size_t)n);
+            px_move(px, px->uc->bev, px_client(px));
+            px_move(px, px_client(px), px->uc->bev);
+            return PT_ERROR; /* not a response to deliver */
+        }
         if (r.status < 200) {
             px_relay_interim(px, &r);
             evbuffer_drain(in, (size_t)n);
@@ -646,6 +768,14 @@ static int px_read_head(struct proxy *px)
         px->resp_left = r.content_length > 0 ? (uint64_t)r.content_length
                                              : 0;
         px->upstream_us = px_elapsed_us(&px->t0);
+        const struct http_header *ct =
+            http_header_find(r.headers, r.nheaders, "Content-Type");
+        if (ct && ct->value.len >= 17 &&
+            strncasecmp(ct->value.p, "text/event-stream", 17) == 0) {
+            /* SSE: streams may idle for long; sse_idle bounds them. */
+            px->sse = 1;
+            px_timeouts(px);
+        }
         px_learn_keepalive(px, &r);
         px_send_head(px, &r);
         evbuffer_drain(in, (size_t)n);
@@ -755,6 +885,10 @@ static void on_up_read(struct bufferevent *bev, void *arg)
 {
     struct proxy *px = arg;
 
+    if (px->state == PX_TUNNEL) {
+        px_move(px, bev, px_client(px));
+        return;
+    }
     if (px->state == PX_SEND && px_read_head(px) != PT_OK)
         return;
     if (px->state == PX_DELIVER)
@@ -763,7 +897,19 @@ static void on_up_read(struct bufferevent *bev, void *arg)
 
 static void on_up_write(struct bufferevent *bev, void *arg)
 {
-    px_pump_request(arg);
+    struct proxy *px = arg;
+
+    if (px->state != PX_TUNNEL) {
+        px_pump_request(px);
+        return;
+    }
+    if (px->closing) {
+        if (px->flush_to == bev &&
+            evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_proxy_abort(px->c);
+        return;
+    }
+    px_move(px, px_client(px), bev);
 }
 
 /* The upstream closed or failed before its response head was complete. */
@@ -802,6 +948,15 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         px_send(px);
+        return;
+    }
+    if (px->state == PX_TUNNEL) {
+        /* The upstream closed (or failed): flush to the client, end. */
+        if ((what & BEV_EVENT_TIMEOUT) || px->closing ||
+            !px_tunnel_close(px, bev, px_client(px)))
+            conn_proxy_abort(px->c);
+        else
+            bufferevent_disable(bev, EV_READ | EV_WRITE);
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -847,11 +1002,30 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
 
 void proxy_on_client_read(struct proxy *px)
 {
+    if (px->state == PX_TUNNEL) {
+        if (!px->closing)
+            px_move(px, px_client(px), px->uc->bev);
+        return;
+    }
     px_pump_request(px);
+}
+
+int proxy_on_client_eof(struct proxy *px)
+{
+    if (px->state != PX_TUNNEL || px->closing)
+        return 0;
+    return px_tunnel_close(px, px_client(px), px->uc->bev);
 }
 
 void proxy_on_client_drained(struct proxy *px)
 {
+    if (px->state == PX_TUNNEL) {
+        if (!px->closing)
+            px_move(px, px->uc->bev, px_client(px));
+        else if (px->flush_to == px_client(px))
+            conn_proxy_abort(px->c);
+        return;
+    }
     if (px->state == PX_DELIVER && px->uc) {
         bufferevent_enable(px->uc->bev, EV_READ);
         if (evbuffer_get_length(bufferevent_get_input(px->uc->bev)))
@@ -866,7 +1040,8 @@ int proxy_request_done(const struct proxy *px)
 
 struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
                           const struct conf_route *route,
-                          const struct http_request *r, uint64_t max_body)
+                          const struct http_request *r,
+                          const struct conf *cf)
 {
     const struct conf_upstream *up = route->upstream;
     struct proxy *px = calloc(1, sizeof(*px));
@@ -884,7 +1059,10 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
     px->req_chunked = r->chunked;
     px->req_left = r->content_length > 0 ? (uint64_t)r->content_length : 0;
     px->req_done = !r->chunked && px->req_left == 0;
-    px->max_body = max_body;
+    px->max_body = cf->limits.max_body_bytes;
+    px->upgrade = r->upgrade && r->method_id == HTTP_M_GET;
+    px->websocket_idle = cf->timeouts.websocket_idle;
+    px->sse_idle = cf->timeouts.sse_idle;
     px->to.connect = route->timeouts.connect ? route->timeouts.connect
                                              : up->timeouts.connect;
     px->to.send = route->timeouts.send ? route->timeouts.send
@@ -918,6 +1096,8 @@ void proxy_free(struct proxy **pp)
     if (px->counted_busy)
         ups_server_busy(px->srv, -1);
     ups_conn_close(&px->uc);
+    if (px->idle_ev)
+        event_free(px->idle_ev);
     evbuffer_free(px->head);
     free(px);
 }

@@ -21,13 +21,19 @@ struct ups_set;
  */
 struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
                           const struct conf_route *route,
-                          const struct http_request *r, uint64_t max_body);
+                          const struct http_request *r,
+                          const struct conf *cf);
 /* Pick a server and connect.  May end the exchange at once (503). */
 void proxy_run(struct proxy *px);
 
 /* The client sent more bytes (request body) or drained its output. */
 void proxy_on_client_read(struct proxy *px);
 void proxy_on_client_drained(struct proxy *px);
+
+/* The client closed its side.  Returns 1 when the proxy finishes the
+ * exchange itself (a tunnel flushing to the upstream), 0 when the caller
+ * should close now. */
+int proxy_on_client_eof(struct proxy *px);
 
 /* Is the request body fully forwarded (so the client's next bytes are
  * the next request)? */
