@@ -163,6 +163,10 @@ void conf_upstream_init(struct conf_upstream *u)
     u->retries = 1;
     u->max_fails = 3;
     u->fail_timeout = 10 * 1000;
+    u->health_check.interval = 5 * 1000;
+    u->health_check.timeout = 2 * 1000;
+    u->health_check.fails = 3;
+    u->health_check.passes = 2;
     /* timeouts stay 0 until conf_fill_defaults: the global ones may be
      * written after upstreams: */
 }
@@ -206,6 +210,8 @@ static void upstream_fill_defaults(struct conf_upstream *u,
         t->send = c->timeouts.upstream_send;
     if (t->read == 0)
         t->read = c->timeouts.upstream_read;
+    if (u->health_check.enabled && u->health_check.path == NULL)
+        u->health_check.path = xstrdup("/");
 }
 
 /* Defaults that depend on what the file said, filled in after parsing. */
@@ -503,6 +509,7 @@ static void upstream_free(struct conf_upstream *u)
         free(u->servers[i].address);
     free(u->servers);
     free(u->hash_header);
+    free(u->health_check.path);
     free(u->host);
 }
 
@@ -756,6 +763,15 @@ static void dump_upstream(const struct conf_upstream *u, FILE *out)
     dump_duration_at(out, "      ", "connect", u->timeouts.connect);
     dump_duration_at(out, "      ", "send", u->timeouts.send);
     dump_duration_at(out, "      ", "read", u->timeouts.read);
+    if (!u->health_check.enabled)
+        return;
+    fputs("    health_check:\n", out);
+    dump_line(out, "      ", "path", u->health_check.path,
+              strlen(u->health_check.path));
+    dump_duration_at(out, "      ", "interval", u->health_check.interval);
+    dump_duration_at(out, "      ", "timeout", u->health_check.timeout);
+    fprintf(out, "      fails: %u\n", u->health_check.fails);
+    fprintf(out, "      passes: %u\n", u->health_check.passes);
 }
 
 static void dump_upstreams(const struct conf *c, FILE *out)

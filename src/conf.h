@@ -65,6 +65,16 @@ struct conf_upstream_timeouts {
     uint64_t read;    /* between reads of the response */
 };
 
+/* Active health checks of an upstream group's servers. */
+struct conf_health {
+    int enabled;       /* 1 when health_check: is written */
+    char *path;        /* owns; default "/" */
+    uint64_t interval; /* ms between checks of one server; default 5s */
+    uint64_t timeout;  /* ms for connect + answer; default 2s */
+    unsigned fails;    /* failed checks in a row that take it out: 3 */
+    unsigned passes;   /* passed checks in a row that bring it back: 2 */
+};
+
 struct conf_upstream {
     char *name;                  /* owns: the key under upstreams: */
     struct conf_server *servers; /* owns; at least one */
@@ -83,6 +93,7 @@ struct conf_upstream {
                                     client's */
     struct conf_upstream_timeouts timeouts; /* defaults from the global
                                                timeouts.upstream_* */
+    struct conf_health health_check;
     struct conf_pos pos;
 };
 

@@ -562,6 +562,37 @@ static void set_path_prefix(struct walk *w, const struct slot *at)
     walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
 }
 
+/* health_check.path: a request target in origin form; a query is fine. */
+static void set_health_path(struct walk *w, const struct slot *at)
+{
+    const char *s = walk_text(w, at->val, "a path like /healthz");
+    struct quoted q;
+
+    if (s == NULL)
+        return;
+    walk_quote(&q, at->val->str, at->val->len);
+    if (s[0] != '/') {
+        walk_error(w, at->val, "must start with \"/\", got %s", q.s);
+        return;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7F || *p == '#') {
+            walk_error(w, at->val,
+                       "%s contains a space, control character or \"#\"",
+                       q.s);
+            return;
+        }
+    }
+    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+}
+
+/* Writing health_check: turns the checks on; its keys are optional. */
+static void set_health_check(struct walk *w, const struct slot *at)
+{
+    ((struct conf_upstream *)at->base)->health_check.enabled = 1;
+    walk_set_section(w, at);
+}
+
 static void set_body(struct walk *w, const struct slot *at)
 {
     struct conf_respond *rs = &((struct conf_route *)at->base)->respond;
@@ -959,6 +990,20 @@ static const struct key_spec upstream_timeouts_keys[] = {
     {0},
 };
 
+static const struct key_spec health_keys[] = {
+    FIELD("path", set_health_path, struct conf_upstream, health_check.path),
+    NUM("interval", walk_set_duration, struct conf_upstream,
+        health_check.interval, 100, HOUR_MS,
+        "checks more often than every 100ms only load the server"),
+    NUM("timeout", walk_set_duration, struct conf_upstream,
+        health_check.timeout, 1, HOUR_MS, WHY_TIMEOUT),
+    NUM("fails", walk_set_uint, struct conf_upstream, health_check.fails, 1,
+        100, "failed checks in a row before the server is taken out"),
+    NUM("passes", walk_set_uint, struct conf_upstream, health_check.passes,
+        1, 100, "passed checks in a row before the server comes back"),
+    {0},
+};
+
 static const struct key_spec upstream_keys[] = {
     SECTION("servers", set_servers, server_keys),
     OTHER("balance", set_balance),
@@ -978,7 +1023,7 @@ static const struct key_spec upstream_keys[] = {
         "not a timeout"),
     FIELD("host", set_upstream_host, struct conf_upstream, host),
     SECTION("timeouts", walk_set_section, upstream_timeouts_keys),
-    OTHER("health_check", walk_set_unsupported),
+    SECTION("health_check", set_health_check, health_keys),
     UNSUPPORTED("tls", "TLS is not supported yet"),
     {0},
 };

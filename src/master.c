@@ -28,6 +28,7 @@
 #include "channel.h"
 #include "listener.h"
 #include "log.h"
+#include "shm.h"
 #include "util.h"
 #include "worker.h"
 
@@ -573,6 +574,18 @@ static void master_reject(const struct conf_diag *d, const char *path,
               why, path);
 }
 
+/* Give every upstream server its shared health slot before any worker
+ * can need it. */
+static void master_register_health(const struct conf *c)
+{
+    size_t missing = shm_health_register(c);
+
+    if (missing)
+        log_warn("%zu upstream servers found no shared health slot; their "
+                 "health is tracked per worker",
+                 missing);
+}
+
 static int master_write_pid(const struct conf *c);
 
 /* pid_file changed: write the new one, remove the old one. */
@@ -629,6 +642,7 @@ static void master_reload(struct master *m)
         return;
     }
     /* Commit: from here on the new generation is the master's. */
+    master_register_health(nc);
     master_close_dropped(m, lfds, nc->nlisteners);
     free(m->lfds);
     m->lfds = lfds;
@@ -809,6 +823,11 @@ static int master_start(struct master *m)
     m->lfds = master_listeners_for(m, m->conf);
     if (m->lfds == NULL)
         return PT_ERROR;
+    if (shm_init() < 0) {
+        log_error("shared memory: %s", strerror(errno));
+        return PT_ERROR;
+    }
+    master_register_health(m->conf);
     if (master_write_pid(m->conf) < 0)
         return PT_ERROR;
     if (m->conf->user && geteuid() != 0)

@@ -6,8 +6,11 @@
  * weight, or a consistent-hash ring with 160 points per unit of weight,
  * so adding a server moves only the keys that now land on it.
  *
- * Passive health: max_fails failures within fail_timeout take a server
- * out for fail_timeout.  Per worker for now.
+ * Health lives in the shared-memory zone, so every worker skips a server
+ * that any of them found failing.  Passive: max_fails failures within
+ * fail_timeout take a server out for fail_timeout.  Active (worker 0
+ * only, for all): health_check requests every interval; `fails` failed
+ * in a row take it out, `passes` passed in a row bring it back.
  *
  * Pool: idle keep-alive connections per server, each retired after its
  * idle time (keepalive_timeout, or less when the upstream announced a
@@ -26,12 +29,16 @@
 
 #include <event2/buffer.h>
 
+#include "http_parse.h"
 #include "log.h"
+#include "shm.h"
 #include "util.h"
 
 #define UPS_RING_POINTS 160
 
 unsigned long ups_stale_retries;
+
+struct ups_check;
 
 struct ups_server {
     const struct conf_server *cf; /* borrowed from the generation */
@@ -39,11 +46,11 @@ struct ups_server {
     size_t index;
     int current;                  /* smooth weighted round robin */
     unsigned active;              /* requests in flight (least_conn) */
-    unsigned fails;               /* failures in the current window */
-    uint64_t fail_start;          /* ms: first failure of the window */
-    uint64_t down_until;          /* ms: skipped until then */
+    struct shm_health *health;    /* shared slot, or &local */
+    struct shm_health local;      /* when the zone had no slot */
     struct upconn *idle;          /* owns: the idle pool */
     unsigned nidle;
+    struct ups_check *check;      /* owns: active checks (worker 0) */
 };
 
 struct ups_point {
@@ -143,9 +150,13 @@ struct ups_set *ups_set_new(struct event_base *base, const struct conf *conf)
         if (g->servers == NULL)
             goto fail;
         for (size_t k = 0; k < g->nservers; k++) {
-            g->servers[k].cf = &g->cf->servers[k];
-            g->servers[k].group = g;
-            g->servers[k].index = k;
+            struct ups_server *s = &g->servers[k];
+            s->cf = &g->cf->servers[k];
+            s->group = g;
+            s->index = k;
+            s->health = shm_health_find(g->cf->name, s->cf->address);
+            if (s->health == NULL)
+                s->health = &s->local;
         }
         if (g->cf->balance == BALANCE_HASH && ups_ring_build(g) < 0)
             goto fail;
@@ -157,8 +168,11 @@ fail:
     return NULL;
 }
 
+static void ups_check_free(struct ups_check **ckp);
+
 static void ups_pool_drain(struct ups_server *s)
 {
+    ups_check_free(&s->check);
     while (s->idle) {
         struct upconn *uc = s->idle;
         s->idle = uc->next;
@@ -227,7 +241,10 @@ static int ups_usable(const struct ups_server *s, uint64_t tried,
 {
     if (s->index < 64 && (tried >> s->index) & 1)
         return 0;
-    return s->down_until <= now;
+    return !atomic_load_explicit(&s->health->active_down,
+                                 memory_order_relaxed) &&
+           atomic_load_explicit(&s->health->down_until,
+                                memory_order_relaxed) <= now;
 }
 
 /* Smooth weighted round robin: raise every candidate by its weight, take
@@ -361,29 +378,39 @@ void ups_server_busy(struct ups_server *s, int delta)
     s->active = (unsigned)((int)s->active + delta);
 }
 
+/* Races between workers here only blur the count by a failure or two;
+ * the compare-and-swap makes sure one worker logs the change. */
 void ups_server_failed(struct ups_server *s)
 {
     const struct conf_upstream *cf = s->group->cf;
-    uint64_t now = ups_now_ms();
+    struct shm_health *h = s->health;
+    uint64_t now = ups_now_ms(), until;
+    uint32_t fails;
 
     if (cf->max_fails == 0)
         return;
-    if (s->fails == 0 || now - s->fail_start > cf->fail_timeout) {
-        s->fails = 0;
-        s->fail_start = now;
+    if (now - atomic_load(&h->fail_start) > cf->fail_timeout) {
+        atomic_store(&h->fails, 0);
+        atomic_store(&h->fail_start, now);
     }
-    if (++s->fails >= cf->max_fails && s->down_until <= now) {
-        s->down_until = now + cf->fail_timeout;
-        log_warn("upstream %s: server %s down for %llu ms after %u failures",
+    fails = atomic_fetch_add(&h->fails, 1) + 1;
+    until = atomic_load(&h->down_until);
+    if (fails < cf->max_fails || until > now)
+        return;
+    if (atomic_compare_exchange_strong(&h->down_until, &until,
+                                       now + cf->fail_timeout)) {
+        atomic_store(&h->fails, 0);
+        log_warn("upstream %s: server %s down for %llu ms after %u failures "
+                 "(passive health)",
                  cf->name, s->cf->address,
-                 (unsigned long long)cf->fail_timeout, s->fails);
-        s->fails = 0;
+                 (unsigned long long)cf->fail_timeout, fails);
     }
 }
 
 void ups_server_ok(struct ups_server *s)
 {
-    s->fails = 0;
+    if (atomic_load_explicit(&s->health->fails, memory_order_relaxed))
+        atomic_store(&s->health->fails, 0);
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -481,4 +508,143 @@ void ups_conn_close(struct upconn **ucp)
     *ucp = NULL;
     bufferevent_free(uc->bev);
     free(uc);
+}
+
+/* ---- active health checks (worker 0 runs them for every worker) ---------- */
+
+struct ups_check {
+    struct ups_server *s;     /* borrowed */
+    struct event *timer;      /* owns */
+    struct bufferevent *bev;  /* owns while a check runs */
+    unsigned ok, bad;         /* results in a row */
+};
+
+static void ups_check_schedule(struct ups_check *ck, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ck->timer, &tv);
+}
+
+static void ups_check_result(struct ups_check *ck, int pass, const char *why)
+{
+    struct ups_server *s = ck->s;
+    const struct conf_upstream *cf = s->group->cf;
+    struct shm_health *h = s->health;
+
+    bufferevent_free(ck->bev);
+    ck->bev = NULL;
+    if (pass) {
+        ck->bad = 0;
+        if (++ck->ok >= cf->health_check.passes &&
+            atomic_exchange(&h->active_down, 0)) {
+            /* Back: forget the passive verdict too. */
+            atomic_store(&h->down_until, 0);
+            atomic_store(&h->fails, 0);
+            log_notice("upstream %s: server %s is up (%u checks passed)",
+                       cf->name, s->cf->address, ck->ok);
+        }
+    } else {
+        ck->ok = 0;
+        if (++ck->bad >= cf->health_check.fails &&
+            !atomic_exchange(&h->active_down, 1))
+            log_warn("upstream %s: server %s is down: %s (%u checks failed)",
+                     cf->name, s->cf->address, why, ck->bad);
+    }
+    ups_check_schedule(ck, cf->health_check.interval);
+}
+
+static void on_check_read(struct bufferevent *bev, void *arg)
+{
+    struct ups_check *ck = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_ptr eol = evbuffer_search(in, "\r\n", 2, NULL);
+    char line[16] = {0};
+
+    if (eol.pos < 0) {
+        if (evbuffer_get_length(in) > 1024)
+            ups_check_result(ck, 0, "invalid response");
+        return;
+    }
+    evbuffer_copyout(in, line, PT_MIN((size_t)eol.pos, sizeof(line) - 1));
+    /* "HTTP/1.x 2xx" or 3xx passes. */
+    if (strncmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ' ||
+        (line[9] != '2' && line[9] != '3'))
+        ups_check_result(ck, 0, "status not 2xx or 3xx");
+    else
+        ups_check_result(ck, 1, NULL);
+}
+
+static void on_check_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct ups_check *ck = arg;
+
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    ups_check_result(ck, 0, (what & BEV_EVENT_TIMEOUT) ? "timed out"
+                            : (what & BEV_EVENT_EOF) ? "closed without answer"
+                                                     : "connection failed");
+}
+
+static void on_check_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct ups_check *ck = arg;
+    struct ups_server *s = ck->s;
+    const struct conf_upstream *cf = s->group->cf;
+    struct timeval tv = {(time_t)(cf->health_check.timeout / 1000),
+                         (suseconds_t)(cf->health_check.timeout % 1000) *
+                             1000};
+
+    ck->bev = bufferevent_socket_new(s->group->set->base, -1,
+                                     BEV_OPT_CLOSE_ON_FREE);
+    if (ck->bev == NULL) {
+        ups_check_schedule(ck, cf->health_check.interval);
+        return;
+    }
+    bufferevent_setcb(ck->bev, on_check_read, NULL, on_check_event, ck);
+    bufferevent_set_timeouts(ck->bev, &tv, &tv);
+    evbuffer_add_printf(bufferevent_get_output(ck->bev),
+                        "GET %s HTTP/1.1\r\nHost: %s\r\n"
+                        "User-Agent: portico-health-check\r\n"
+                        "Connection: close\r\n\r\n",
+                        cf->health_check.path,
+                        cf->host ? cf->host : s->cf->address);
+    bufferevent_enable(ck->bev, EV_READ | EV_WRITE);
+    if (bufferevent_socket_connect(ck->bev, (struct sockaddr *)&s->cf->addr,
+                                   (int)s->cf->addrlen) < 0)
+        ups_check_result(ck, 0, "connect failed");
+}
+
+static void ups_check_free(struct ups_check **ckp)
+{
+    struct ups_check *ck = *ckp;
+
+    if (ck == NULL)
+        return;
+    *ckp = NULL;
+    if (ck->bev)
+        bufferevent_free(ck->bev);
+    event_free(ck->timer);
+    free(ck);
+}
+
+void ups_set_check(struct ups_set *set)
+{
+    for (size_t i = 0; i < set->ngroups; i++) {
+        struct ups_group *g = &set->groups[i];
+        if (!g->cf->health_check.enabled)
+            continue;
+        for (size_t k = 0; k < g->nservers; k++) {
+            struct ups_check *ck = calloc(1, sizeof(*ck));
+            if (ck == NULL)
+                return;
+            ck->s = &g->servers[k];
+            ck->timer = evtimer_new(set->base, on_check_timer, ck);
+            if (ck->timer == NULL) {
+                free(ck);
+                return;
+            }
+            g->servers[k].check = ck;
+            ups_check_schedule(ck, 0);
+        }
+    }
 }

@@ -31,8 +31,12 @@ struct ups_set *ups_set_new(struct event_base *base, const struct conf *conf);
 /* Close every pooled connection and free; connections in use must have
  * been released first. */
 void ups_set_free(struct ups_set **set);
-/* A reload made this set old: close its idle connections now. */
+/* A reload made this set old: close its idle connections and stop its
+ * health checks now. */
 void ups_set_retire(struct ups_set *set);
+/* Run the active health checks of every group that has them (one worker
+ * does this for all: the results are shared). */
+void ups_set_check(struct ups_set *set);
 
 struct ups_group *ups_group_of(struct ups_set *set,
                                const struct conf_upstream *cf);

@@ -217,6 +217,8 @@ static void worker_swap_gen(struct worker *w, struct gen *g)
     log_set_level(g->conf->error_log.level);
     if (!w->stopping && !w->paused)
         gen_listen(g, 1);
+    if (w->slot == 0)
+        ups_set_check(g->ups);
 }
 
 struct gen *worker_gen(struct worker *w)

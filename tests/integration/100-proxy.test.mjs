@@ -9,7 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
 import { httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
-  startPortico } from './lib/harness.mjs';
+  startPortico, waitFor } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
 const SANITIZED = /sanitizers=yes/.test(runPorticod(['-V']).stdout);
@@ -367,6 +367,62 @@ describe('errors and health', () => {
       }
       assert.equal(d.linesMatching(/closed a pooled connection/).length, 0);
     } finally { await d.stop(); await up.close(); }
+  });
+});
+
+describe('shared health', () => {
+  test('a server found failing by one worker is skipped by all (passive health in shared memory)', async () => {
+    const up = await echoServer('live');
+    const dead = await deadPort();
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: `127.0.0.1:${dead}` }, { address: up.address }],
+        retries: 1, max_fails: 1, fail_timeout: '1h' } },
+      [{ upstream: 'app' }], { workers: 2 }) });
+    try {
+      const served = new Set();
+      for (let i = 0; i < 30; i++) {
+        const r = await httpRequest(d.port, { path: `/h${i}` }); // a new connection each
+        assert.equal(r.status, 200);
+        served.add(r.headers['x-upstream']);
+      }
+      // Each worker would try the dead server once if health were per worker.
+      assert.equal(d.linesMatching(/trying another/).length, 1, d.logs.join('\n'));
+      assert.equal(d.linesMatching(/down for \d+ ms after 1 failures/).length, 1);
+    } finally { await d.stop(); await up.close(); }
+  });
+
+  test('a server killed mid-test: retries, active checks take it out, then bring it back', async () => {
+    const a = await echoServer('a');
+    const b = await echoServer('b');
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: a.address }, { address: b.address }], retries: 1,
+        max_fails: 0,
+        health_check: { path: '/healthz', interval: '200ms', timeout: '500ms', fails: 2, passes: 2 } } },
+      [{ upstream: 'app' }], { workers: 2 }) });
+    try {
+      await waitFor(() => a.seen.some((x) => x.url === '/healthz'), { what: 'a health check' });
+      assert.equal(a.seen.find((x) => x.url === '/healthz').headers['user-agent'], 'portico-health-check');
+      const port = a.port;
+      await a.close();
+      // Service goes on through retries while the checks notice.
+      for (let i = 0; i < 10; i++)
+        assert.equal((await httpRequest(d.port, { path: `/k${i}` })).status, 200);
+      await d.waitForLog(new RegExp(`server 127\\.0\\.0\\.1:${port} is down`));
+      const before = d.linesMatching(/trying another/).length;
+      for (let i = 0; i < 10; i++) {
+        const r = await httpRequest(d.port, { path: `/down${i}` });
+        assert.equal(r.headers['x-upstream'], 'b');
+      }
+      assert.equal(d.linesMatching(/trying another/).length, before, 'a down server was still tried');
+      // Bring it back on the same port: the checks see it and it serves again.
+      a.server.listen(port, '127.0.0.1');
+      await new Promise((r) => a.server.once('listening', r));
+      await d.waitForLog(new RegExp(`server 127\\.0\\.0\\.1:${port} is up`));
+      const seen = new Set();
+      for (let i = 0; i < 10; i++)
+        seen.add((await httpRequest(d.port, { path: `/up${i}` })).headers['x-upstream']);
+      assert.ok(seen.has('a') && seen.has('b'), [...seen].join(','));
+    } finally { await d.stop(); await a.close().catch(() => {}); await b.close(); }
   });
 });
 

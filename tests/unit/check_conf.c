@@ -602,6 +602,37 @@ START_TEST(test_upstream_values)
 }
 END_TEST
 
+START_TEST(test_health_values)
+{
+    struct conf *c = load_fixture("good-health.yaml");
+    const struct conf_health *h = &c->upstreams[0].health_check;
+    const struct conf_health *q = &c->upstreams[1].health_check;
+
+    ck_assert_uint_eq(c->timeouts.websocket_idle, 30 * 60 * 1000);
+    ck_assert_uint_eq(c->timeouts.sse_idle, 2 * 3600 * 1000);
+    ck_assert_int_eq(h->enabled, 1);
+    ck_assert_str_eq(h->path, "/healthz?deep=1");
+    ck_assert_uint_eq(h->interval, 1000);
+    ck_assert_uint_eq(h->timeout, 500);
+    ck_assert_uint_eq(h->fails, 2);
+    ck_assert_uint_eq(h->passes, 1);
+    /* "health_check: {}" turns the checks on with every default */
+    ck_assert_int_eq(q->enabled, 1);
+    ck_assert_str_eq(q->path, "/");
+    ck_assert_uint_eq(q->interval, 5000);
+    ck_assert_uint_eq(q->timeout, 2000);
+    ck_assert_uint_eq(q->fails, 3);
+    ck_assert_uint_eq(q->passes, 2);
+    conf_free(&c);
+    /* no health_check: no checks, and the 1h idle defaults */
+    c = load_fixture("good-upstream-defaults.yaml");
+    ck_assert_int_eq(c->upstreams[0].health_check.enabled, 0);
+    ck_assert_uint_eq(c->timeouts.websocket_idle, 3600 * 1000);
+    ck_assert_uint_eq(c->timeouts.sse_idle, 3600 * 1000);
+    conf_free(&c);
+}
+END_TEST
+
 START_TEST(test_upstream_defaults)
 {
     struct conf *c = load_fixture("good-upstream-defaults.yaml");
@@ -1015,6 +1046,7 @@ static Suite *conf_suite(void)
     tcase_add_test(values, test_body_bytes);
     tcase_add_test(values, test_upstream_values);
     tcase_add_test(values, test_upstream_defaults);
+    tcase_add_test(values, test_health_values);
     tcase_add_test(errors, test_three_errors);
     tcase_add_test(errors, test_errors_appended);
     tcase_add_test(errors, test_load_file_missing);

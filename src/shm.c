@@ -1,0 +1,107 @@
+/*
+ * shm.c -- the shared-memory zone: an open-addressing table of server
+ * health slots.  Only the master inserts (before the workers learn the
+ * generation that needs the slot); workers only look up and update
+ * atomics, so no lock is ever held across processes.
+ * Calls: libc only.
+ */
+#include "shm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define SHM_MAGIC 0x70747368u /* "ptsh" */
+#define SHM_HEALTH_SLOTS 4096
+
+struct shm_zone {
+    uint32_t magic;
+    uint32_t nslots;
+    struct shm_health health[SHM_HEALTH_SLOTS];
+};
+
+static struct shm_zone *zone;
+
+int shm_init(void)
+{
+    void *p = mmap(NULL, sizeof(*zone), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return PT_ERROR;
+    zone = p;
+    zone->magic = SHM_MAGIC;
+    zone->nslots = SHM_HEALTH_SLOTS;
+    return PT_OK;
+}
+
+/* "group\0address" into key; returns its length, or 0 when too long. */
+static size_t shm_key(char *key, const char *group, const char *address)
+{
+    size_t g = strlen(group), a = strlen(address);
+
+    if (g + 1 + a + 1 > sizeof(((struct shm_health *)0)->key))
+        return 0;
+    memcpy(key, group, g + 1);
+    memcpy(key + g + 1, address, a + 1);
+    return g + 1 + a;
+}
+
+static uint32_t shm_hash(const char *key, size_t len)
+{
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* The slot holding key, or with insert the free slot where it goes. */
+static struct shm_health *shm_probe(const char *key, size_t len, int insert)
+{
+    uint32_t h = shm_hash(key, len);
+
+    for (uint32_t i = 0; i < zone->nslots; i++) {
+        struct shm_health *s = &zone->health[(h + i) % zone->nslots];
+        if (s->key[0] == '\0')
+            return insert ? s : NULL;
+        if (memcmp(s->key, key, len + 1) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+size_t shm_health_register(const struct conf *conf)
+{
+    size_t missing = 0;
+    char key[160];
+
+    for (size_t i = 0; zone && i < conf->nupstreams; i++) {
+        const struct conf_upstream *u = &conf->upstreams[i];
+        for (size_t k = 0; k < u->nservers; k++) {
+            size_t len = shm_key(key, u->name, u->servers[k].address);
+            struct shm_health *s = len ? shm_probe(key, len, 1) : NULL;
+            if (s == NULL) {
+                missing++;
+                continue;
+            }
+            if (s->key[0] == '\0')
+                memcpy(s->key, key, len + 1);
+        }
+    }
+    return missing;
+}
+
+struct shm_health *shm_health_find(const char *group, const char *address)
+{
+    char key[160];
+    size_t len;
+
+    if (zone == NULL)
+        return NULL;
+    len = shm_key(key, group, address);
+    return len ? shm_probe(key, len, 0) : NULL;
+}
