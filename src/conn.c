@@ -679,8 +679,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
-        (c->state == CONN_BODY ||
-         (c->state == CONN_PROXY && !proxy_request_done(c->req.px)))) {
+        c->state == CONN_PROXY && proxy_request_done(c->req.px)) {
+        /* client_body bounded the upload, which is over: a client that
+         * just reads a long response owes us no bytes. */
+        conn_read_timeout(c, 0);
+        bufferevent_enable(c->bev, EV_READ);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+        (c->state == CONN_BODY || c->state == CONN_PROXY)) {
         conn_error(c, 408, "client sent the body too slowly "
                            "(timeouts.client_body)");
         return;

@@ -497,6 +497,27 @@ describe('balancing', () => {
 });
 
 describe('streaming', () => {
+  test('a slow response to an upload is not cut by client_body', async () => {
+    const up = await echoServer('slow', { handler(req, res) {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      let n = 0;
+      const t = setInterval(() => {
+        res.write(`tick ${++n}\n`);
+        if (n === 5) { clearInterval(t); res.end(); }
+      }, 400);
+      return true;
+    } });
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: up.address }] } }, [{ upstream: 'app' }],
+      { timeouts: { client_body: '1s' } }) });
+    try {
+      const r = await httpRequest(d.port, { path: '/u', method: 'POST', body: 'data',
+        headers: { 'Content-Length': 4 } });
+      assert.equal(r.status, 200);
+      assert.equal(r.body, 'tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n');
+    } finally { await d.stop(); await up.close(); }
+  });
+
   test('64 MB up and down stream through with a bounded worker RSS', async () => {
     const SIZE = 64 * 1024 * 1024;
     const chunk = Buffer.alloc(1024 * 1024, 'y');
