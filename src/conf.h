@@ -26,11 +26,43 @@ struct conf_pos {
     int col;  /* 1-based */
 };
 
+/* A file the config refers to (certificate, key, CA bundle), read once
+ * by the master and passed to the workers with the config bytes: workers
+ * that dropped privileges never open it themselves. */
+struct conf_file {
+    char *path;  /* owns: absolute (relative paths are taken from the
+                    config file's directory) */
+    char *data;  /* owns; NUL-terminated */
+    size_t len;
+};
+
+struct conf_cert {
+    char *cert;                       /* owns: absolute path; may hold the
+                                         chain after the leaf */
+    char *key;                        /* owns: absolute path */
+    const struct conf_file *cert_file; /* borrowed from conf->files */
+    const struct conf_file *key_file;  /* borrowed from conf->files */
+    struct conf_pos pos;              /* the list item */
+    struct conf_pos cert_pos, key_pos;
+};
+
+struct conf_tls {
+    int enabled;              /* 1 when tls: is written */
+    struct conf_cert *certs;  /* owns; the first is the default (no SNI
+                                 match); at least one */
+    size_t ncerts;
+    int min_version;          /* 0x0303 (TLS 1.2, default) or 0x0304 */
+    char *ciphers;            /* owns; TLS 1.2 list; NULL = built-in */
+    char *ciphersuites;       /* owns; TLS 1.3 list; NULL = built-in */
+    struct conf_pos pos;
+};
+
 struct conf_listener {
     char *listen;                 /* owns: as written, e.g. "[::]:8080" */
     struct sockaddr_storage addr; /* parsed numeric address */
     socklen_t addrlen;
     int backlog;                  /* default 511 */
+    struct conf_tls tls;
     struct conf_pos pos;
 };
 
@@ -75,6 +107,19 @@ struct conf_health {
     unsigned passes;   /* passed checks in a row that bring it back: 2 */
 };
 
+/* TLS to the servers of an upstream group. */
+struct conf_upstream_tls {
+    int enabled;                 /* 1 when tls: is written */
+    int verify;                  /* check the server certificate: 1 */
+    char *ca;                    /* owns: absolute path; NULL = the
+                                    system's trust store */
+    const struct conf_file *ca_file; /* borrowed from conf->files */
+    char *sni;                   /* owns; NULL = the upstream's host: (or
+                                    none for a numeric address); also the
+                                    name verified */
+    struct conf_pos pos;
+};
+
 struct conf_upstream {
     char *name;                  /* owns: the key under upstreams: */
     struct conf_server *servers; /* owns; at least one */
@@ -94,6 +139,7 @@ struct conf_upstream {
     struct conf_upstream_timeouts timeouts; /* defaults from the global
                                                timeouts.upstream_* */
     struct conf_health health_check;
+    struct conf_upstream_tls tls;
     struct conf_pos pos;
 };
 
@@ -119,6 +165,9 @@ struct conf_route {
     struct conf_upstream_timeouts timeouts; /* 0 = the upstream's */
     struct conf_header_ops request_headers;  /* headers.request */
     struct conf_header_ops response_headers; /* headers.response */
+    int https_redirect;      /* 0 off; else a request that came in plain
+                                HTTP gets 308 to https on this port (443
+                                for "true") */
     struct conf_pos pos;
 };
 
@@ -165,6 +214,8 @@ struct conf {
                                       for text/event-stream responses */
     } timeouts;
 
+    struct conf_file *files;         /* owns: certificates, keys, CAs */
+    size_t nfiles;
     struct conf_upstream *upstreams; /* owns; in file order */
     size_t nupstreams;
     struct conf_listener *listeners; /* owns */
@@ -197,6 +248,15 @@ struct conf_diag {
 struct conf *conf_load_file(const char *path, struct conf_diag *diag);
 struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
                               struct conf_diag *diag);
+/*
+ * As conf_load_buffer, but files the config refers to are taken from
+ * files[0..nfiles) (matched by absolute path) instead of the disk: how a
+ * worker loads the generation the master validated.  name must be the
+ * config's path, for relative file names.
+ */
+struct conf *conf_load_buffer_files(const char *name, const char *buf,
+                                    size_t len, const struct conf_file *files,
+                                    size_t nfiles, struct conf_diag *diag);
 void conf_free(struct conf **conf);
 
 /* Print the effective config, defaults filled in, as YAML (porticod -T). */

@@ -697,7 +697,9 @@ static void px_relay_interim(struct proxy *px, const struct http_response *r)
 static void px_send_head(struct proxy *px, const struct http_response *r)
 {
     struct evbuffer *out = bufferevent_get_output(px_client(px));
-    int keep = conn_client_keep_alive(px->c) && px->body != BODY_CLOSE;
+    /* A body without framing for the client ends with the connection. */
+    int keep = conn_client_keep_alive(px->c) && px->body != BODY_CLOSE &&
+               px->body != BODY_CHUNKED_TO_RAW;
 
     evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", r->status,
                         (int)r->reason.len, r->reason.p);
@@ -918,24 +920,23 @@ static void px_early_close(struct proxy *px, short what)
     int nothing = evbuffer_get_length(bufferevent_get_input(px->uc->bev)) ==
                   0;
 
-    if (px->uc->reused && nothing && (!px->body_started || px->idempotent)) {
+    if (px->uc->reused && nothing && !px->body_started) {
         /* The classic keep-alive race: the upstream closed the pooled
-         * connection as we sent.  Retry once on a fresh connection. */
+         * connection as we sent.  Nothing of the body left the client's
+         * buffer, so the request can go again, on a fresh connection. */
         ups_stale_retries++;
         log_info("upstream %s: server %s closed a pooled connection; "
                  "retrying on a new one (%lu so far)",
                  px->route->upstream->name,
                  ups_server_conf(px->srv)->address, ups_stale_retries);
-        if (!px->body_started) {
-            ups_conn_close(&px->uc);
-            ups_server_busy(px->srv, -1);
-            px->counted_busy = 0;
-            px->force_new = 1;
-            px->tried &= ~(1ull << (ups_server_index(px->srv) & 63));
-            px->attempts--;
-            px_connect(px);
-            return;
-        }
+        ups_conn_close(&px->uc);
+        ups_server_busy(px->srv, -1);
+        px->counted_busy = 0;
+        px->force_new = 1;
+        px->tried &= ~(1ull << (ups_server_index(px->srv) & 63));
+        px->attempts--;
+        px_connect(px);
+        return;
     }
     px_server_error(px, 502, (what & BEV_EVENT_EOF)
                                  ? "upstream closed the connection"

@@ -90,6 +90,9 @@ size_t shm_health_register(const struct conf *conf)
             }
             if (s->key[0] == '\0')
                 memcpy(s->key, key, len + 1);
+            /* Without active checks nothing would ever bring it back. */
+            if (!u->health_check.enabled)
+                atomic_store(&s->active_down, 0);
         }
     }
     return missing;

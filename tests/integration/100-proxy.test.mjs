@@ -215,6 +215,15 @@ describe('forwarding', () => {
     assert.equal(r.headers.etag, '"x"');
   });
 
+  test('HTTP/1.0 keep-alive client and a chunked upstream body: decoded, then closed', async () => {
+    const r = await rawRequest(d.port, 'GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n',
+      { timeout: 5000 });
+    assert.equal(r.timedOut, false, 'the client was left waiting for the end of the body');
+    assert.doesNotMatch(r.text, /Transfer-Encoding/i);
+    assert.match(r.text, /\r\nConnection: close\r\n/i);
+    assert.match(r.text, /\r\n\r\nhello world$/);
+  });
+
   test('keep-alive to the upstream: one connection for many requests', async () => {
     const before = up.connections;
     const agent = keepAliveAgent(1);
