@@ -4,7 +4,10 @@
  */
 #include "channel.h"
 
+#include "conf.h"
+
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -98,4 +101,101 @@ int channel_recv(int fd, struct channel_msg *msg, int *fds, size_t maxfds,
         return -1;
     }
     return 1;
+}
+
+/* ---- generation bundles -------------------------------------------------- */
+
+static const char bundle_magic[4] = {'P', 'T', 'B', '1'};
+
+static int bundle_put(int fd, const void *p, size_t len)
+{
+    const char *b = p;
+
+    while (len > 0) {
+        ssize_t n = write(fd, b, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        b += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int bundle_put_blob(int fd, const char *p, uint64_t len)
+{
+    return bundle_put(fd, &len, sizeof(len)) || bundle_put(fd, p, len) ? -1
+                                                                       : 0;
+}
+
+int channel_bundle_write(int fd, const struct conf *c)
+{
+    uint64_t n = c->nfiles;
+
+    if (bundle_put(fd, bundle_magic, 4) ||
+        bundle_put_blob(fd, c->source, c->source_len) ||
+        bundle_put(fd, &n, sizeof(n)))
+        return -1;
+    for (size_t i = 0; i < c->nfiles; i++)
+        if (bundle_put_blob(fd, c->files[i].path, strlen(c->files[i].path)) ||
+            bundle_put_blob(fd, c->files[i].data, c->files[i].len))
+            return -1;
+    return 0;
+}
+
+/* A length-prefixed blob at *off; 0, or -1 when it runs past len. */
+static int bundle_get_blob(const char *p, size_t len, size_t *off,
+                           const char **out, size_t *outlen)
+{
+    uint64_t n;
+
+    if (len - *off < sizeof(n))
+        return -1;
+    memcpy(&n, p + *off, sizeof(n));
+    *off += sizeof(n);
+    if (n > len - *off)
+        return -1;
+    *out = p + *off;
+    *outlen = (size_t)n;
+    *off += (size_t)n;
+    return 0;
+}
+
+int channel_bundle_read(const char *p, size_t len, struct channel_bundle *b)
+{
+    size_t off = 4, plen;
+    uint64_t n;
+    const char *path;
+
+    memset(b, 0, sizeof(*b));
+    if (len < 4 || memcmp(p, bundle_magic, 4) != 0 ||
+        bundle_get_blob(p, len, &off, &b->yaml, &b->yaml_len) ||
+        len - off < sizeof(n))
+        return -1;
+    memcpy(&n, p + off, sizeof(n));
+    off += sizeof(n);
+    if (n > CHANNEL_MAX_FDS * 64 || !(b->files = calloc(n + 1, sizeof(*b->files))))
+        return -1;
+    for (; b->nfiles < n; b->nfiles++) {
+        struct conf_file *f = &b->files[b->nfiles];
+        if (bundle_get_blob(p, len, &off, &path, &plen) ||
+            bundle_get_blob(p, len, &off, (const char **)&f->data, &f->len))
+            goto fail;
+        f->path = strndup(path, plen);
+        if (f->path == NULL)
+            goto fail;
+    }
+    return 0;
+fail:
+    channel_bundle_fini(b);
+    return -1;
+}
+
+void channel_bundle_fini(struct channel_bundle *b)
+{
+    for (size_t i = 0; i < b->nfiles; i++)
+        free(b->files[i].path);
+    free(b->files);
+    memset(b, 0, sizeof(*b));
 }

@@ -35,6 +35,27 @@ struct channel_msg {
 
 #define CHANNEL_F_HAS_ACCESS 1u /* the access log fd is real */
 
+/*
+ * A generation's bundle: the config bytes the master validated and the
+ * files they refer to (certificates, keys), written to fd (a memfd the
+ * workers map).  Returns 0, or -1 with errno set.
+ */
+struct conf;
+struct conf_file;
+int channel_bundle_write(int fd, const struct conf *c);
+
+/* A bundle read back: views into the mapped bytes, files[] owned (free
+ * with channel_bundle_fini; their path/data point into the mapping). */
+struct channel_bundle {
+    const char *yaml;
+    size_t yaml_len;
+    struct conf_file *files;
+    size_t nfiles;
+};
+/* Returns 0, or -1 when the bytes are not a whole bundle. */
+int channel_bundle_read(const char *p, size_t len, struct channel_bundle *b);
+void channel_bundle_fini(struct channel_bundle *b);
+
 /* A connected pair; both ends close-on-exec.  Returns 0 or -1. */
 int channel_pair(int fds[2]);
 

@@ -2,7 +2,9 @@
  * conf.c -- one configuration generation as a whole: defaults, the checks
  * that span several values, diagnostics, freeing, and the effective-config
  * dump (porticod -T).  Reading the YAML itself is conf_yaml.c's job.
- * Calls: conf_yaml.c, util.c, libc (getpwnam, sysconf).
+ * Reads the files the config names (certificates, keys, CA bundles) but
+ * does not parse them: tls.c does.
+ * Calls: conf_yaml.c, util.c, libc (getpwnam, sysconf, open, read).
  * Never: libyaml, libevent, socket I/O.
  */
 #include <errno.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -19,6 +22,11 @@
 
 /* A config larger than this is a mistake (or /dev/zero). */
 #define CONF_FILE_MAX (16 * 1024 * 1024)
+/* A certificate chain, key or CA bundle larger than this is a mistake;
+ * every worker keeps a copy. */
+#define FILE_MAX (1024 * 1024)
+#define TLS_1_2 0x0303
+#define TLS_1_3 0x0304
 #define WORKERS_MAX 512
 #define BACKLOG_DEFAULT 511
 /* Under Node.js's 5 s keepAliveTimeout, so portico closes first. */
@@ -167,6 +175,7 @@ void conf_upstream_init(struct conf_upstream *u)
     u->health_check.timeout = 2 * 1000;
     u->health_check.fails = 3;
     u->health_check.passes = 2;
+    u->tls.verify = 1;
     /* timeouts stay 0 until conf_fill_defaults: the global ones may be
      * written after upstreams: */
 }
@@ -228,8 +237,12 @@ static void conf_fill_defaults(struct conf *c)
         c->access_log.path = xstrdup("stderr");
     }
     for (size_t i = 0; i < c->nlisteners; i++) {
-        if (c->listeners[i].backlog == 0)
-            c->listeners[i].backlog = BACKLOG_DEFAULT;
+        struct conf_listener *l = &c->listeners[i];
+
+        if (l->backlog == 0)
+            l->backlog = BACKLOG_DEFAULT;
+        if (l->tls.enabled && l->tls.min_version == 0)
+            l->tls.min_version = TLS_1_2;
     }
     for (size_t i = 0; i < c->nupstreams; i++)
         upstream_fill_defaults(&c->upstreams[i], c);
@@ -394,13 +407,273 @@ static struct conf *conf_new(const char *name, const char *buf, size_t len)
     return c;
 }
 
-struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
+/* Reads fd to the end into *out, NUL-terminated (caller frees).
+ * Returns 0, EFBIG when it holds more than max bytes, or an errno. */
+static int read_all(int fd, size_t max, char **out, size_t *outlen)
+{
+    size_t cap = 0, len = 0;
+    char *buf = NULL;
+
+    for (;;) {
+        ssize_t n;
+
+        if (len + 1 >= cap) { /* room for a byte and the NUL */
+            char *p;
+
+            if (len > max) {
+                free(buf);
+                return EFBIG;
+            }
+            /* max + 2: one byte over max tells a file that is too big */
+            cap = PT_MIN(cap ? cap * 2 : 4096, max + 2);
+            p = realloc(buf, cap);
+            if (p == NULL)
+                oom();
+            buf = p;
+        }
+        n = read(fd, buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int err = errno;
+
+            free(buf);
+            return err;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    if (len > max) {
+        free(buf);
+        return EFBIG;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *outlen = len;
+    return 0;
+}
+
+/* ---- the files a config names: certificates, keys, CA bundles ---- */
+
+/* Where those files come from. */
+struct file_source {
+    int disk;                      /* read them; else files[] alone */
+    const struct conf_file *files; /* borrowed: the validated bundle */
+    size_t nfiles;
+};
+
+/* One place the config names a file. */
+struct file_ref {
+    const char *path;              /* borrowed from the conf: absolute */
+    const struct conf_file **slot; /* borrowed: pointed at the file */
+    struct conf_pos pos;
+    char key[160]; /* "listeners[0].tls.certificates[1].key" */
+};
+
+/* Counts a reference to path, and with refs records it at refs[*n]. */
+static void ref_add(struct file_ref *refs, size_t *n, const char *path,
+                    const struct conf_file **slot, struct conf_pos pos,
+                    const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void ref_add(struct file_ref *refs, size_t *n, const char *path,
+                    const struct conf_file **slot, struct conf_pos pos,
+                    const char *fmt, ...)
+{
+    va_list ap;
+
+    if (path == NULL) /* reported while walking */
+        return;
+    if (refs != NULL) {
+        refs[*n].path = path;
+        refs[*n].slot = slot;
+        refs[*n].pos = pos;
+        va_start(ap, fmt);
+        vsnprintf(refs[*n].key, sizeof(refs[*n].key), fmt, ap);
+        va_end(ap);
+    }
+    (*n)++;
+}
+
+/* The files c names, in file order, into refs (NULL: only counted). */
+static size_t file_refs(struct conf *c, struct file_ref *refs)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct conf_tls *tls = &c->listeners[i].tls;
+
+        for (size_t j = 0; tls->enabled && j < tls->ncerts; j++) {
+            struct conf_cert *cert = &tls->certs[j];
+
+            ref_add(refs, &n, cert->cert, &cert->cert_file, cert->cert_pos,
+                    "listeners[%zu].tls.certificates[%zu].cert", i, j);
+            ref_add(refs, &n, cert->key, &cert->key_file, cert->key_pos,
+                    "listeners[%zu].tls.certificates[%zu].key", i, j);
+        }
+    }
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        struct conf_upstream *u = &c->upstreams[i];
+
+        if (u->tls.enabled && u->name != NULL)
+            ref_add(refs, &n, u->tls.ca, &u->tls.ca_file, u->tls.ca_pos,
+                    "upstreams.%s.tls.ca", u->name);
+    }
+    return n;
+}
+
+/* Reads path, a regular file of at most FILE_MAX bytes, into *data
+ * (NUL-terminated).  Returns 0, an errno, or -1 for "not a regular file". */
+static int file_read(const char *path, char **data, size_t *len)
+{
+    /* O_NONBLOCK: a FIFO must not hang the load; it is refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    int err;
+
+    if (fd < 0)
+        return errno;
+    if (fstat(fd, &st) != 0)
+        err = errno;
+    else if (S_ISDIR(st.st_mode))
+        err = EISDIR;
+    else if (!S_ISREG(st.st_mode))
+        err = -1;
+    else
+        err = read_all(fd, FILE_MAX, data, len);
+    close(fd);
+    return err;
+}
+
+static const struct conf_file *bundle_find(const struct file_source *src,
+                                           const char *path)
+{
+    for (size_t i = 0; i < src->nfiles; i++) {
+        if (src->files[i].path != NULL &&
+            strcmp(src->files[i].path, path) == 0)
+            return &src->files[i];
+    }
+    return NULL;
+}
+
+/* Fills f->data and f->len for f->path.  Returns NULL, or why it could
+ * not (for the caller to free). */
+static char *file_load(struct conf_file *f, const struct file_source *src)
+{
+    char max[32], *why = NULL;
+    int err = 0;
+
+    if (src->disk) {
+        err = file_read(f->path, &f->data, &f->len);
+    } else {
+        const struct conf_file *b = bundle_find(src, f->path);
+
+        if (b == NULL) {
+            if (asprintf(&why, "cannot read %s: not in the validated bundle",
+                         f->path) < 0)
+                oom();
+            return why;
+        }
+        f->data = xmemdup(b->data ? b->data : "", b->data ? b->len : 0);
+        f->len = b->data ? b->len : 0;
+    }
+    pt_format_size(FILE_MAX, max, sizeof(max));
+    if (err == EFBIG || (err == 0 && f->len > FILE_MAX))
+        err = asprintf(&why, "%s is larger than %s", f->path, max);
+    else if (err == -1)
+        err = asprintf(&why, "cannot read %s: not a regular file", f->path);
+    else if (err != 0)
+        err = asprintf(&why, "cannot read %s: %s", f->path, strerror(err));
+    else if (f->len == 0)
+        err = asprintf(&why, "%s is empty", f->path);
+    if (err < 0)
+        oom();
+    return why;
+}
+
+struct ref_order {
+    const char *path;
+    size_t i;
+};
+
+static int ref_order_cmp(const void *a, const void *b)
+{
+    const struct ref_order *x = a, *y = b;
+    int d = strcmp(x->path, y->path);
+
+    return d != 0 ? d : (x->i > y->i) - (x->i < y->i);
+}
+
+/*
+ * Reads every file the config names into c->files, once per path, and
+ * points the config's cert_file, key_file and ca_file at them.  A file
+ * that cannot be had is reported where it is first named.  c->files is
+ * allocated once, with its final size, so the pointers stay valid.
+ */
+static void resolve_files(struct conf *c, const struct file_source *src,
+                          struct conf_diag *diag)
+{
+    size_t nrefs = file_refs(c, NULL), nuniq = 0;
+    struct file_ref *refs;
+    struct ref_order *order;
+    size_t *first;
+
+    if (nrefs == 0)
+        return;
+    refs = xcalloc(nrefs, sizeof(*refs));
+    order = xcalloc(nrefs, sizeof(*order));
+    first = xcalloc(nrefs, sizeof(*first));
+    file_refs(c, refs);
+    /* sorted by path, then by place: the first of each run is the first
+     * place that names the file */
+    for (size_t i = 0; i < nrefs; i++)
+        order[i] = (struct ref_order){refs[i].path, i};
+    qsort(order, nrefs, sizeof(*order), ref_order_cmp);
+    for (size_t k = 0; k < nrefs; k++) {
+        int lead = k == 0 || strcmp(order[k].path, order[k - 1].path) != 0;
+
+        first[order[k].i] = lead ? order[k].i : first[order[k - 1].i];
+        nuniq += lead;
+    }
+    c->files = xcalloc(nuniq, sizeof(*c->files));
+    for (size_t i = 0; i < nrefs; i++) {
+        struct conf_file *f;
+        char *why;
+
+        if (first[i] != i) {
+            *refs[i].slot = *refs[first[i]].slot;
+            continue;
+        }
+        f = &c->files[c->nfiles++];
+        f->path = xstrdup(refs[i].path);
+        *refs[i].slot = f;
+        why = file_load(f, src);
+        if (why != NULL) {
+            conf_diag_at(diag, c, refs[i].pos, "%s: %s", refs[i].key, why);
+            free(why);
+        }
+    }
+    free(first);
+    free(order);
+    free(refs);
+}
+
+/* ---- loading ---- */
+
+/* What conf_load_file, conf_load_buffer and conf_load_buffer_files
+ * share: the files the config names come from src. */
+static struct conf *conf_load(const char *name, const char *buf, size_t len,
+                              const struct file_source *src,
                               struct conf_diag *diag)
 {
     size_t before = diag->n;
     struct conf *c = conf_new(name, buf, len);
 
     if (conf_yaml_parse(c, c->source, c->source_len, diag) == PT_OK) {
+        /* no file is read for a config that is wrong already */
+        if (diag->n == before)
+            resolve_files(c, src, diag);
         conf_fill_defaults(c);
         check_listeners(c, diag);
         for (size_t i = 0; i < c->nupstreams; i++)
@@ -414,53 +687,31 @@ struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
     return c;
 }
 
-/* Reads fd to the end into *out (caller frees).  Returns 0 or an errno. */
-static int read_all(int fd, char **out, size_t *outlen)
+struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
+                              struct conf_diag *diag)
 {
-    size_t cap = 4096, len = 0;
-    char *buf = NULL;
+    static const struct file_source disk = {.disk = 1};
 
-    for (;;) {
-        ssize_t n;
+    return conf_load(name, buf, len, &disk, diag);
+}
 
-        if (buf == NULL || len == cap) {
-            char *p;
+struct conf *conf_load_buffer_files(const char *name, const char *buf,
+                                    size_t len, const struct conf_file *files,
+                                    size_t nfiles, struct conf_diag *diag)
+{
+    const struct file_source bundle = {.files = files, .nfiles = nfiles};
 
-            if (buf != NULL && cap >= CONF_FILE_MAX) {
-                free(buf);
-                return EFBIG;
-            }
-            cap = buf ? cap * 2 : cap;
-            p = realloc(buf, cap);
-            if (p == NULL)
-                oom();
-            buf = p;
-        }
-        n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int err = errno;
-
-            free(buf);
-            return err;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    *out = buf;
-    *outlen = len;
-    return 0;
+    return conf_load(name, buf, len, &bundle, diag);
 }
 
 struct conf *conf_load_file(const char *path, struct conf_diag *diag)
 {
+    static const struct file_source disk = {.disk = 1};
     struct conf *c;
     char *buf = NULL;
     size_t len = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    int err = fd < 0 ? errno : read_all(fd, &buf, &len);
+    int err = fd < 0 ? errno : read_all(fd, CONF_FILE_MAX, &buf, &len);
 
     if (fd >= 0)
         close(fd);
@@ -468,7 +719,7 @@ struct conf *conf_load_file(const char *path, struct conf_diag *diag)
         conf_diag_add(diag, "cannot read %s: %s", path, strerror(err));
         return NULL;
     }
-    c = conf_load_buffer(path, buf, len, diag);
+    c = conf_load(path, buf, len, &disk, diag);
     free(buf);
     return c;
 }
@@ -511,6 +762,20 @@ static void upstream_free(struct conf_upstream *u)
     free(u->hash_header);
     free(u->health_check.path);
     free(u->host);
+    free(u->tls.ca);
+    free(u->tls.sni);
+}
+
+static void listener_free(struct conf_listener *l)
+{
+    free(l->listen);
+    for (size_t i = 0; i < l->tls.ncerts; i++) {
+        free(l->tls.certs[i].cert);
+        free(l->tls.certs[i].key);
+    }
+    free(l->tls.certs);
+    free(l->tls.ciphers);
+    free(l->tls.ciphersuites);
 }
 
 void conf_free(struct conf **conf)
@@ -526,7 +791,7 @@ void conf_free(struct conf **conf)
     free(c->error_log.path);
     free(c->access_log.path);
     for (size_t i = 0; i < c->nlisteners; i++)
-        free(c->listeners[i].listen);
+        listener_free(&c->listeners[i]);
     free(c->listeners);
     for (size_t i = 0; i < c->nroutes; i++)
         route_free(&c->routes[i]);
@@ -534,6 +799,11 @@ void conf_free(struct conf **conf)
     for (size_t i = 0; i < c->nupstreams; i++)
         upstream_free(&c->upstreams[i]);
     free(c->upstreams);
+    for (size_t i = 0; i < c->nfiles; i++) {
+        free(c->files[i].path);
+        free(c->files[i].data);
+    }
+    free(c->files);
     free(c);
     *conf = NULL;
 }
@@ -699,6 +969,28 @@ static void dump_limits(const struct conf *c, FILE *out)
     dump_duration(out, "sse_idle", c->timeouts.sse_idle);
 }
 
+static void dump_text(FILE *out, const char *indent, const char *key,
+                      const char *s)
+{
+    if (s != NULL)
+        dump_line(out, indent, key, s, strlen(s));
+}
+
+static void dump_listener_tls(const struct conf_tls *tls, FILE *out)
+{
+    if (!tls->enabled)
+        return;
+    fputs("    tls:\n      certificates:\n", out);
+    for (size_t i = 0; i < tls->ncerts; i++) {
+        dump_text(out, "        - ", "cert", tls->certs[i].cert);
+        dump_text(out, "          ", "key", tls->certs[i].key);
+    }
+    fprintf(out, "      min_version: \"%s\"\n",
+            tls->min_version == TLS_1_3 ? "1.3" : "1.2");
+    dump_text(out, "      ", "ciphers", tls->ciphers);
+    dump_text(out, "      ", "ciphersuites", tls->ciphersuites);
+}
+
 static void dump_listeners(const struct conf *c, FILE *out)
 {
     if (c->nlisteners == 0) {
@@ -711,6 +1003,7 @@ static void dump_listeners(const struct conf *c, FILE *out)
 
         dump_line(out, "  - ", "listen", l->listen, strlen(l->listen));
         fprintf(out, "    backlog: %d\n", l->backlog);
+        dump_listener_tls(&l->tls, out);
     }
 }
 
@@ -735,6 +1028,18 @@ static void dump_server(const struct conf_server *s, FILE *out)
 {
     dump_line(out, "      - ", "address", s->address, strlen(s->address));
     fprintf(out, "        weight: %u\n", s->weight);
+}
+
+static void dump_health(const struct conf_health *h, FILE *out)
+{
+    if (!h->enabled)
+        return;
+    fputs("    health_check:\n", out);
+    dump_line(out, "      ", "path", h->path, strlen(h->path));
+    dump_duration_at(out, "      ", "interval", h->interval);
+    dump_duration_at(out, "      ", "timeout", h->timeout);
+    fprintf(out, "      fails: %u\n", h->fails);
+    fprintf(out, "      passes: %u\n", h->passes);
 }
 
 static void dump_upstream(const struct conf_upstream *u, FILE *out)
@@ -763,15 +1068,13 @@ static void dump_upstream(const struct conf_upstream *u, FILE *out)
     dump_duration_at(out, "      ", "connect", u->timeouts.connect);
     dump_duration_at(out, "      ", "send", u->timeouts.send);
     dump_duration_at(out, "      ", "read", u->timeouts.read);
-    if (!u->health_check.enabled)
+    dump_health(&u->health_check, out);
+    if (!u->tls.enabled)
         return;
-    fputs("    health_check:\n", out);
-    dump_line(out, "      ", "path", u->health_check.path,
-              strlen(u->health_check.path));
-    dump_duration_at(out, "      ", "interval", u->health_check.interval);
-    dump_duration_at(out, "      ", "timeout", u->health_check.timeout);
-    fprintf(out, "      fails: %u\n", u->health_check.fails);
-    fprintf(out, "      passes: %u\n", u->health_check.passes);
+    fputs("    tls:\n", out);
+    fprintf(out, "      verify: %s\n", u->tls.verify ? "true" : "false");
+    dump_text(out, "      ", "ca", u->tls.ca);
+    dump_text(out, "      ", "sni", u->tls.sni);
 }
 
 static void dump_upstreams(const struct conf *c, FILE *out)
@@ -840,6 +1143,10 @@ static void dump_route(const struct conf_route *r, FILE *out)
         dump_line(out, "      ", "host", r->host, strlen(r->host));
     dump_line(out, "      ", "path_prefix", r->path_prefix,
               strlen(r->path_prefix));
+    if (r->https_redirect == 443)
+        fputs("    https_redirect: true\n", out);
+    else if (r->https_redirect != 0)
+        fprintf(out, "    https_redirect: %d\n", r->https_redirect);
     if (!r->has_respond) {
         dump_route_upstream(r, out);
         return;

@@ -114,6 +114,7 @@ struct conf_upstream_tls {
     char *ca;                    /* owns: absolute path; NULL = the
                                     system's trust store */
     const struct conf_file *ca_file; /* borrowed from conf->files */
+    struct conf_pos ca_pos;      /* the ca: value */
     char *sni;                   /* owns; NULL = the upstream's host: (or
                                     none for a numeric address); also the
                                     name verified */

@@ -10,11 +10,13 @@
  * Never: libyaml, sockets, logging.
  */
 #include <assert.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "conf_tree.h"
@@ -264,6 +266,23 @@ int walk_uint(struct walk *w, const struct ynode *val, const char *what,
     return 0;
 }
 
+int walk_bool(struct walk *w, const struct ynode *val, const char *what,
+              int *out)
+{
+    struct quoted q;
+
+    if (!walk_expect(w, val, YNODE_SCALAR, what))
+        return 0;
+    if (val->plain && (ynode_is(val, "true") || ynode_is(val, "false"))) {
+        *out = ynode_is(val, "true");
+        return 1;
+    }
+    walk_error(w, val, "expected %s, got %s%s", what,
+               val->plain ? "" : "a quoted string ",
+               walk_quote(&q, val->str, val->len));
+    return 0;
+}
+
 static const char *num_format(enum num_kind kind, uint64_t v, char *buf,
                               size_t len)
 {
@@ -316,7 +335,7 @@ void walk_store_string(void *field, char *s)
 }
 
 /* Notes where an accepted value was written, if its entry asks to. */
-static void note_pos(const struct slot *at)
+void walk_note_pos(const struct slot *at)
 {
     if (at->k->pos_at != 0)
         memcpy((char *)at->base + at->k->pos_at, &at->val->pos,
@@ -326,7 +345,7 @@ static void note_pos(const struct slot *at)
 static void store_number_at(const struct slot *at, uint64_t v)
 {
     store_number(walk_field(at), at->k->width, v);
-    note_pos(at);
+    walk_note_pos(at);
 }
 
 /* ---- setters: one per kind of value ---- */
@@ -379,8 +398,108 @@ void walk_set_string(struct walk *w, const struct slot *at)
 
     if (s != NULL) {
         walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
-        note_pos(at);
+        walk_note_pos(at);
     }
+}
+
+/*
+ * Drops "." components and doubled slashes from the absolute path p, in
+ * place, so one file has one spelling; ".." stays, since a symbolic link
+ * may come before it.  A trailing "/" stays too.
+ */
+static void path_clean(char *p)
+{
+    size_t len = strlen(p);
+    int trailing = len > 1 && p[len - 1] == '/';
+    const char *in = p;
+    char *out = p;
+
+    while (*in != '\0') {
+        const char *seg;
+        size_t n;
+
+        while (*in == '/')
+            in++;
+        seg = in;
+        while (*in != '\0' && *in != '/')
+            in++;
+        n = (size_t)(in - seg);
+        if (n == 0 || (n == 1 && seg[0] == '.'))
+            continue;
+        *out++ = '/';
+        memmove(out, seg, n); /* out <= seg: never ahead of the input */
+        out += n;
+    }
+    if (out == p || trailing)
+        *out++ = '/';
+    *out = '\0';
+}
+
+/* The absolute directory relative paths are taken from, or NULL after an
+ * error at val. */
+static const char *walk_base_dir(struct walk *w, const struct ynode *val)
+{
+    const char *name = w->conf->path;
+    const char *slash = strrchr(name, '/');
+    char *cwd;
+
+    if (w->base_dir != NULL)
+        return w->base_dir;
+    if (name[0] == '/') {
+        w->base_dir = walk_xmemdup(name, (size_t)(slash - name) + 1);
+        path_clean(w->base_dir);
+        return w->base_dir;
+    }
+    cwd = getcwd(NULL, 0);
+    if (cwd == NULL) {
+        if (errno == ENOMEM)
+            oom();
+        walk_error(w, val,
+                   "cannot make a relative path absolute: the current "
+                   "directory is unknown (%s)",
+                   strerror(errno));
+        return NULL;
+    }
+    /* no "/" in the name (a plain file name, or "(fuzz)"): the current
+     * directory; else the name's directory under it */
+    if (asprintf(&w->base_dir, "%s/%.*s", cwd, slash ? (int)(slash - name) : 0,
+                 name) < 0)
+        oom();
+    free(cwd);
+    path_clean(w->base_dir);
+    return w->base_dir;
+}
+
+void walk_set_path(struct walk *w, const struct slot *at)
+{
+    const char *s = walk_text(w, at->val, "a file path");
+    const char *dir;
+    struct quoted q;
+    char *abs;
+
+    if (s == NULL)
+        return;
+    for (const char *p = s; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7F) {
+            walk_error(w, at->val,
+                       "must not contain control characters, "
+                       "got %s",
+                       walk_quote(&q, at->val->str, at->val->len));
+            return;
+        }
+    }
+    if (s[0] == '/') {
+        abs = walk_xmemdup(s, at->val->len);
+    } else {
+        dir = walk_base_dir(w, at->val);
+        if (dir == NULL)
+            return;
+        if (asprintf(&abs, "%s/%s", dir, s) < 0)
+            oom();
+    }
+    path_clean(abs);
+    walk_store_string(walk_field(at), abs);
+    walk_note_pos(at);
 }
 
 void walk_set_section(struct walk *w, const struct slot *at)

@@ -25,6 +25,9 @@ struct walk {
     /* borrowed: the upstream: value of the route being walked, or NULL;
      * lets a message name the upstream whatever the key order */
     const struct ynode *route_upstream;
+    /* owns: the absolute directory relative file paths are taken from
+     * (the config file's, else the current one); made on first use */
+    char *base_dir;
 };
 
 struct slot;
@@ -144,11 +147,18 @@ int walk_uint(struct walk *w, const struct ynode *val, const char *what,
 int walk_range(struct walk *w, const struct key_spec *k,
                const struct ynode *val, uint64_t v, enum num_kind kind);
 
+/* true or false, written plain, into *out; or 0 after an error. */
+int walk_bool(struct walk *w, const struct ynode *val, const char *what,
+              int *out);
+
 /* The field at->k->off bytes into at->base. */
 void *walk_field(const struct slot *at);
 
 /* Frees the string in *(char **)field and stores s (owned) there. */
 void walk_store_string(void *field, char *s);
+
+/* Records where at->val was written, if at->k has a pos_at. */
+void walk_note_pos(const struct slot *at);
 
 /* 1 when key i of map is a scalar not seen earlier in map. */
 int walk_key_ok(struct walk *w, const struct ynode *map, size_t i);
@@ -164,6 +174,9 @@ void walk_set_uint(struct walk *w, const struct slot *at);
 void walk_set_size(struct walk *w, const struct slot *at);
 void walk_set_duration(struct walk *w, const struct slot *at);
 void walk_set_string(struct walk *w, const struct slot *at);
+/* a file path, stored absolute: a relative one is taken from the config
+ * file's directory (the current one when the config's name has no "/") */
+void walk_set_path(struct walk *w, const struct slot *at);
 /* walk_map of the value with at->k->sub */
 void walk_set_section(struct walk *w, const struct slot *at);
 /* a key known from the design but not built yet: at->k->why or "not

@@ -154,6 +154,84 @@ static void set_listeners(struct walk *w, const struct slot *at)
     }
 }
 
+/* ---- listeners: tls ---- */
+
+static void walk_cert(struct walk *w, const struct ynode *item,
+                      const struct key_spec *keys, struct conf_cert *cert)
+{
+    cert->pos = item->pos;
+    walk_map(w, item, keys, cert);
+    if (item->type != YNODE_MAP)
+        return;
+    if (ynode_get(item, "cert") == NULL)
+        walk_error(w, item,
+                   "missing key \"cert\" (the certificate file, PEM, "
+                   "chain after it)");
+    if (ynode_get(item, "key") == NULL)
+        walk_error(w, item,
+                   "missing key \"key\" (the certificate's private key "
+                   "file, PEM)");
+}
+
+static void set_certificates(struct walk *w, const struct slot *at)
+{
+    struct conf_tls *tls = &((struct conf_listener *)at->base)->tls;
+
+    if (!walk_expect(w, at->val, YNODE_SEQ,
+                     "a sequence like [{ cert: site.crt, key: site.key }]"))
+        return;
+    if (at->val->nkids == 0) {
+        walk_error(w, at->val,
+                   "no certificates: add at least one { cert: FILE, "
+                   "key: FILE }");
+        return;
+    }
+    tls->certs = walk_xcalloc(at->val->nkids, sizeof(*tls->certs));
+    tls->ncerts = at->val->nkids;
+    for (size_t i = 0; i < at->val->nkids; i++) {
+        size_t mark = walk_push(w, "[%zu]", i);
+
+        walk_cert(w, at->val->kids[i], at->k->sub, &tls->certs[i]);
+        walk_pop(w, mark);
+    }
+}
+
+static void set_min_version(struct walk *w, const struct slot *at)
+{
+    struct conf_tls *tls = &((struct conf_listener *)at->base)->tls;
+    const char *s = walk_text(w, at->val, "\"1.2\" or \"1.3\"");
+    struct quoted q;
+
+    if (s == NULL)
+        return;
+    if (strcmp(s, "1.2") == 0) {
+        tls->min_version = 0x0303;
+    } else if (strcmp(s, "1.3") == 0) {
+        tls->min_version = 0x0304;
+    } else {
+        int old = strcmp(s, "1.0") == 0 || strcmp(s, "1.1") == 0;
+
+        walk_error(w, at->val, "expected \"1.2\" or \"1.3\", got %s%s",
+                   walk_quote(&q, at->val->str, at->val->len),
+                   old ? " (TLS 1.0 and 1.1 are deprecated: RFC 8996)" : "");
+    }
+}
+
+/* Writing tls: turns TLS on for the listener; certificates: is required. */
+static void set_listener_tls(struct walk *w, const struct slot *at)
+{
+    struct conf_listener *l = at->base;
+
+    l->tls.enabled = 1;
+    l->tls.pos = at->key->pos;
+    walk_set_section(w, at);
+    if (at->val->type == YNODE_MAP &&
+        ynode_get(at->val, "certificates") == NULL)
+        walk_error(w, at->val,
+                   "missing key \"certificates\" (a sequence like "
+                   "[{ cert: site.crt, key: site.key }])");
+}
+
 /* ---- host names, header fields, upstream names ---- */
 
 static int host_char(char c)
@@ -457,6 +535,64 @@ static void set_upstream_host(struct walk *w, const struct slot *at)
     walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
 }
 
+/* Why s cannot be sent as TLS server name (and verified), or NULL. */
+static const char *sni_why(const char *s, size_t len)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    char host[256];
+
+    if (len >= sizeof(host))
+        return "longer than 253 characters";
+    for (size_t i = 0; i <= len; i++)
+        host[i] = pt_lower(s[i]);
+    if (strchr(host, '*') != NULL)
+        return "a server name cannot be a wildcard";
+    if (host[0] == '[' || inet_pton(AF_INET, host, &a4) == 1 ||
+        inet_pton(AF_INET6, host, &a6) == 1)
+        return "an IP address is not a server name (RFC 6066)";
+    if (strchr(host, ':') != NULL)
+        return "a server name has no port";
+    return host_labels_why(host);
+}
+
+static void set_sni(struct walk *w, const struct slot *at)
+{
+    const char *s = walk_text(w, at->val,
+                              "a server name like "
+                              "\"api.internal\"");
+    const char *why;
+    struct quoted q;
+
+    if (s == NULL)
+        return;
+    why = sni_why(s, at->val->len);
+    if (why != NULL) {
+        walk_error(w, at->val, "invalid server name %s: %s",
+                   walk_quote(&q, at->val->str, at->val->len), why);
+        return;
+    }
+    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+}
+
+static void set_verify(struct walk *w, const struct slot *at)
+{
+    int v;
+
+    if (walk_bool(w, at->val, "true or false", &v))
+        *(int *)walk_field(at) = v;
+}
+
+/* Writing tls: turns TLS to the servers on; its keys are optional. */
+static void set_upstream_tls(struct walk *w, const struct slot *at)
+{
+    struct conf_upstream *u = at->base;
+
+    u->tls.enabled = 1;
+    u->tls.pos = at->key->pos;
+    walk_set_section(w, at);
+}
+
 /* hash_key without balance: hash would be silently ignored. */
 static void check_hash_key(struct walk *w, const struct ynode *map,
                            const struct conf_upstream *u)
@@ -685,6 +821,24 @@ static void set_route_upstream(struct walk *w, const struct slot *at)
     }
     walk_store_string(&r->upstream_name, walk_xmemdup(s, at->val->len));
     r->upstream_pos = at->val->pos;
+}
+
+/* true (443), false (off) or the port of the https listener. */
+static void set_https_redirect(struct walk *w, const struct slot *at)
+{
+    struct conf_route *r = at->base;
+    int on;
+    uint64_t v;
+
+    if (at->val->type == YNODE_SCALAR && at->val->plain &&
+        (ynode_is(at->val, "true") || ynode_is(at->val, "false"))) {
+        walk_bool(w, at->val, "true or false", &on);
+        r->https_redirect = on ? 443 : 0;
+        return;
+    }
+    if (walk_uint(w, at->val, "true, false or a port 1..65535", &v) &&
+        walk_range(w, at->k, at->val, v, NUM_INT))
+        r->https_redirect = (int)v;
 }
 
 /* ---- routes: headers.request / headers.response ---- */
@@ -965,11 +1119,27 @@ static const struct key_spec timeouts_keys[] = {
     {0},
 };
 
+static const struct key_spec cert_keys[] = {
+    FIELD_POS("cert", walk_set_path, struct conf_cert, cert, cert_pos),
+    FIELD_POS("key", walk_set_path, struct conf_cert, key, key_pos),
+    {0},
+};
+
+/* base: the struct conf_listener */
+static const struct key_spec listener_tls_keys[] = {
+    SECTION("certificates", set_certificates, cert_keys),
+    OTHER("min_version", set_min_version),
+    FIELD("ciphers", walk_set_string, struct conf_listener, tls.ciphers),
+    FIELD("ciphersuites", walk_set_string, struct conf_listener,
+          tls.ciphersuites),
+    {0},
+};
+
 static const struct key_spec listener_keys[] = {
     FIELD("listen", set_listen, struct conf_listener, listen),
     NUM("backlog", walk_set_uint, struct conf_listener, backlog, 1, 65535,
         "the kernel caps it at net.core.somaxconn anyway"),
-    UNSUPPORTED("tls", "TLS is not supported yet"),
+    SECTION("tls", set_listener_tls, listener_tls_keys),
     {0},
 };
 
@@ -1005,6 +1175,14 @@ static const struct key_spec health_keys[] = {
     {0},
 };
 
+/* base: the struct conf_upstream */
+static const struct key_spec upstream_tls_keys[] = {
+    FIELD("verify", set_verify, struct conf_upstream, tls.verify),
+    FIELD_POS("ca", walk_set_path, struct conf_upstream, tls.ca, tls.ca_pos),
+    FIELD("sni", set_sni, struct conf_upstream, tls.sni),
+    {0},
+};
+
 static const struct key_spec upstream_keys[] = {
     SECTION("servers", set_servers, server_keys),
     OTHER("balance", set_balance),
@@ -1025,7 +1203,7 @@ static const struct key_spec upstream_keys[] = {
     FIELD("host", set_upstream_host, struct conf_upstream, host),
     SECTION("timeouts", walk_set_section, upstream_timeouts_keys),
     SECTION("health_check", set_health_check, health_keys),
-    UNSUPPORTED("tls", "TLS is not supported yet"),
+    SECTION("tls", set_upstream_tls, upstream_tls_keys),
     {0},
 };
 
@@ -1075,6 +1253,9 @@ static const struct key_spec route_keys[] = {
     OTHER("upstream", set_route_upstream),
     SECTION("timeouts", walk_set_section, route_timeouts_keys),
     SECTION("headers", walk_set_section, route_headers_keys),
+    NUM("https_redirect", set_https_redirect, struct conf_route,
+        https_redirect, 1, 65535,
+        "the port of the https listener; false turns the redirect off"),
     OTHER("cache", walk_set_unsupported),
     {0},
 };
@@ -1126,5 +1307,6 @@ int conf_yaml_parse(struct conf *conf, const char *buf, size_t len,
     if (rc == PT_OK)
         walk_root(&w, root);
     ynode_free(root);
+    free(w.base_dir);
     return rc;
 }

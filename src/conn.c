@@ -26,12 +26,15 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 
 #include "http_parse.h"
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
+#include "tls.h"
 #include "util.h"
 #include "worker.h"
 
@@ -80,6 +83,7 @@ struct conn {
     unsigned line_seen : 1;    /* the request line is complete */
     unsigned head_started : 1; /* a byte of the next head has arrived */
     unsigned stop_after : 1;   /* graceful stop: close after this one */
+    unsigned tls : 1;          /* accepted on a TLS listener */
     struct conn_req req;
     char *logbuf;         /* owns: storage for req's access-log copies */
     size_t logcap;
@@ -277,11 +281,11 @@ static void conn_add_common(struct conn *c, struct evbuffer *out,
     struct pt_str date = conn_date_field(c);
 
     evbuffer_add(out, date.p, date.len);
-    evbuffer_add(out, "Server: portico\r\n", 17);
+    evbuffer_add(out, PT_LIT("Server: portico\r\n"));
     if (!keep_alive)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
     else if (c->req.version_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
 }
 
 /*
@@ -324,7 +328,7 @@ static void conn_respond(struct conn *c)
 
     if (r == NULL) {
         static const char nf[] = "404 Not Found: no route matches\n";
-        evbuffer_add(out, "HTTP/1.1 404 Not Found\r\n", 24);
+        evbuffer_add(out, PT_LIT("HTTP/1.1 404 Not Found\r\n"));
         conn_add_common(c, out, keep);
         evbuffer_add_printf(out, "Content-Type: text/plain; charset=utf-8"
                                  "\r\nContent-Length: %zu\r\n\r\n",
@@ -340,7 +344,7 @@ static void conn_respond(struct conn *c)
         evbuffer_add(out, gr->head, gr->head_len);
         conn_add_common(c, out, keep);
         evbuffer_add(out, gr->fields, gr->fields_len);
-        evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, PT_LIT("\r\n"));
         if (!c->req.head_only && r->respond.body_len) {
             evbuffer_add(out, r->respond.body, r->respond.body_len);
             sent = r->respond.body_len;
@@ -494,6 +498,37 @@ static void conn_head_reset(struct conn *c)
     c->line_seen = 0;
 }
 
+/* A plain-HTTP request to a route that wants TLS: 308 to the same target
+ * on https (308 keeps the method and body, unlike 301).  The request body,
+ * if any, is not read: the connection closes after the answer. */
+static void conn_redirect_https(struct conn *c, const struct http_request *r)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct pt_str host = r->host;
+    int port = c->req.route->https_redirect;
+    const char *p = host.p + host.len;
+
+    /* The host without any ":port" (an IPv6 literal keeps its brackets). */
+    while (p > host.p && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    if (p > host.p && p[-1] == ':' && p < host.p + host.len)
+        host.len = (size_t)(p - 1 - host.p);
+    evbuffer_add(out, PT_LIT("HTTP/1.1 308 Permanent Redirect\r\n"));
+    conn_add_common(c, out, 0);
+    evbuffer_add_printf(out, "Location: https://%.*s", (int)host.len,
+                        host.p);
+    if (port != 443)
+        evbuffer_add_printf(out, ":%d", port);
+    if (r->target.len && r->target.p[0] == '/')
+        evbuffer_add(out, r->target.p, r->target.len);
+    else
+        evbuffer_add(out, PT_LIT("/"));
+    evbuffer_add(out, PT_LIT("\r\nContent-Length: 0\r\n\r\n"));
+    conn_log_access(c, 308, 0);
+    conn_end_request(c);
+    conn_close_after_write(c);
+}
+
 static void conn_start_request(struct conn *c, struct http_request *r,
                                size_t head_len)
 {
@@ -513,6 +548,10 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     evtimer_del(c->timer);
     if (r->method_id == HTTP_M_CONNECT) {
         conn_error(c, 501, "CONNECT is not supported");
+        return;
+    }
+    if (c->req.route && c->req.route->https_redirect && !c->tls) {
+        conn_redirect_https(c, r);
         return;
     }
     if (cf->limits.max_body_bytes && r->content_length >= 0 &&
@@ -667,6 +706,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
     struct evbuffer *out = bufferevent_get_output(c->bev);
 
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* the TLS handshake is done */
     if ((what & BEV_EVENT_EOF) && evbuffer_get_length(out) > 0 &&
         c->state != CONN_BODY && c->state != CONN_LINGER &&
         c->state != CONN_PROXY) {
@@ -696,6 +737,19 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         proxy_on_client_eof(c->req.px)) {
         bufferevent_disable(c->bev, EV_READ);
         return;
+    }
+    if ((what & BEV_EVENT_ERROR) && c->tls && c->nreq == 0 &&
+        log_get_level() <= LOG_LVL_DEBUG) {
+        /* A failed handshake (or plain HTTP on a TLS port): one line at
+         * debug level, never more. */
+        char peer[64], why[200];
+        unsigned long e = bufferevent_get_openssl_error(c->bev);
+        if (e)
+            ERR_error_string_n(e, why, sizeof(why));
+        else
+            snprintf(why, sizeof(why), "connection closed");
+        log_debug("client %s: TLS: %s", conn_peer_name(c, peer, sizeof(peer)),
+                  why);
     }
     /* EOF, reset, or a client that stopped reading (timeouts.send). */
     conn_free(c);
@@ -769,8 +823,38 @@ void conn_proxy_abort(struct conn *c)
 
 /* ---- life cycle -------------------------------------------------------- */
 
+int conn_is_tls(const struct conn *c)
+{
+    return c->tls;
+}
+
+/* A TLS listener's connection: the handshake runs in the bufferevent. */
+static struct bufferevent *conn_bev_new(struct event_base *base,
+                                        evutil_socket_t fd,
+                                        struct tls_server *tls)
+{
+    struct bufferevent *bev;
+    SSL *ssl;
+
+    if (tls == NULL)
+        return bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    ssl = tls_server_ssl(tls);
+    if (ssl == NULL)
+        return NULL;
+    bev = bufferevent_openssl_socket_new(base, fd, ssl,
+                                         BUFFEREVENT_SSL_ACCEPTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    /* Clients that close without close_notify are the common case. */
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-             int salen)
+             int salen, struct tls_server *tls)
 {
     struct event_base *base = worker_base(w);
     struct conn *c = calloc(1, sizeof(*c));
@@ -784,7 +868,8 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     c->w = w;
     memcpy(&c->peer, sa, PT_MIN((size_t)salen, sizeof(c->peer)));
     c->req.version_minor = -1;
-    c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->tls = tls != NULL;
+    c->bev = conn_bev_new(base, fd, tls);
     c->timer = evtimer_new(base, on_timer, c);
     if (c->bev == NULL || c->timer == NULL) {
         if (c->bev)

@@ -12,10 +12,15 @@
 struct worker;
 struct conn;
 
-/* Take ownership of an accepted socket.  Returns PT_OK or PT_ERROR (the
- * socket is closed then). */
+struct tls_server;
+
+/* Take ownership of an accepted socket; tls (borrowed) for a TLS
+ * listener, else NULL.  Returns PT_OK or PT_ERROR (the socket is closed
+ * then). */
 int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-             int salen);
+             int salen, struct tls_server *tls);
+/* Did the request arrive over TLS? */
+int conn_is_tls(const struct conn *c);
 
 /* ---- for proxy.c: the client side of a proxied exchange ---- */
 

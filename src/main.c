@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "log.h"
 #include "master.h"
+#include "tls.h"
 
 /* sysexits.h's EX_USAGE and EX_CONFIG, which systemd also knows. */
 #define EXIT_USAGE 64
@@ -43,7 +44,8 @@ static void usage(FILE *out)
 static void version(void)
 {
     printf("porticod %s\n", PACKAGE_VERSION);
-    printf("libevent %s, %s\n", event_get_version(), conf_yaml_version());
+    printf("libevent %s, %s, %s\n", event_get_version(), conf_yaml_version(),
+           tls_version());
     printf("build: %s\n", PT_BUILD_OPTIONS);
 }
 
@@ -92,6 +94,8 @@ int main(int argc, char **argv)
         return 1;
     }
     conf = conf_load_file(abspath, &diag);
+    if (conf && tls_check_conf(conf, &diag) < 0)
+        conf_free(&conf);
     for (size_t i = 0; i < diag.n; i++)
         fprintf(stderr, "%s\n", diag.msgs[i]);
     if (conf == NULL) {

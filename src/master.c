@@ -11,7 +11,7 @@
  * unchanged listeners keep their socket, so no connect is ever refused.
  * Only a lower worker count or another user retires workers, gracefully.
  *
- * Calls: worker.c, listener.c, channel.c, conf.c, log.c.
+ * Calls: worker.c, listener.c, channel.c, conf.c, log.c, sdnotify.c.
  */
 #include "master.h"
 
@@ -28,7 +28,9 @@
 #include "channel.h"
 #include "listener.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "shm.h"
+#include "tls.h"
 #include "util.h"
 #include "worker.h"
 
@@ -37,6 +39,9 @@
 #define MASTER_FAST_DEATH_MS 5000
 #define MASTER_BACKOFF_FIRST_MS 500
 #define MASTER_BACKOFF_MAX_MS 30000
+/* Session-ticket keys are replaced this often; a ticket stays good for
+ * two periods. */
+#define MASTER_TICKET_ROTATE_MS (12ull * 3600 * 1000)
 /* After a stop deadline, workers still running are killed. */
 #define MASTER_FAST_STOP_MS 5000
 
@@ -72,6 +77,7 @@ struct master {
     uint64_t stop_deadline;
     int killed;          /* stop deadline passed, SIGKILL sent */
     unsigned reload_pending; /* generation waiting for acks; 0 = none */
+    uint64_t next_rotate;    /* when the ticket keys rotate next */
 };
 
 static volatile sig_atomic_t sig_hup, sig_int, sig_term, sig_quit, sig_usr1,
@@ -306,6 +312,7 @@ static void master_begin_stop(struct master *m, enum master_stop how)
     if (m->stop == STOP_FAST || m->stop == how)
         return;
     m->stop = how;
+    sdnotify_stopping();
     log_notice("%s stop: %zu workers", how == STOP_FAST ? "fast" : "graceful",
                master_live(m) + m->nret);
     m->stop_deadline = now_ms() + (how == STOP_FAST ? MASTER_FAST_STOP_MS
@@ -486,22 +493,17 @@ static void master_close_dropped(struct master *m, const int *keep, size_t n)
     }
 }
 
+/* The generation's bundle (config bytes and the files they name) in a
+ * memfd for the workers. */
 static int master_memfd(const struct conf *c)
 {
     int fd = memfd_create("portico-config", MFD_CLOEXEC);
-    size_t off = 0;
 
-    if (fd < 0)
+    if (fd >= 0 && channel_bundle_write(fd, c) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
         return -1;
-    while (off < c->source_len) {
-        ssize_t n = write(fd, c->source + off, c->source_len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            close(fd);
-            return -1;
-        }
-        off += (size_t)n;
     }
     return fd;
 }
@@ -572,6 +574,7 @@ static void master_reject(const struct conf_diag *d, const char *path,
     log_error("reload rejected: %s (%s); still serving the current "
               "configuration",
               why, path);
+    sdnotify_ready("running; last reload rejected");
 }
 
 /* Give every upstream server its shared health slot before any worker
@@ -604,7 +607,10 @@ static void master_reload(struct master *m)
     int *lfds, memfd, error_fd, access_fd;
 
     log_notice("SIGHUP: reloading %s", m->path);
+    sdnotify_reloading();
     nc = conf_load_file(m->path, &diag);
+    if (nc && tls_check_conf(nc, &diag) < 0)
+        conf_free(&nc);
     if (nc == NULL) {
         char why[64];
         snprintf(why, sizeof(why), "%zu error%s", diag.n,
@@ -635,6 +641,7 @@ static void master_reload(struct master *m)
     memfd = master_memfd(nc);
     if (memfd < 0) {
         log_error("reload rejected: memfd: %s", strerror(errno));
+        sdnotify_ready("running; last reload rejected");
         master_close_logs(error_fd, access_fd);
         master_close_new(m, lfds, nc->nlisteners);
         free(lfds);
@@ -702,6 +709,7 @@ static void master_check_acks(struct master *m)
             return;
     log_notice("reload complete: generation %u running in %zu workers",
                m->reload_pending, master_live(m));
+    sdnotify_ready("running: generation %u", m->reload_pending);
     m->reload_pending = 0;
 }
 
@@ -715,6 +723,8 @@ static int master_timeout(const struct master *m)
             next = PT_MIN(next, m->slots[i].restart_at);
     if (m->stop != RUNNING && !m->killed)
         next = PT_MIN(next, m->stop_deadline);
+    if (m->stop == RUNNING && m->next_rotate)
+        next = PT_MIN(next, m->next_rotate);
     if (next == UINT64_MAX)
         return -1;
     return next <= now ? 0 : (int)PT_MIN(next - now, 60000);
@@ -828,6 +838,7 @@ static int master_start(struct master *m)
         return PT_ERROR;
     }
     master_register_health(m->conf);
+    m->next_rotate = now_ms() + MASTER_TICKET_ROTATE_MS;
     if (master_write_pid(m->conf) < 0)
         return PT_ERROR;
     if (m->conf->user && geteuid() != 0)
@@ -844,6 +855,7 @@ static int master_start(struct master *m)
     }
     log_notice("ready: %zu workers, generation %u, pid %d", m->nslots,
                m->gen, (int)getpid());
+    sdnotify_ready("running: generation %u", m->gen);
     return PT_OK;
 }
 
@@ -885,6 +897,11 @@ int master_run(struct conf *conf, const char *path)
         master_restart_due(&m);
         master_kill_stragglers(&m);
         master_check_acks(&m);
+        if (m.next_rotate && now_ms() >= m.next_rotate) {
+            shm_ticket_rotate();
+            m.next_rotate += MASTER_TICKET_ROTATE_MS;
+            log_info("TLS session-ticket keys rotated");
+        }
     }
     log_notice("stopped");
     master_fini(&m);

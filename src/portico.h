@@ -23,6 +23,8 @@ struct pt_str {
 };
 
 #define PT_STR(lit) ((struct pt_str){(lit), sizeof(lit) - 1})
+/* A string literal and its length, as two arguments: f(buf, PT_LIT("x")) */
+#define PT_LIT(lit) (lit), (sizeof(lit) - 1)
 #define PT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PT_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -23,6 +23,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 
 #include "conn.h"
 #include "log.h"
@@ -188,9 +190,9 @@ static void px_add_field(struct evbuffer *b, struct pt_str name,
                          struct pt_str value)
 {
     evbuffer_add(b, name.p, name.len);
-    evbuffer_add(b, ": ", 2);
+    evbuffer_add(b, PT_LIT(": "));
     evbuffer_add(b, value.p, value.len);
-    evbuffer_add(b, "\r\n", 2);
+    evbuffer_add(b, PT_LIT("\r\n"));
 }
 
 static void px_add_ops(struct evbuffer *b, const struct conf_header_ops *ops)
@@ -270,18 +272,18 @@ static void px_forwarded_for(struct proxy *px, const struct http_request *r,
     char ip[64];
     int first = 1;
 
-    evbuffer_add(b, "X-Forwarded-For: ", 17);
+    evbuffer_add(b, PT_LIT("X-Forwarded-For: "));
     for (size_t i = 0; i < r->nheaders; i++) {
         if (!pt_str_ieq(r->headers[i].name, "X-Forwarded-For") ||
             r->headers[i].value.len == 0)
             continue;
         if (!first)
-            evbuffer_add(b, ", ", 2);
+            evbuffer_add(b, PT_LIT(", "));
         evbuffer_add(b, r->headers[i].value.p, r->headers[i].value.len);
         first = 0;
     }
     if (!first)
-        evbuffer_add(b, ", ", 2);
+        evbuffer_add(b, PT_LIT(", "));
     evbuffer_add_printf(b, "%s\r\n",
                         px_client_ip(conn_peer(px->c), ip, sizeof(ip)));
 }
@@ -292,42 +294,45 @@ static void px_build_head(struct proxy *px, const struct http_request *r)
     struct evbuffer *b = px->head;
 
     evbuffer_add(b, r->method.p, r->method.len);
-    evbuffer_add(b, " ", 1);
+    evbuffer_add(b, PT_LIT(" "));
     if (r->target.len && r->target.p[0] != '/' && r->target.p[0] != '*') {
         /* absolute-form: the upstream gets origin-form */
         if (r->path.len)
             evbuffer_add(b, r->path.p, r->path.len);
         else
-            evbuffer_add(b, "/", 1);
+            evbuffer_add(b, PT_LIT("/"));
         if (r->query.len) {
-            evbuffer_add(b, "?", 1);
+            evbuffer_add(b, PT_LIT("?"));
             evbuffer_add(b, r->query.p, r->query.len);
         }
     } else {
         evbuffer_add(b, r->target.p, r->target.len);
     }
-    evbuffer_add(b, " HTTP/1.1\r\n", 11);
+    evbuffer_add(b, PT_LIT(" HTTP/1.1\r\n"));
     if (up->host)
         evbuffer_add_printf(b, "Host: %s\r\n", up->host);
     else
         px_add_field(b, PT_STR("Host"), r->host);
     px_copy_request_fields(px, r, b);
     px_forwarded_for(px, r, b);
-    evbuffer_add(b, "X-Forwarded-Proto: http\r\n", 25);
+    if (conn_is_tls(px->c))
+        evbuffer_add(b, PT_LIT("X-Forwarded-Proto: https\r\n"));
+    else
+        evbuffer_add(b, PT_LIT("X-Forwarded-Proto: http\r\n"));
     px_add_field(b, PT_STR("X-Forwarded-Host"), r->host);
-    evbuffer_add(b, "Via: 1.1 portico\r\n", 18);
+    evbuffer_add(b, PT_LIT("Via: 1.1 portico\r\n"));
     px_request_id(b, r);
     px_add_ops(b, &px->route->request_headers);
     if (px->upgrade) {
         /* The one hop-by-hop exchange passed on: a protocol switch. */
         const struct http_header *u =
             http_header_find(r->headers, r->nheaders, "Upgrade");
-        evbuffer_add(b, "Connection: upgrade\r\n", 21);
+        evbuffer_add(b, PT_LIT("Connection: upgrade\r\n"));
         px_add_field(b, u->name, u->value);
     }
     if (r->chunked)
-        evbuffer_add(b, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add(b, "\r\n", 2);
+        evbuffer_add(b, PT_LIT("Transfer-Encoding: chunked\r\n"));
+    evbuffer_add(b, PT_LIT("\r\n"));
 }
 
 /* ---- failures before the response head ------------------------------------ */
@@ -468,7 +473,7 @@ static int px_pump_chunked(struct proxy *px, struct evbuffer *in,
             evbuffer_add_printf(out, "%zx\r\n", data.len);
             evbuffer_drain(in, framing);
             evbuffer_remove_buffer(in, out, data.len);
-            evbuffer_add(out, "\r\n", 2);
+            evbuffer_add(out, PT_LIT("\r\n"));
         } else {
             evbuffer_drain(in, (size_t)n);
         }
@@ -478,7 +483,7 @@ static int px_pump_chunked(struct proxy *px, struct evbuffer *in,
     }
     if (px->req_chunk.done) {
         /* Trailers are not forwarded: the last chunk ends the body. */
-        evbuffer_add(out, "0\r\n\r\n", 5);
+        evbuffer_add(out, PT_LIT("0\r\n\r\n"));
         return PT_OK;
     }
     return PT_AGAIN;
@@ -606,7 +611,7 @@ static void px_start_tunnel(struct proxy *px, const struct http_response *r)
         if (!px_hop_by_hop(name) || pt_str_ieq(name, "Upgrade"))
             px_add_field(out, name, r->headers[i].value);
     }
-    evbuffer_add(out, "Connection: upgrade\r\n\r\n", 23);
+    evbuffer_add(out, PT_LIT("Connection: upgrade\r\n\r\n"));
     px->state = PX_TUNNEL;
     px->status = 101;
     px->upstream_us = px_elapsed_us(&px->t0);
@@ -691,7 +696,7 @@ static void px_relay_interim(struct proxy *px, const struct http_response *r)
     for (size_t i = 0; i < r->nheaders; i++)
         if (!px_hop_by_hop(r->headers[i].name))
             px_add_field(out, r->headers[i].name, r->headers[i].value);
-    evbuffer_add(out, "\r\n", 2);
+    evbuffer_add(out, PT_LIT("\r\n"));
 }
 
 static void px_send_head(struct proxy *px, const struct http_response *r)
@@ -706,12 +711,12 @@ static void px_send_head(struct proxy *px, const struct http_response *r)
     px_copy_response_fields(px, r, out);
     px_add_ops(out, &px->route->response_headers);
     if (px->body == BODY_CHUNKED || px->body == BODY_CLOSE_TO_CHUNKED)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        evbuffer_add(out, PT_LIT("Transfer-Encoding: chunked\r\n"));
     if (!keep)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
     else if (px->client_http10)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
+    evbuffer_add(out, PT_LIT("\r\n"));
     conn_set_keep_alive(px->c, keep);
 }
 
@@ -851,7 +856,7 @@ static void px_pump_response(struct proxy *px)
         if (len) {
             evbuffer_add_printf(out, "%zx\r\n", len);
             evbuffer_remove_buffer(in, out, len);
-            evbuffer_add(out, "\r\n", 2);
+            evbuffer_add(out, PT_LIT("\r\n"));
             px->sent += len;
         }
         break;
@@ -974,6 +979,14 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (px->state == PX_CONNECT) {
+        unsigned long e = bufferevent_get_openssl_error(bev);
+        if (e) {
+            char why[200];
+            ERR_error_string_n(e, why, sizeof(why));
+            log_warn("upstream %s: server %s: TLS: %s",
+                     px->route->upstream->name,
+                     ups_server_conf(px->srv)->address, why);
+        }
         px_server_error(px, 502, "connect failed");
         return;
     }

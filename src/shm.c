@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 
 #define SHM_MAGIC 0x70747368u /* "ptsh" */
 #define SHM_HEALTH_SLOTS 4096
@@ -18,10 +19,28 @@
 struct shm_zone {
     uint32_t magic;
     uint32_t nslots;
+    /* Rotation writes the slot after the current one, which no worker
+     * uses since it was retired two rotations ago, then moves current. */
+    _Atomic uint32_t ticket_current;
+    struct shm_ticket_key tickets[SHM_TICKET_KEYS];
     struct shm_health health[SHM_HEALTH_SLOTS];
 };
 
 static struct shm_zone *zone;
+
+static int shm_random(void *buf, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = getrandom((char *)buf + got, len - got, 0);
+        if (n < 0 && errno != EINTR)
+            return PT_ERROR;
+        if (n > 0)
+            got += (size_t)n;
+    }
+    return PT_OK;
+}
 
 int shm_init(void)
 {
@@ -33,7 +52,29 @@ int shm_init(void)
     zone = p;
     zone->magic = SHM_MAGIC;
     zone->nslots = SHM_HEALTH_SLOTS;
+    for (unsigned i = 0; i < SHM_TICKET_KEYS; i++)
+        if (shm_random(&zone->tickets[i], sizeof(zone->tickets[i])) < 0)
+            return PT_ERROR;
     return PT_OK;
+}
+
+const struct shm_ticket_key *shm_ticket_keys(unsigned *current)
+{
+    if (zone == NULL)
+        return NULL;
+    *current = atomic_load(&zone->ticket_current) % SHM_TICKET_KEYS;
+    return zone->tickets;
+}
+
+void shm_ticket_rotate(void)
+{
+    uint32_t next;
+
+    if (zone == NULL)
+        return;
+    next = (atomic_load(&zone->ticket_current) + 1) % SHM_TICKET_KEYS;
+    if (shm_random(&zone->tickets[next], sizeof(zone->tickets[next])) == 0)
+        atomic_store(&zone->ticket_current, next);
 }
 
 /* "group\0address" into key; returns its length, or 0 when too long. */

@@ -23,6 +23,16 @@ struct shm_health {
     _Atomic uint32_t active_down;  /* active checks say it is down */
 };
 
+/* A session-ticket key: the name is sent in the ticket, the AES key
+ * seals it, the HMAC key signs it. */
+struct shm_ticket_key {
+    uint8_t name[16];
+    uint8_t aes[32];
+    uint8_t hmac[32];
+};
+
+#define SHM_TICKET_KEYS 3
+
 /* Map the zone (master, before the first fork).  Returns PT_OK or
  * PT_ERROR with errno set.  The mapping is inherited by every worker and
  * kept across reloads, so health survives them. */
@@ -34,6 +44,16 @@ int shm_init(void);
  * that found no free slot (their health stays per worker).
  */
 size_t shm_health_register(const struct conf *conf);
+
+/*
+ * The ticket keys, shared by every worker so a session resumes anywhere:
+ * keys[*current] seals new tickets, the others still open tickets sealed
+ * before the last rotations.  NULL when there is no zone.
+ */
+const struct shm_ticket_key *shm_ticket_keys(unsigned *current);
+/* The master, now and then: a fresh key takes over sealing; the oldest
+ * is forgotten. */
+void shm_ticket_rotate(void);
 
 /* The slot of a server, or NULL (no zone, or not registered). */
 struct shm_health *shm_health_find(const char *group, const char *address);

@@ -32,7 +32,11 @@
 #include "http_parse.h"
 #include "log.h"
 #include "shm.h"
+#include "tls.h"
 #include "util.h"
+
+#include <event2/bufferevent_ssl.h>
+#include <fcntl.h>
 
 #define UPS_RING_POINTS 160
 
@@ -65,6 +69,7 @@ struct ups_group {
     size_t nservers;
     struct ups_point *ring;         /* owns; balance: hash */
     size_t nring;
+    struct tls_client *tls;         /* owns; NULL for plain HTTP */
 };
 
 struct ups_set {
@@ -160,6 +165,14 @@ struct ups_set *ups_set_new(struct event_base *base, const struct conf *conf)
         }
         if (g->cf->balance == BALANCE_HASH && ups_ring_build(g) < 0)
             goto fail;
+        if (g->cf->tls.enabled) {
+            char why[300];
+            g->tls = tls_client_new(g->cf, why, sizeof(why));
+            if (g->tls == NULL) {
+                log_error("upstream %s: TLS: %s", g->cf->name, why);
+                goto fail;
+            }
+        }
     }
     return set;
 fail:
@@ -202,6 +215,7 @@ void ups_set_free(struct ups_set **sp)
             ups_pool_drain(&g->servers[k]);
         free(g->servers);
         free(g->ring);
+        tls_client_free(&g->tls);
     }
     free(set->groups);
     free(set);
@@ -437,6 +451,45 @@ static void on_idle_read(struct bufferevent *bev, void *arg)
     on_idle_event(bev, BEV_EVENT_READING, arg);
 }
 
+/*
+ * A TLS connection: the TCP connect is started here, and the handshake
+ * runs in the bufferevent once the socket is writable;
+ * BEV_EVENT_CONNECTED comes after the handshake, the write timeout
+ * bounds both.
+ */
+static struct bufferevent *ups_tls_connect(struct ups_server *s)
+{
+    struct bufferevent *bev;
+    int one = 1, saved;
+    int fd = socket(s->cf->addr.ss_family,
+                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    SSL *ssl;
+
+    if (fd < 0)
+        return NULL;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&s->cf->addr, s->cf->addrlen) < 0 &&
+        errno != EINPROGRESS)
+        goto fail;
+    ssl = tls_client_ssl(s->group->tls);
+    if (ssl == NULL)
+        goto fail;
+    bev = bufferevent_openssl_socket_new(s->group->set->base, fd, ssl,
+                                         BUFFEREVENT_SSL_CONNECTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        goto fail;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+fail:
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return NULL;
+}
+
 struct upconn *ups_conn_get(struct ups_server *s)
 {
     struct ups_set *set = s->group->set;
@@ -456,6 +509,16 @@ struct upconn *ups_conn_get(struct ups_server *s)
     if (uc == NULL)
         return NULL;
     uc->srv = s;
+    if (s->group->tls) {
+        uc->bev = ups_tls_connect(s);
+        if (uc->bev == NULL) {
+            int saved = errno;
+            free(uc);
+            errno = saved;
+            return NULL;
+        }
+        return uc;
+    }
     uc->bev = bufferevent_socket_new(set->base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (uc->bev == NULL) {
         free(uc);

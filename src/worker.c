@@ -24,6 +24,7 @@
 #include "channel.h"
 #include "conn.h"
 #include "log.h"
+#include "tls.h"
 #include "upstream.h"
 
 struct worker {
@@ -56,6 +57,9 @@ static void gen_free(struct gen *g)
         if (g->lsn[i])
             evconnlistener_free(g->lsn[i]);
     free(g->lsn);
+    for (size_t i = 0; g->lctx && i < g->conf->nlisteners; i++)
+        tls_server_free(&g->lctx[i].tls);
+    free(g->lctx);
     for (size_t i = 0; g->responds && i < g->conf->nroutes; i++) {
         free(g->responds[i].head);
         free(g->responds[i].fields);
@@ -155,16 +159,32 @@ static struct gen *gen_new(struct worker *w, unsigned id, struct conf *conf,
     g->access_fd = access_fd;
     g->responds = calloc(conf->nroutes + 1, sizeof(*g->responds));
     g->lsn = calloc(conf->nlisteners + 1, sizeof(*g->lsn));
+    g->lctx = calloc(conf->nlisteners + 1, sizeof(*g->lctx));
     g->ups = ups_set_new(w->base, conf);
-    if (g->responds == NULL || g->lsn == NULL || g->ups == NULL)
+    if (g->responds == NULL || g->lsn == NULL || g->lctx == NULL ||
+        g->ups == NULL)
         goto fail;
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        char why[300];
+        g->lctx[i].w = w;
+        if (!conf->listeners[i].tls.enabled)
+            continue;
+        /* Validated by the master: a failure here is memory or a bug. */
+        g->lctx[i].tls = tls_server_new(conf, &conf->listeners[i].tls, why,
+                                        sizeof(why));
+        if (g->lctx[i].tls == NULL) {
+            log_error("listener %s: TLS: %s", conf->listeners[i].listen, why);
+            goto fail;
+        }
+    }
     for (size_t r = 0; r < conf->nroutes; r++)
         if (conf->routes[r].upstream == NULL &&
             gen_build_respond(&g->responds[r], &conf->routes[r].respond))
             goto fail;
     for (size_t i = 0; i < conf->nlisteners; i++, g->nlsn = i) {
         g->lsn[i] = evconnlistener_new(
-            w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED,
+            w->base, on_accept, &g->lctx[i],
+            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED,
             -1, lfds[i]);
         if (g->lsn[i] == NULL)
             goto fail;
@@ -253,9 +273,10 @@ struct http_header *worker_headers(struct worker *w, size_t n)
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
-    struct worker *w = arg;
+    struct gen_listener *lc = arg;
+    struct worker *w = lc->w;
 
-    conn_new(w, fd, sa, salen);
+    conn_new(w, fd, sa, salen, lc->tls);
     if (conn_count() >= w->gen->conf->limits.max_connections &&
         !w->paused) {
         /* Full: stop accepting until a connection closes.  Pending
@@ -269,7 +290,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-    struct worker *w = arg;
+    struct worker *w = ((struct gen_listener *)arg)->w;
     int err = EVUTIL_SOCKET_ERROR();
 
     /* Out of descriptors or memory: pause briefly rather than spin. */
@@ -348,20 +369,25 @@ static void worker_reply(struct worker *w, uint32_t type, uint32_t gen)
         log_error("channel: cannot answer the master: %s", strerror(errno));
 }
 
-/* Read the config bytes the master validated out of its memfd. */
-static struct conf *worker_load_memfd(int fd)
+/* Load the generation the master validated from its memfd: the config
+ * bytes and the files they name, never the disk. */
+static struct conf *worker_load_memfd(struct worker *w, int fd)
 {
     struct conf_diag diag = {0};
     struct conf *conf = NULL;
+    struct channel_bundle b;
     struct stat st;
-    char name[64];
 
     if (fstat(fd, &st) == 0 && st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd,
                        0);
         if (p != MAP_FAILED) {
-            snprintf(name, sizeof(name), "(reloaded config)");
-            conf = conf_load_buffer(name, p, (size_t)st.st_size, &diag);
+            if (channel_bundle_read(p, (size_t)st.st_size, &b) == 0) {
+                conf = conf_load_buffer_files(w->gen->conf->path, b.yaml,
+                                              b.yaml_len, b.files, b.nfiles,
+                                              &diag);
+                channel_bundle_fini(&b);
+            }
             munmap(p, (size_t)st.st_size);
         }
     }
@@ -375,7 +401,7 @@ static void worker_on_generation(struct worker *w,
                                  const struct channel_msg *m, int *fds,
                                  size_t nfds)
 {
-    struct conf *conf = nfds >= 3 ? worker_load_memfd(fds[0]) : NULL;
+    struct conf *conf = nfds >= 3 ? worker_load_memfd(w, fds[0]) : NULL;
     int access_fd = (m->flags & CHANNEL_F_HAS_ACCESS) ? fds[2] : -1;
     struct gen *g;
 

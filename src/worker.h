@@ -14,6 +14,7 @@
 
 struct worker;
 struct ups_set;
+struct tls_server;
 
 /* Pre-serialised response pieces for one respond: route. */
 struct gen_respond {
@@ -21,6 +22,12 @@ struct gen_respond {
     size_t head_len;
     char *fields;   /* owns: route headers, Content-Type, Content-Length */
     size_t fields_len;
+};
+
+/* What an accepting listener knows: its worker and its TLS contexts. */
+struct gen_listener {
+    struct worker *w;        /* borrowed */
+    struct tls_server *tls;  /* owns; NULL for plain HTTP */
 };
 
 /*
@@ -34,6 +41,7 @@ struct gen {
     struct conf *conf;              /* owns */
     struct gen_respond *responds;   /* owns; parallel to conf->routes */
     struct evconnlistener **lsn;    /* owns; parallel to conf->listeners */
+    struct gen_listener *lctx;      /* owns; parallel to conf->listeners */
     size_t nlsn;
     int access_fd;                  /* owns; -1 when the log is off */
     int error_fd;                   /* owns */

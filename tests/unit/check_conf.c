@@ -8,6 +8,8 @@
  * error it must produce, and must produce exactly those, each prefixed
  * with the fixture's path.  Files are found under $PORTICO_SRCDIR, else
  * the PORTICO_SRCDIR define, else "../.." (running from tests/unit).
+ * tests/unit/conf/tls/ holds real PEM files (EC P-256, CN=test.example
+ * and other.example) for the fixtures to name; tls.c's tests may use them.
  * Calls: conf.h, util.h, check.
  */
 #include <check.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -723,6 +726,412 @@ START_TEST(test_body_bytes)
 }
 END_TEST
 
+/* ---- conf: tls, https_redirect and the files they name ---- */
+
+/* The bytes of a file under the source tree; the caller frees them. */
+static char *src_bytes(const char *rel, size_t *len)
+{
+    char *path = src_path(rel), *buf = malloc(64 * 1024);
+    FILE *f = fopen(path, "rb");
+
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    ck_assert_ptr_nonnull(buf);
+    *len = fread(buf, 1, 64 * 1024, f);
+    fclose(f);
+    free(path);
+    return buf;
+}
+
+/* f holds exactly the bytes of rel, and its absolute path names rel. */
+static void check_file(const struct conf *c, const struct conf_file *f,
+                       const char *rel)
+{
+    char *want_path = src_path(rel);
+    char *real_want = realpath(want_path, NULL), *real_got;
+    size_t len;
+    char *want = src_bytes(rel, &len);
+
+    ck_assert_ptr_nonnull(f);
+    ck_assert(f >= c->files && f < c->files + c->nfiles);
+    ck_assert_int_eq(f->path[0], '/');
+    real_got = realpath(f->path, NULL);
+    ck_assert_ptr_nonnull(real_want);
+    ck_assert_ptr_nonnull(real_got);
+    ck_assert_str_eq(real_got, real_want);
+    ck_assert_uint_gt(len, 0);
+    ck_assert_uint_eq(f->len, len);
+    ck_assert_mem_eq(f->data, want, len);
+    ck_assert_int_eq(f->data[len], '\0');
+    free(want);
+    free(want_path);
+    free(real_want);
+    free(real_got);
+}
+
+static int ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), m = strlen(tail);
+
+    return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
+static void check_tls_listeners(const struct conf *c)
+{
+    const struct conf_tls *t0 = &c->listeners[0].tls;
+    const struct conf_tls *t1 = &c->listeners[1].tls;
+
+    ck_assert_uint_eq(c->nlisteners, 3);
+    ck_assert_int_eq(t0->enabled, 1);
+    ck_assert_int_eq(t0->pos.line, 5); /* the tls: key */
+    ck_assert_int_eq(t0->pos.col, 5);
+    ck_assert_uint_eq(t0->ncerts, 2);
+    ck_assert_int_eq(t0->min_version, 0x0304);
+    ck_assert_str_eq(
+        t0->ciphers,
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+    ck_assert_str_eq(t0->ciphersuites,
+                     "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256");
+    /* positions: the item, and the cert: and key: values */
+    ck_assert_int_eq(t0->certs[0].pos.line, 7);
+    ck_assert_int_eq(t0->certs[0].pos.col, 11);
+    ck_assert_int_eq(t0->certs[0].cert_pos.line, 7);
+    ck_assert_int_eq(t0->certs[0].cert_pos.col, 19);
+    ck_assert_int_eq(t0->certs[0].key_pos.line, 7);
+    ck_assert_int_eq(t0->certs[0].key_pos.col, 38);
+    ck_assert_int_eq(t0->certs[1].pos.line, 8);
+    ck_assert_int_eq(t0->certs[1].cert_pos.col, 17);
+    ck_assert_int_eq(t0->certs[1].key_pos.line, 9);
+    ck_assert_int_eq(t0->certs[1].key_pos.col, 16);
+    /* absolute; "./" and "//" are cleaned away, ".." is kept */
+    ck_assert_int_eq(t0->certs[0].cert[0], '/');
+    ck_assert(ends_with(t0->certs[0].cert, "/tests/unit/conf/tls/cert.pem"));
+    ck_assert(ends_with(t0->certs[0].key, "/tests/unit/conf/tls/key.pem"));
+    ck_assert(
+        ends_with(t0->certs[1].cert, "/tests/unit/conf/tls/other-cert.pem"));
+    ck_assert(
+        ends_with(t1->certs[0].cert, "/tests/unit/conf/tls/../tls/cert.pem"));
+    ck_assert_ptr_null(strstr(t0->certs[1].cert, "/./"));
+    ck_assert_ptr_null(strstr(t0->certs[1].cert, "//"));
+    ck_assert_str_eq(t0->certs[0].cert_file->path, t0->certs[0].cert);
+    check_file(c, t0->certs[0].cert_file, "tests/unit/conf/tls/cert.pem");
+    check_file(c, t0->certs[0].key_file, "tests/unit/conf/tls/key.pem");
+    check_file(c, t0->certs[1].cert_file,
+               "tests/unit/conf/tls/other-cert.pem");
+    check_file(c, t0->certs[1].key_file, "tests/unit/conf/tls/other-key.pem");
+    /* the second listener: defaults, and the same key file shared */
+    ck_assert_int_eq(t1->enabled, 1);
+    ck_assert_uint_eq(t1->ncerts, 1);
+    ck_assert_int_eq(t1->min_version, 0x0303);
+    ck_assert_ptr_null(t1->ciphers);
+    ck_assert_ptr_null(t1->ciphersuites);
+    ck_assert_ptr_eq(t1->certs[0].key_file, t0->certs[0].key_file);
+    check_file(c, t1->certs[0].cert_file, "tests/unit/conf/tls/cert.pem");
+    /* the third: no TLS */
+    ck_assert_int_eq(c->listeners[2].tls.enabled, 0);
+    ck_assert_ptr_null(c->listeners[2].tls.certs);
+    ck_assert_uint_eq(c->listeners[2].tls.ncerts, 0);
+}
+
+START_TEST(test_tls_values)
+{
+    struct conf *c = load_fixture("good-tls.yaml");
+    const struct conf_upstream *u = c->upstreams;
+
+    check_tls_listeners(c);
+    /* cert.pem, key.pem, other-cert.pem, other-key.pem and the
+     * "tls/../tls/cert.pem" spelling: each path read once */
+    ck_assert_uint_eq(c->nfiles, 5);
+    for (size_t i = 0; i < c->nfiles; i++) {
+        for (size_t j = 0; j < i; j++)
+            ck_assert_str_ne(c->files[i].path, c->files[j].path);
+    }
+    ck_assert_uint_eq(c->nupstreams, 4);
+    ck_assert_int_eq(u[0].tls.enabled, 1);
+    ck_assert_int_eq(u[0].tls.verify, 1);
+    ck_assert_str_eq(u[0].tls.sni, "API.internal"); /* as written */
+    ck_assert(ends_with(u[0].tls.ca, "/tests/unit/conf/tls/cert.pem"));
+    ck_assert_int_eq(u[0].tls.pos.line, 20);
+    ck_assert_int_eq(u[0].tls.pos.col, 5);
+    ck_assert_int_eq(u[0].tls.ca_pos.line, 20);
+    ck_assert_int_eq(u[0].tls.ca_pos.col, 30);
+    /* a listener's certificate and an upstream's CA: one file */
+    ck_assert_ptr_eq(u[0].tls.ca_file, c->listeners[0].tls.certs[0].cert_file);
+    ck_assert_int_eq(u[1].tls.enabled, 1);
+    ck_assert_int_eq(u[1].tls.verify, 0);
+    ck_assert_ptr_null(u[1].tls.ca);
+    ck_assert_ptr_null(u[1].tls.ca_file);
+    ck_assert_ptr_null(u[1].tls.sni);
+    ck_assert_int_eq(u[2].tls.enabled, 1); /* tls: {} */
+    ck_assert_int_eq(u[2].tls.verify, 1);
+    ck_assert_int_eq(u[3].tls.enabled, 0);
+    ck_assert_uint_eq(c->nroutes, 3);
+    ck_assert_int_eq(c->routes[0].https_redirect, 443);
+    ck_assert(c->routes[0].has_respond);
+    ck_assert_int_eq(c->routes[1].https_redirect, 8443);
+    ck_assert_int_eq(c->routes[2].https_redirect, 0);
+    conf_free(&c);
+}
+END_TEST
+
+/* No TLS written: nothing on, no file read. */
+START_TEST(test_tls_defaults)
+{
+    struct conf_diag diag = {0};
+    struct conf *c = load_str(
+        "listeners: [ { listen: \"127.0.0.1:0\" } ]\n"
+        "upstreams: { a: { servers: [ { address: \"127.0.0.1:1\" } ] } }\n"
+        "routes: [ { upstream: a } ]\n",
+        &diag);
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(c->listeners[0].tls.enabled, 0);
+    ck_assert_int_eq(c->listeners[0].tls.min_version, 0);
+    ck_assert_int_eq(c->upstreams[0].tls.enabled, 0);
+    ck_assert_ptr_null(c->upstreams[0].tls.ca_file);
+    ck_assert_int_eq(c->routes[0].https_redirect, 0);
+    ck_assert_ptr_null(c->files);
+    ck_assert_uint_eq(c->nfiles, 0);
+    conf_free(&c);
+    conf_diag_fini(&diag);
+}
+END_TEST
+
+static const char bundle_yaml[] =
+    "listeners:\n"
+    "  - listen: \"127.0.0.1:8443\"\n"
+    "    tls: { certificates: [ { cert: site.crt, key: /keys/site.key } ] }\n"
+    "upstreams:\n"
+    "  a: { servers: [ { address: \"127.0.0.1:1\" } ], tls: { ca: ../ca.pem } "
+    "}\n";
+
+/* A worker's load: files from the master's bundle, never from the disk. */
+START_TEST(test_tls_bundle)
+{
+    static const char name[] = "/nonexistent-pt/etc/portico.yaml";
+    const struct conf_file files[] = {
+        {(char *)"/nonexistent-pt/etc/other.pem", (char *)"x", 1},
+        {(char *)"/keys/site.key", (char *)"KEY\0B", 5},
+        {(char *)"/nonexistent-pt/etc/site.crt", (char *)"CERT\n", 5},
+        {(char *)"/nonexistent-pt/etc/../ca.pem", (char *)"CA", 2},
+    };
+    struct conf_diag diag = {0};
+    const struct conf_cert *cert;
+    struct conf *c =
+        conf_load_buffer_files(name, bundle_yaml, strlen(bundle_yaml), files,
+                               PT_ARRAY_LEN(files), &diag);
+
+    diag_print(&diag);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->nfiles, 3); /* other.pem is not named */
+    cert = &c->listeners[0].tls.certs[0];
+    ck_assert_str_eq(cert->cert, "/nonexistent-pt/etc/site.crt");
+    ck_assert_str_eq(cert->cert_file->data, "CERT\n");
+    ck_assert_uint_eq(cert->cert_file->len, 5);
+    ck_assert_ptr_ne(cert->cert_file->data, files[2].data); /* a copy */
+    ck_assert_uint_eq(cert->key_file->len, 5);
+    ck_assert_mem_eq(cert->key_file->data, "KEY\0B", 6); /* NUL-ended */
+    ck_assert_str_eq(c->upstreams[0].tls.ca_file->data, "CA");
+    conf_free(&c);
+    /* one missing from the bundle: an error where it is named */
+    c = conf_load_buffer_files(name, bundle_yaml, strlen(bundle_yaml), files,
+                               3, &diag);
+    ck_assert_ptr_null(c);
+    if (diag.n != 1)
+        diag_print(&diag);
+    ck_assert_uint_eq(diag.n, 1);
+    ck_assert_str_eq(diag.msgs[0],
+                     "/nonexistent-pt/etc/portico.yaml:5:60: error: "
+                     "upstreams.a.tls.ca: cannot read "
+                     "/nonexistent-pt/etc/../ca.pem: not in the validated "
+                     "bundle");
+    conf_diag_fini(&diag);
+}
+END_TEST
+
+/* Files that are on the disk are still taken from the bundle alone, and
+ * the master's files make a worker's load that dumps the same. */
+START_TEST(test_tls_bundle_no_disk)
+{
+    char *path = src_path("tests/unit/conf/good-tls.yaml");
+    struct conf_diag diag = {0};
+    struct conf *c = conf_load_file(path, &diag), *w;
+    char *dump1, *dump2;
+
+    ck_assert_ptr_nonnull(c);
+    w = conf_load_buffer_files(path, c->source, c->source_len, c->files,
+                               c->nfiles, &diag);
+    diag_print(&diag);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_uint_eq(w->nfiles, c->nfiles);
+    for (size_t i = 0; i < w->nfiles; i++) {
+        ck_assert_str_eq(w->files[i].path, c->files[i].path);
+        ck_assert_uint_eq(w->files[i].len, c->files[i].len);
+        ck_assert_mem_eq(w->files[i].data, c->files[i].data, c->files[i].len);
+    }
+    dump1 = dump_string(c);
+    dump2 = dump_string(w);
+    ck_assert_str_eq(dump1, dump2);
+    conf_free(&w);
+    /* an empty bundle: every file is missing, though on the disk */
+    w = conf_load_buffer_files(path, c->source, c->source_len, NULL, 0, &diag);
+    ck_assert_ptr_null(w);
+    ck_assert_uint_eq(diag.n, c->nfiles);
+    for (size_t i = 0; i < diag.n; i++)
+        ck_assert_msg(ends_with(diag.msgs[i], ": not in the validated bundle"),
+                      "%s", diag.msgs[i]);
+    conf_free(&c);
+    conf_diag_fini(&diag);
+    free(dump1);
+    free(dump2);
+    free(path);
+}
+END_TEST
+
+static void write_file(const char *dir, const char *name, size_t len)
+{
+    char *path;
+    FILE *f;
+
+    ck_assert_int_ge(asprintf(&path, "%s/%s", dir, name), 0);
+    f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < len; i++)
+        fputc('A' + (int)(i % 26), f);
+    fclose(f);
+    free(path);
+}
+
+static void remove_file(const char *dir, const char *name)
+{
+    char *path;
+
+    ck_assert_int_ge(asprintf(&path, "%s/%s", dir, name), 0);
+    unlink(path);
+    free(path);
+}
+
+/* Empty, too big, not a regular file; exactly 1m is fine. */
+START_TEST(test_tls_file_errors)
+{
+    static const char *const names[] = {"empty.pem", "big.pem", "exact.pem",
+                                        "fifo"};
+    static const char yaml[] =
+        "listeners:\n"
+        "  - listen: \"127.0.0.1:8443\"\n"
+        "    tls:\n"
+        "      certificates:\n"
+        "        - { cert: exact.pem, key: empty.pem }\n"
+        "        - { cert: big.pem, key: fifo }\n";
+    static const char good[] =
+        "listeners:\n"
+        "  - listen: \"127.0.0.1:8443\"\n"
+        "    tls: { certificates: [ { cert: exact.pem, key: exact.pem } ] }\n";
+    char dir[] = "/tmp/check_conf.XXXXXX", *name, *fifo, *msg;
+    struct conf_diag diag = {0};
+    struct conf *c;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    write_file(dir, "empty.pem", 0);
+    write_file(dir, "big.pem", 1024 * 1024 + 1);
+    write_file(dir, "exact.pem", 1024 * 1024);
+    ck_assert_int_ge(asprintf(&fifo, "%s/fifo", dir), 0);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_ge(asprintf(&name, "%s/portico.yaml", dir), 0);
+    c = conf_load_buffer(name, yaml, strlen(yaml), &diag);
+    ck_assert_ptr_null(c);
+    if (diag.n != 3)
+        diag_print(&diag);
+    ck_assert_uint_eq(diag.n, 3);
+    ck_assert_int_ge(asprintf(&msg,
+                              "%s:5:35: error: listeners[0].tls."
+                              "certificates[0].key: %s/empty.pem is "
+                              "empty",
+                              name, dir),
+                     0);
+    ck_assert_str_eq(diag.msgs[0], msg);
+    free(msg);
+    ck_assert_int_ge(asprintf(&msg,
+                              "%s:6:19: error: listeners[0].tls."
+                              "certificates[1].cert: %s/big.pem is "
+                              "larger than 1m",
+                              name, dir),
+                     0);
+    ck_assert_str_eq(diag.msgs[1], msg);
+    free(msg);
+    ck_assert_int_ge(asprintf(&msg,
+                              "%s:6:33: error: listeners[0].tls."
+                              "certificates[1].key: cannot read "
+                              "%s/fifo: not a regular file",
+                              name, dir),
+                     0);
+    ck_assert_str_eq(diag.msgs[2], msg);
+    free(msg);
+    conf_diag_fini(&diag);
+    c = conf_load_buffer(name, good, strlen(good), &diag);
+    diag_print(&diag);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->nfiles, 1);
+    ck_assert_uint_eq(c->files[0].len, 1024 * 1024);
+    ck_assert_int_eq(c->files[0].data[1024 * 1024], '\0');
+    ck_assert_ptr_eq(c->listeners[0].tls.certs[0].key_file, &c->files[0]);
+    conf_free(&c);
+    for (size_t i = 0; i < PT_ARRAY_LEN(names); i++)
+        remove_file(dir, names[i]);
+    rmdir(dir);
+    free(fifo);
+    free(name);
+}
+END_TEST
+
+/* Relative paths: from the config's directory, else the current one. */
+START_TEST(test_tls_relative)
+{
+    static const struct {
+        const char *name;
+        int under_cwd; /* dir is under the current directory */
+        const char *dir;
+    } cases[] = {
+        {"(fuzz)", 1, ""},
+        {"fuzz.yaml", 1, ""},
+        {"sub/dir/portico.yaml", 1, "/sub/dir"},
+        {"./sub//portico.yaml", 1, "/sub"},
+        {"/etc/portico/portico.yaml", 0, "/etc/portico"},
+        {"/portico.yaml", 0, ""},
+    };
+    static const char yaml[] =
+        "listeners: [ { listen: \"127.0.0.1:0\" } ]\n"
+        "upstreams: { a: { servers: [ { address: \"127.0.0.1:1\" } ], "
+        "tls: { ca: nope-pt.pem } } }\n";
+    char *cwd = getcwd(NULL, 0);
+
+    ck_assert_ptr_nonnull(cwd);
+    if (strcmp(cwd, "/") == 0)
+        cwd[0] = '\0';
+    for (size_t i = 0; i < PT_ARRAY_LEN(cases); i++) {
+        struct conf_diag diag = {0};
+        struct conf *c =
+            conf_load_buffer(cases[i].name, yaml, strlen(yaml), &diag);
+        char *want;
+
+        ck_assert_ptr_null(c);
+        ck_assert_int_ge(asprintf(&want,
+                                  "%s:2:71: error: upstreams.a.tls.ca: "
+                                  "cannot read %s%s/nope-pt.pem: No such "
+                                  "file or directory",
+                                  cases[i].name, cases[i].under_cwd ? cwd : "",
+                                  cases[i].dir),
+                         0);
+        if (diag.n != 1)
+            diag_print(&diag);
+        ck_assert_uint_eq(diag.n, 1);
+        ck_assert_str_eq(diag.msgs[0], want);
+        free(want);
+        conf_diag_fini(&diag);
+    }
+    free(cwd);
+}
+END_TEST
+
 /* ---- conf: errors ---- */
 
 START_TEST(test_three_errors)
@@ -1047,6 +1456,12 @@ static Suite *conf_suite(void)
     tcase_add_test(values, test_upstream_values);
     tcase_add_test(values, test_upstream_defaults);
     tcase_add_test(values, test_health_values);
+    tcase_add_test(values, test_tls_values);
+    tcase_add_test(values, test_tls_defaults);
+    tcase_add_test(values, test_tls_bundle);
+    tcase_add_test(values, test_tls_bundle_no_disk);
+    tcase_add_test(values, test_tls_file_errors);
+    tcase_add_test(values, test_tls_relative);
     tcase_add_test(errors, test_three_errors);
     tcase_add_test(errors, test_errors_appended);
     tcase_add_test(errors, test_load_file_missing);

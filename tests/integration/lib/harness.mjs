@@ -198,6 +198,7 @@ const LISTENING = /master notice: listening on (\S+) \(listen: "([^"]*)"\)/;
 /**
  * Start porticod in the foreground.  opts: config (object or YAML text),
  * workers (overrides config.workers), dir (default: a new temp dir),
+ * args (more arguments), env (variables added to this process's),
  * waitReady (default true).  Resolves once the master logged "ready:".
  */
 export async function startPortico(opts = {}) {
@@ -210,6 +211,7 @@ export async function startPortico(opts = {}) {
 
   const proc = spawn(PORTICOD, ['-c', confPath, ...(opts.args || [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: opts.env ? { ...process.env, ...opts.env } : process.env,
   });
   const d = new Daemon(proc, dir, confPath);
   running.add(d);
