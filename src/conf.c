@@ -7,6 +7,7 @@
  * Calls: conf_yaml.c, util.c, libc (getpwnam, sysconf, open, read).
  * Never: libyaml, libevent, socket I/O.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -223,6 +224,61 @@ static void upstream_fill_defaults(struct conf_upstream *u,
         u->health_check.path = xstrdup("/");
 }
 
+/* Is any exchange logged: the global format, or a listener's or route's? */
+static int access_log_used(const struct conf *c)
+{
+    int on = c->access_log.format != ACCESS_OFF;
+
+    for (size_t i = 0; !on && i < c->nlisteners; i++)
+        on = c->listeners[i].access_format == ACCESS_COMBINED ||
+             c->listeners[i].access_format == ACCESS_JSON;
+    for (size_t i = 0; !on && i < c->nroutes; i++)
+        on = c->routes[i].access_format == ACCESS_COMBINED ||
+             c->routes[i].access_format == ACCESS_JSON;
+    return on;
+}
+
+/* admin: becomes one more listener, served by the built-in handler; by
+ * default it listens on loopback and lets only loopback clients in. */
+static void admin_fill_defaults(struct conf *c)
+{
+    struct conf_admin *a = &c->admin;
+    static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
+    const char *why;
+    struct conf_listener *ls;
+
+    if (!a->enabled)
+        return;
+    if (a->listener.listen == NULL) {
+        a->listener.listen = xstrdup("127.0.0.1:9901");
+        a->listener.pos = a->pos;
+        pt_parse_addr(a->listener.listen, &a->listener.addr,
+                      &a->listener.addrlen, &why);
+    }
+    if (a->allow == NULL) {
+        a->allow = calloc(PT_ARRAY_LEN(loopback), sizeof(*a->allow));
+        if (a->allow == NULL)
+            abort();
+        for (size_t i = 0; i < PT_ARRAY_LEN(loopback); i++) {
+            struct conf_allow *al = &a->allow[a->nallow++];
+            const char *s = loopback[i];
+            al->family = strchr(s, ':') ? AF_INET6 : AF_INET;
+            inet_pton(al->family, al->family == AF_INET ? "127.0.0.0" : "::1",
+                      al->addr);
+            al->prefix = al->family == AF_INET ? 8 : 128;
+            al->text = xstrdup(s);
+        }
+    }
+    ls = realloc(c->listeners, (c->nlisteners + 1) * sizeof(*ls));
+    if (ls == NULL)
+        abort();
+    c->listeners = ls;
+    ls[c->nlisteners] = a->listener;
+    ls[c->nlisteners].admin = 1;
+    memset(&a->listener, 0, sizeof(a->listener)); /* moved */
+    c->nlisteners++;
+}
+
 /* Defaults that depend on what the file said, filled in after parsing. */
 static void conf_fill_defaults(struct conf *c)
 {
@@ -230,7 +286,8 @@ static void conf_fill_defaults(struct conf *c)
         c->workers = workers_auto_count();
     if (c->error_log.path == NULL)
         c->error_log.path = xstrdup("stderr");
-    if (c->access_log.format == ACCESS_OFF) {
+    admin_fill_defaults(c);
+    if (!access_log_used(c)) {
         free(c->access_log.path);
         c->access_log.path = NULL;
     } else if (c->access_log.path == NULL) {
@@ -793,6 +850,10 @@ void conf_free(struct conf **conf)
     for (size_t i = 0; i < c->nlisteners; i++)
         listener_free(&c->listeners[i]);
     free(c->listeners);
+    listener_free(&c->admin.listener);
+    for (size_t i = 0; i < c->admin.nallow; i++)
+        free(c->admin.allow[i].text);
+    free(c->admin.allow);
     for (size_t i = 0; i < c->nroutes; i++)
         route_free(&c->routes[i]);
     free(c->routes);
@@ -912,6 +973,11 @@ static void dump_process(const struct conf *c, FILE *out)
         dump_line(out, "", "pid_file", c->pid_file, strlen(c->pid_file));
 }
 
+static const char *access_format_name(int f)
+{
+    return f == ACCESS_OFF ? "off" : f == ACCESS_JSON ? "json" : "combined";
+}
+
 static void dump_logs(const struct conf *c, FILE *out)
 {
     fputs("error_log:\n", out);
@@ -923,8 +989,7 @@ static void dump_logs(const struct conf *c, FILE *out)
     if (c->access_log.path != NULL)
         dump_line(out, "  ", "path", c->access_log.path,
                   strlen(c->access_log.path));
-    fprintf(out, "  format: %s\n",
-            c->access_log.format == ACCESS_OFF ? "off" : "combined");
+    fprintf(out, "  format: %s\n", access_format_name(c->access_log.format));
 }
 
 static void dump_size(FILE *out, const char *key, uint64_t v)
@@ -991,6 +1056,23 @@ static void dump_listener_tls(const struct conf_tls *tls, FILE *out)
     dump_text(out, "      ", "ciphersuites", tls->ciphersuites);
 }
 
+static void dump_admin(const struct conf *c, FILE *out)
+{
+    if (!c->admin.enabled)
+        return;
+    fputs("admin:\n", out);
+    for (size_t i = 0; i < c->nlisteners; i++)
+        if (c->listeners[i].admin)
+            dump_line(out, "  ", "listen", c->listeners[i].listen,
+                      strlen(c->listeners[i].listen));
+    fputs("  allow:\n", out);
+    for (size_t i = 0; i < c->admin.nallow; i++) {
+        fputs("    - ", out);
+        dump_str(out, c->admin.allow[i].text, strlen(c->admin.allow[i].text));
+        fputc('\n', out);
+    }
+}
+
 static void dump_listeners(const struct conf *c, FILE *out)
 {
     if (c->nlisteners == 0) {
@@ -1001,10 +1083,16 @@ static void dump_listeners(const struct conf *c, FILE *out)
     for (size_t i = 0; i < c->nlisteners; i++) {
         const struct conf_listener *l = &c->listeners[i];
 
+        if (l->admin)
+            continue;
         dump_line(out, "  - ", "listen", l->listen, strlen(l->listen));
         fprintf(out, "    backlog: %d\n", l->backlog);
+        if (l->access_format != ACCESS_INHERIT)
+            fprintf(out, "    access_log: { format: %s }\n",
+                    access_format_name(l->access_format));
         dump_listener_tls(&l->tls, out);
     }
+    dump_admin(c, out);
 }
 
 /* "KEY:" then one "NAME: VALUE" line per field, indented under it. */
@@ -1147,6 +1235,9 @@ static void dump_route(const struct conf_route *r, FILE *out)
         fputs("    https_redirect: true\n", out);
     else if (r->https_redirect != 0)
         fprintf(out, "    https_redirect: %d\n", r->https_redirect);
+    if (r->access_format != ACCESS_INHERIT)
+        fprintf(out, "    access_log: { format: %s }\n",
+                access_format_name(r->access_format));
     if (!r->has_respond) {
         dump_route_upstream(r, out);
         return;

@@ -18,7 +18,9 @@
 enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_NOTICE, LOG_LVL_WARN,
                  LOG_LVL_ERROR };
 
-enum access_format { ACCESS_COMBINED, ACCESS_OFF };
+/* ACCESS_INHERIT (0) in a listener or route: use the enclosing format. */
+enum access_format { ACCESS_INHERIT, ACCESS_COMBINED, ACCESS_OFF,
+                     ACCESS_JSON };
 
 /* Where a value came from, so later checks can point at it. */
 struct conf_pos {
@@ -63,6 +65,27 @@ struct conf_listener {
     socklen_t addrlen;
     int backlog;                  /* default 511 */
     struct conf_tls tls;
+    int access_format;            /* enum access_format; INHERIT = the
+                                     global access_log.format */
+    int admin;                    /* 1: the admin listener (added by the
+                                     loader from admin:) */
+    struct conf_pos pos;
+};
+
+/* A client address range allowed on the admin listener. */
+struct conf_allow {
+    int family;        /* AF_INET or AF_INET6 */
+    uint8_t addr[16];  /* network byte order */
+    unsigned prefix;   /* bits */
+    char *text;        /* owns: as written */
+};
+
+struct conf_admin {
+    int enabled;              /* 1 when admin: is written */
+    struct conf_listener listener; /* while loading; then moved into
+                                      conf->listeners with admin = 1 */
+    struct conf_allow *allow; /* owns; default loopback only */
+    size_t nallow;
     struct conf_pos pos;
 };
 
@@ -166,6 +189,8 @@ struct conf_route {
     struct conf_upstream_timeouts timeouts; /* 0 = the upstream's */
     struct conf_header_ops request_headers;  /* headers.request */
     struct conf_header_ops response_headers; /* headers.response */
+    int access_format;       /* enum access_format; INHERIT = the
+                                listener's */
     int https_redirect;      /* 0 off; else a request that came in plain
                                 HTTP gets 308 to https on this port (443
                                 for "true") */
@@ -215,6 +240,7 @@ struct conf {
                                       for text/event-stream responses */
     } timeouts;
 
+    struct conf_admin admin;         /* its listener is in listeners[] */
     struct conf_file *files;         /* owns: certificates, keys, CAs */
     size_t nfiles;
     struct conf_upstream *upstreams; /* owns; in file order */

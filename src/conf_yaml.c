@@ -81,19 +81,16 @@ static void set_level(struct walk *w, const struct slot *at)
 
 static void set_format(struct walk *w, const struct slot *at)
 {
-    static const char *const names[] = {"combined", "off"};
-    static const enum access_format formats[] = {ACCESS_COMBINED, ACCESS_OFF};
+    static const char *const names[] = {"combined", "json", "off"};
+    static const enum access_format formats[] = {ACCESS_COMBINED, ACCESS_JSON,
+                                                 ACCESS_OFF};
     const char *s = walk_text(w, at->val, "a log format");
 
     if (s == NULL)
         return;
-    if (strcmp(s, "json") == 0) {
-        walk_error(w, at->val, "format \"json\" is not supported yet");
-        return;
-    }
     for (size_t i = 0; i < PT_ARRAY_LEN(names); i++) {
         if (strcmp(s, names[i]) == 0) {
-            *(enum access_format *)walk_field(at) = formats[i];
+            *(int *)walk_field(at) = (int)formats[i];
             return;
         }
     }
@@ -1135,7 +1132,20 @@ static const struct key_spec listener_tls_keys[] = {
     {0},
 };
 
+/* A listener's or a route's access_log: only the format changes; the
+ * file stays the global access_log.path. */
+static const struct key_spec listener_access_keys[] = {
+    FIELD("format", set_format, struct conf_listener, access_format),
+    {0},
+};
+
+static const struct key_spec route_access_keys[] = {
+    FIELD("format", set_format, struct conf_route, access_format),
+    {0},
+};
+
 static const struct key_spec listener_keys[] = {
+    SECTION("access_log", walk_set_section, listener_access_keys),
     FIELD("listen", set_listen, struct conf_listener, listen),
     NUM("backlog", walk_set_uint, struct conf_listener, backlog, 1, 65535,
         "the kernel caps it at net.core.somaxconn anyway"),
@@ -1256,9 +1266,96 @@ static const struct key_spec route_keys[] = {
     NUM("https_redirect", set_https_redirect, struct conf_route,
         https_redirect, 1, 65535,
         "the port of the https listener; false turns the redirect off"),
+    SECTION("access_log", walk_set_section, route_access_keys),
     OTHER("cache", walk_set_unsupported),
     {0},
 };
+
+/* ---- admin ---- */
+
+static void set_admin_listen(struct walk *w, const struct slot *at)
+{
+    struct conf_admin *a = at->base;
+    struct slot s = *at;
+
+    s.base = &a->listener;
+    set_listen(w, &s);
+}
+
+/* "127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8" */
+static int parse_allow(const char *s, struct conf_allow *out)
+{
+    char ip[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t iplen = slash ? (size_t)(slash - s) : strlen(s);
+    unsigned max, prefix;
+
+    if (iplen == 0 || iplen >= sizeof(ip))
+        return PT_ERROR;
+    memcpy(ip, s, iplen);
+    ip[iplen] = '\0';
+    if (inet_pton(AF_INET, ip, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, ip, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        return PT_ERROR;
+    }
+    prefix = max;
+    if (slash) {
+        char *end;
+        unsigned long v = strtoul(slash + 1, &end, 10);
+        if (slash[1] < '0' || slash[1] > '9' || *end != '\0' || v > max)
+            return PT_ERROR;
+        prefix = (unsigned)v;
+    }
+    out->prefix = prefix;
+    return PT_OK;
+}
+
+static void set_admin_allow(struct walk *w, const struct slot *at)
+{
+    struct conf_admin *a = at->base;
+    const struct ynode *seq = at->val;
+    struct quoted q;
+
+    if (!walk_expect(w, seq, YNODE_SEQ, "a sequence of addresses"))
+        return;
+    a->allow = calloc(seq->nkids + 1, sizeof(*a->allow));
+    if (a->allow == NULL)
+        abort();
+    for (size_t i = 0; i < seq->nkids; i++) {
+        const struct ynode *v = seq->kids[i];
+        const char *s = walk_text(w, v, "an address like 10.0.0.0/8 or ::1");
+        if (s == NULL)
+            continue;
+        if (parse_allow(s, &a->allow[a->nallow]) < 0) {
+            walk_error(w, v,
+                       "cannot parse %s: expected an IPv4 or IPv6 address, "
+                       "with an optional /prefix",
+                       walk_quote(&q, v->str, v->len));
+            continue;
+        }
+        a->allow[a->nallow++].text = walk_xmemdup(s, v->len);
+    }
+}
+
+static const struct key_spec admin_keys[] = {
+    OTHER("listen", set_admin_listen),
+    OTHER("allow", set_admin_allow),
+    {0},
+};
+
+static void set_admin(struct walk *w, const struct slot *at)
+{
+    struct conf_admin *a = walk_field(at);
+
+    a->enabled = 1;
+    a->pos = at->key->pos;
+    walk_map(w, at->val, at->k->sub, a);
+}
 
 static const struct key_spec root_keys[] = {
     NUM("workers", set_workers, struct conf, workers, 1, 512,
@@ -1273,7 +1370,7 @@ static const struct key_spec root_keys[] = {
     SECTION("routes", set_routes, route_keys),
     SECTION("upstreams", set_upstreams, upstream_keys),
     OTHER("cache", walk_set_unsupported),
-    OTHER("admin", walk_set_unsupported),
+    SECTION_AT("admin", set_admin, struct conf, admin, admin_keys),
     {0},
 };
 

@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,8 +31,10 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 
+#include "admin.h"
 #include "http_parse.h"
 #include "log.h"
+#include "stats.h"
 #include "proxy.h"
 #include "route.h"
 #include "tls.h"
@@ -68,6 +71,8 @@ struct conn_req {
     struct timeval start;
     /* access-log copies of method, target, referer, user agent */
     struct pt_str method, target, referer, user_agent;
+    struct pt_str request_id; /* the client's X-Request-Id, or rid */
+    char rid[33];             /* one made for the request */
 };
 
 struct conn {
@@ -84,6 +89,9 @@ struct conn {
     unsigned head_started : 1; /* a byte of the next head has arrived */
     unsigned stop_after : 1;   /* graceful stop: close after this one */
     unsigned tls : 1;          /* accepted on a TLS listener */
+    unsigned admin : 1;        /* accepted on the admin listener */
+    int access_format;         /* the listener's (or the global) format */
+    uint64_t bytes_in, bytes_out; /* not yet added to the shared stats */
     struct conn_req req;
     char *logbuf;         /* owns: storage for req's access-log copies */
     size_t logcap;
@@ -153,7 +161,35 @@ static const struct conf *conn_conf(struct conn *c)
     return c->req.gen ? c->req.gen->conf : worker_gen(c->w)->conf;
 }
 
-/* ---- access log ------------------------------------------------------ */
+/* ---- access log and counters ----------------------------------------- */
+
+/* Bytes counted per connection reach the shared counters in batches. */
+static void conn_flush_bytes(struct conn *c)
+{
+    struct stats_global *g = stats_global();
+
+    if (g == NULL)
+        return;
+    if (c->bytes_in)
+        atomic_fetch_add_explicit(&g->bytes_in, c->bytes_in,
+                                  memory_order_relaxed);
+    if (c->bytes_out)
+        atomic_fetch_add_explicit(&g->bytes_out, c->bytes_out,
+                                  memory_order_relaxed);
+    c->bytes_in = c->bytes_out = 0;
+}
+
+static void on_in_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
+                        void *arg)
+{
+    ((struct conn *)arg)->bytes_in += i->n_added;
+}
+
+static void on_out_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
+                         void *arg)
+{
+    ((struct conn *)arg)->bytes_out += i->n_deleted;
+}
 
 static struct pt_str conn_keep(char **dst, struct pt_str s)
 {
@@ -164,16 +200,42 @@ static struct pt_str conn_keep(char **dst, struct pt_str s)
 }
 
 /* Copy what the access log needs out of the head before it is drained. */
+/* 128 random bits in hex: an X-Request-Id for a request that has none. */
+static void conn_make_rid(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char rnd[16];
+
+    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+        for (size_t i = 0; i < sizeof(rnd); i++)
+            rnd[i] = (unsigned char)random();
+    for (size_t i = 0; i < sizeof(rnd); i++) {
+        out[2 * i] = hex[rnd[i] >> 4];
+        out[2 * i + 1] = hex[rnd[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+struct pt_str conn_request_id(const struct conn *c)
+{
+    return c->req.request_id;
+}
+
 static void conn_log_capture(struct conn *c, const struct http_request *r)
 {
-    const struct http_header *ref, *ua;
+    const struct http_header *ref, *ua, *rid;
     size_t need;
     char *p;
 
     ref = http_header_find(r->headers, r->nheaders, "Referer");
     ua = http_header_find(r->headers, r->nheaders, "User-Agent");
+    rid = http_header_find(r->headers, r->nheaders, "X-Request-Id");
+    if (rid == NULL) {
+        conn_make_rid(c->req.rid);
+        c->req.request_id = (struct pt_str){c->req.rid, 32};
+    }
     need = r->method.len + r->target.len + (ref ? ref->value.len : 0) +
-           (ua ? ua->value.len : 0);
+           (ua ? ua->value.len : 0) + (rid ? rid->value.len : 0);
     if (need > c->logcap) {
         char *nb = realloc(c->logbuf, need);
         if (nb == NULL)
@@ -188,16 +250,24 @@ static void conn_log_capture(struct conn *c, const struct http_request *r)
         c->req.referer = conn_keep(&p, ref->value);
     if (ua)
         c->req.user_agent = conn_keep(&p, ua->value);
+    if (rid)
+        c->req.request_id = conn_keep(&p, rid->value);
 }
 
 static void conn_log_access_up(struct conn *c, int status, uint64_t bytes,
                                const char *upstream, uint64_t upstream_us)
 {
     struct gen *g = c->req.gen ? c->req.gen : worker_gen(c->w);
+    const struct conf_route *r = c->req.route;
+    int format = r && r->access_format ? r->access_format : c->access_format;
     struct access_entry e;
     struct timeval now, d;
 
-    if (g->conf->access_log.format == ACCESS_OFF)
+    stats_request(r && c->req.gen ? c->req.gen->route_stats[r - g->conf->routes]
+                                  : NULL,
+                  status);
+    conn_flush_bytes(c);
+    if (format == ACCESS_OFF)
         return;
     event_base_gettimeofday_cached(worker_base(c->w), &now);
     evutil_timersub(&now, &c->req.start, &d);
@@ -213,7 +283,8 @@ static void conn_log_access_up(struct conn *c, int status, uint64_t bytes,
     e.duration_us = (uint64_t)d.tv_sec * 1000000 + (uint64_t)d.tv_usec;
     e.upstream = upstream;
     e.upstream_us = upstream_us;
-    access_log_write(g->access_fd, g->conf->access_log.format, &e);
+    e.request_id = c->req.request_id;
+    access_log_write(g->access_fd, (enum access_format)format, &e);
 }
 
 static void conn_log_access(struct conn *c, int status, uint64_t bytes)
@@ -241,6 +312,10 @@ static void conn_free(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     conn_n--;
+    conn_flush_bytes(c);
+    if (stats_global())
+        atomic_fetch_sub_explicit(&stats_global()->connections_open, 1,
+                                  memory_order_relaxed);
     event_free(c->timer);
     bufferevent_free(c->bev);
     free(c->logbuf);
@@ -513,20 +588,61 @@ static void conn_redirect_https(struct conn *c, const struct http_request *r)
         p--;
     if (p > host.p && p[-1] == ':' && p < host.p + host.len)
         host.len = (size_t)(p - 1 - host.p);
+    if (host.len == 0) {
+        conn_error(c, 400, "https_redirect needs a Host header");
+        return;
+    }
     evbuffer_add(out, PT_LIT("HTTP/1.1 308 Permanent Redirect\r\n"));
     conn_add_common(c, out, 0);
     evbuffer_add_printf(out, "Location: https://%.*s", (int)host.len,
                         host.p);
     if (port != 443)
         evbuffer_add_printf(out, ":%d", port);
-    if (r->target.len && r->target.p[0] == '/')
+    /* origin-form as is; absolute-form by its path and query */
+    if (r->target.len && r->target.p[0] == '/') {
         evbuffer_add(out, r->target.p, r->target.len);
-    else
-        evbuffer_add(out, PT_LIT("/"));
+    } else {
+        evbuffer_add(out, r->path.len ? r->path.p : "/",
+                     r->path.len ? r->path.len : 1);
+        if (r->query.len) {
+            evbuffer_add(out, "?", 1);
+            evbuffer_add(out, r->query.p, r->query.len);
+        }
+    }
     evbuffer_add(out, PT_LIT("\r\nContent-Length: 0\r\n\r\n"));
     conn_log_access(c, 308, 0);
     conn_end_request(c);
     conn_close_after_write(c);
+}
+
+/* A request on the admin listener: built-in endpoints, no routes.  Its
+ * body, if any, is not read: the connection closes after the answer. */
+static void conn_admin(struct conn *c, const struct http_request *r)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct admin_reply reply = {0, NULL, evbuffer_new()};
+    int keep = conn_client_keep_alive(c) && !r->chunked &&
+               r->content_length <= 0;
+    size_t len;
+
+    if (reply.body == NULL) {
+        conn_error(c, 500, "out of memory");
+        return;
+    }
+    admin_handle(c->req.gen->conf, r, &reply);
+    len = evbuffer_get_length(reply.body);
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", reply.status,
+                        http_reason(reply.status));
+    conn_add_common(c, out, keep);
+    evbuffer_add_printf(out,
+                        "Content-Type: %s\r\nCache-Control: no-store\r\n"
+                        "Content-Length: %zu\r\n\r\n",
+                        reply.content_type, len);
+    if (!c->req.head_only)
+        evbuffer_add_buffer(out, reply.body);
+    evbuffer_free(reply.body);
+    conn_log_access(c, reply.status, c->req.head_only ? 0 : len);
+    conn_next(c, keep);
 }
 
 static void conn_start_request(struct conn *c, struct http_request *r,
@@ -548,6 +664,12 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     evtimer_del(c->timer);
     if (r->method_id == HTTP_M_CONNECT) {
         conn_error(c, 501, "CONNECT is not supported");
+        return;
+    }
+    if (c->admin) {
+        c->req.route = NULL;
+        evbuffer_drain(in, head_len);
+        conn_admin(c, r);
         return;
     }
     if (c->req.route && c->req.route->https_redirect && !c->tls) {
@@ -854,8 +976,9 @@ static struct bufferevent *conn_bev_new(struct event_base *base,
 }
 
 int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-             int salen, struct tls_server *tls)
+             int salen, const struct gen_listener *lc)
 {
+    struct tls_server *tls = lc->tls;
     struct event_base *base = worker_base(w);
     struct conn *c = calloc(1, sizeof(*c));
     int one = 1;
@@ -883,6 +1006,16 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     }
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     conn_read_timeout(c, 0);
+    c->admin = lc->admin;
+    c->access_format = lc->access_format;
+    evbuffer_add_cb(bufferevent_get_input(c->bev), on_in_bytes, c);
+    evbuffer_add_cb(bufferevent_get_output(c->bev), on_out_bytes, c);
+    if (stats_global()) {
+        atomic_fetch_add_explicit(&stats_global()->connections_open, 1,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&stats_global()->connections_total, 1,
+                                  memory_order_relaxed);
+    }
     /* Stop reading past a full head plus some body: a client can't make
      * us buffer more than that while a request waits. */
     bufferevent_setwatermark(
@@ -897,6 +1030,10 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     /* Until the first byte, the header deadline bounds an idle accept. */
     conn_timer_ms(c, worker_gen(w)->conf->timeouts.client_header);
+    if (c->admin && !admin_allowed(worker_gen(w)->conf, sa)) {
+        conn_error(c, 403, "client not in admin.allow");
+        return PT_OK;
+    }
     return PT_OK;
 }
 

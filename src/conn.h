@@ -7,18 +7,21 @@
 
 #include <event2/util.h>
 #include <stdint.h>
+
+#include "portico.h"
 #include <sys/socket.h>
 
 struct worker;
 struct conn;
 
-struct tls_server;
+struct gen_listener;
 
-/* Take ownership of an accepted socket; tls (borrowed) for a TLS
- * listener, else NULL.  Returns PT_OK or PT_ERROR (the socket is closed
- * then). */
+/* Take ownership of an socket accepted on lc (borrowed: read at once).
+ * Returns PT_OK or PT_ERROR (the socket is closed then). */
 int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-             int salen, struct tls_server *tls);
+             int salen, const struct gen_listener *lc);
+/* The request's X-Request-Id: the client's, or one made for it. */
+struct pt_str conn_request_id(const struct conn *c);
 /* Did the request arrive over TLS? */
 int conn_is_tls(const struct conn *c);
 

@@ -135,6 +135,74 @@ static const char *log_clf_time(void)
     return buf;
 }
 
+/* A JSON string value: quotes, backslashes and control bytes escaped;
+ * bytes past ASCII as \u00XX so the line stays valid JSON whatever the
+ * client sent. */
+static size_t log_json_str(char *out, size_t cap, struct pt_str s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+
+    out[n++] = '"';
+    for (size_t i = 0; i < s.len && n + 8 < cap; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            out[n++] = (char)c;
+        } else if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else {
+            memcpy(out + n, "\\u00", 4);
+            n += 4;
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n++] = '"';
+    return n;
+}
+
+/* {"time":..,"client":..,"method":..,"path":..,"status":..,"bytes":..,
+ *  "request_time":..,"upstream":..,"upstream_time":..,"cache":..,
+ *  "request_id":..} on one line. */
+static int access_log_json(int fd, const struct access_entry *e,
+                           const char *client)
+{
+    char line[8192], ts[64];
+    size_t n = 0;
+    const size_t cap = sizeof(line);
+
+    log_timestamp(ts, sizeof(ts));
+    n += (size_t)snprintf(line, cap, "{\"time\":\"%s\",\"client\":\"%s\","
+                                     "\"method\":",
+                          ts, client);
+    n += log_json_str(line + n, cap - n - 600, e->method);
+    n += (size_t)snprintf(line + n, cap - n, ",\"path\":");
+    n += log_json_str(line + n, cap - n - 500, e->target);
+    n += (size_t)snprintf(
+        line + n, cap - n,
+        ",\"status\":%d,\"bytes\":%llu,\"request_time\":%llu.%06llu,"
+        "\"upstream\":",
+        e->status, (unsigned long long)e->bytes_sent,
+        (unsigned long long)(e->duration_us / 1000000),
+        (unsigned long long)(e->duration_us % 1000000));
+    if (e->upstream)
+        n += (size_t)snprintf(line + n, cap - n,
+                              "\"%s\",\"upstream_time\":%llu.%06llu",
+                              e->upstream,
+                              (unsigned long long)(e->upstream_us / 1000000),
+                              (unsigned long long)(e->upstream_us % 1000000));
+    else
+        n += (size_t)snprintf(line + n, cap - n,
+                              "null,\"upstream_time\":null");
+    n += (size_t)snprintf(line + n, cap - n,
+                          ",\"cache\":null,\"request_id\":");
+    n += log_json_str(line + n, cap - n - 8, e->request_id);
+    line[n++] = '}';
+    line[n++] = '\n';
+    return write(fd, line, n) == (ssize_t)n ? PT_OK : PT_ERROR;
+}
+
 int access_log_write(int fd, enum access_format format,
                      const struct access_entry *e)
 {
@@ -153,6 +221,8 @@ int access_log_write(int fd, enum access_format format,
         memmove(addr, addr + 1, strlen(addr));
         addr[strlen(addr) - 1] = '\0';
     }
+    if (format == ACCESS_JSON)
+        return access_log_json(fd, e, addr);
     n = (size_t)snprintf(line, cap, "%s - - %s \"", addr, log_clf_time());
     if (e->version_minor >= 0) {
         n += log_escape(line + n, cap - n - 512, e->method);

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "sdnotify.h"
 #include "shm.h"
+#include "stats.h"
 #include "tls.h"
 #include "util.h"
 #include "worker.h"
@@ -569,6 +570,8 @@ static int master_resize(struct master *m, const struct conf *old)
 static void master_reject(const struct conf_diag *d, const char *path,
                           const char *why)
 {
+    if (stats_global())
+        atomic_fetch_add(&stats_global()->reloads_rejected, 1);
     for (size_t i = 0; i < d->n; i++)
         log_error("reload rejected: %s", d->msgs[i]);
     log_error("reload rejected: %s (%s); still serving the current "
@@ -583,6 +586,7 @@ static void master_register_health(const struct conf *c)
 {
     size_t missing = shm_health_register(c);
 
+    stats_register(c);
     if (missing)
         log_warn("%zu upstream servers found no shared health slot; their "
                  "health is tracked per worker",
@@ -659,6 +663,8 @@ static void master_reload(struct master *m)
     log_set_level(nc->error_log.level);
     master_move_pid(old, nc);
     m->gen++;
+    atomic_fetch_add(&stats_global()->reloads_ok, 1);
+    atomic_store(&stats_global()->generation, m->gen);
     master_broadcast_gen(m, memfd);
     close(memfd);
     master_resize(m, old);
@@ -833,11 +839,13 @@ static int master_start(struct master *m)
     m->lfds = master_listeners_for(m, m->conf);
     if (m->lfds == NULL)
         return PT_ERROR;
-    if (shm_init() < 0) {
+    if (shm_init() < 0 || stats_init() < 0) {
         log_error("shared memory: %s", strerror(errno));
         return PT_ERROR;
     }
     master_register_health(m->conf);
+    stats_global()->started_unix = (uint64_t)time(NULL);
+    stats_global()->generation = m->gen;
     m->next_rotate = now_ms() + MASTER_TICKET_ROTATE_MS;
     if (master_write_pid(m->conf) < 0)
         return PT_ERROR;
@@ -892,6 +900,8 @@ int master_run(struct conf *conf, const char *path)
         master_begin_stop(&m, STOP_FAST);
     }
     while (!master_done(&m)) {
+        if (stats_global())
+            atomic_store(&stats_global()->workers, master_live(&m));
         master_wait(&m, &waitmask);
         master_handle_flags(&m);
         master_restart_due(&m);

@@ -28,6 +28,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "stats.h"
 #include "upstream.h"
 #include "util.h"
 
@@ -245,24 +246,15 @@ static const char *px_client_ip(const struct sockaddr *sa, char *buf,
     return buf;
 }
 
-static void px_request_id(struct evbuffer *b, const struct http_request *r)
+/* X-Request-Id: the client's passes through with the other fields; a
+ * request without one gets the id the access log records too. */
+static void px_request_id(struct proxy *px, struct evbuffer *b,
+                          const struct http_request *r)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned char rnd[16];
-    char id[33];
+    struct pt_str id = conn_request_id(px->c);
 
-    if (http_header_find(r->headers, r->nheaders, "X-Request-Id"))
-        return; /* passed through with the other fields */
-    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd)) {
-        for (size_t i = 0; i < sizeof(rnd); i++)
-            rnd[i] = (unsigned char)random();
-    }
-    for (size_t i = 0; i < sizeof(rnd); i++) {
-        id[2 * i] = hex[rnd[i] >> 4];
-        id[2 * i + 1] = hex[rnd[i] & 15];
-    }
-    id[32] = '\0';
-    evbuffer_add_printf(b, "X-Request-Id: %s\r\n", id);
+    if (http_header_find(r->headers, r->nheaders, "X-Request-Id") == NULL)
+        px_add_field(b, PT_STR("X-Request-Id"), id);
 }
 
 /* X-Forwarded-For: what the client sent, then the client itself. */
@@ -321,7 +313,7 @@ static void px_build_head(struct proxy *px, const struct http_request *r)
         evbuffer_add(b, PT_LIT("X-Forwarded-Proto: http\r\n"));
     px_add_field(b, PT_STR("X-Forwarded-Host"), r->host);
     evbuffer_add(b, PT_LIT("Via: 1.1 portico\r\n"));
-    px_request_id(b, r);
+    px_request_id(px, b, r);
     px_add_ops(b, &px->route->request_headers);
     if (px->upgrade) {
         /* The one hop-by-hop exchange passed on: a protocol switch. */
@@ -349,8 +341,9 @@ static void px_fail(struct proxy *px, int status, const char *why)
 {
     const struct conf_upstream *up = px->route->upstream;
 
-    log_warn("upstream %s: %s%s%s: %d", up->name, px->srv ? "server " : "",
-             px->srv ? ups_server_conf(px->srv)->address : "", why, status);
+    log_warn("upstream %s: %s%s%s%s: %d", up->name, px->srv ? "server " : "",
+             px->srv ? ups_server_conf(px->srv)->address : "",
+             px->srv ? ": " : "", why, status);
     ups_conn_close(&px->uc);
     conn_proxy_error(px->c, status, why);
 }
@@ -368,6 +361,8 @@ static void px_server_error(struct proxy *px, int status, const char *why)
         px->counted_busy = 0;
     }
     if (px_may_retry(px)) {
+        if (stats_global())
+            atomic_fetch_add(&stats_global()->retries_next_server, 1);
         log_info("upstream %s: server %s: %s; trying another",
                  px->route->upstream->name,
                  ups_server_conf(px->srv)->address, why);
@@ -775,6 +770,7 @@ static int px_read_head(struct proxy *px)
         px->resp_left = r.content_length > 0 ? (uint64_t)r.content_length
                                              : 0;
         px->upstream_us = px_elapsed_us(&px->t0);
+        ups_server_observe(px->srv, px->upstream_us);
         const struct http_header *ct =
             http_header_find(r.headers, r.nheaders, "Content-Type");
         if (ct && ct->value.len >= 17 &&
@@ -930,6 +926,8 @@ static void px_early_close(struct proxy *px, short what)
          * connection as we sent.  Nothing of the body left the client's
          * buffer, so the request can go again, on a fresh connection. */
         ups_stale_retries++;
+        if (stats_global())
+            atomic_fetch_add(&stats_global()->retries_stale, 1);
         log_info("upstream %s: server %s closed a pooled connection; "
                  "retrying on a new one (%lu so far)",
                  px->route->upstream->name,

@@ -56,7 +56,7 @@ int sdnotify_init(void)
     if (env[0] == '@')
         sdn.addr.sun_path[0] = '\0'; /* abstract: no terminating NUL */
     else
-        len++;                       /* a path: count its NUL */
+        len++; /* a path: count its NUL */
     sdn.addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
     sdn.enabled = 1;
     return 1;
@@ -82,8 +82,7 @@ static void sdnotify_send(const char *msg, size_t len)
     }
     if (n < 0 && !sdn.failed) {
         sdn.failed = 1;
-        log_warn("cannot notify systemd (NOTIFY_SOCKET): %s",
-                 strerror(errno));
+        log_warn("cannot notify systemd (NOTIFY_SOCKET): %s", strerror(errno));
     }
 }
 

@@ -16,6 +16,7 @@
  */
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ struct tls_server {
 struct tls_client {
     SSL_CTX *ctx;  /* owns */
     char *sni;     /* owns; NULL = no SNI, no name check */
+    char *ip;      /* owns; an address to verify instead of a name */
 };
 
 const char *tls_error_string(char *buf, size_t len)
@@ -414,11 +416,21 @@ struct tls_client *tls_client_new(const struct conf_upstream *u, char *buf,
     SSL_CTX_set_verify(tc->ctx, t->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
                        NULL);
     if (name) {
-        /* The SNI and the verified name leave out any ":port". */
+        /* The SNI and the verified name leave out any ":port"; an IP
+         * literal is verified as an address and never sent as SNI
+         * (RFC 6066 3). */
+        const char *end = name[0] == '[' ? strchr(name, ']') : NULL;
         const char *colon = strrchr(name, ':');
-        size_t len = colon && !strchr(name, ']') ? (size_t)(colon - name)
-                                                 : strlen(name);
-        tc->sni = strndup(name, len);
+        size_t len = end ? (size_t)(end - name - 1)
+                     : colon ? (size_t)(colon - name)
+                             : strlen(name);
+        char *host = strndup(end ? name + 1 : name, len);
+        unsigned char ip[16];
+        if (host && (inet_pton(AF_INET, host, ip) == 1 ||
+                     inet_pton(AF_INET6, host, ip) == 1))
+            tc->ip = host;
+        else
+            tc->sni = host;
     }
     return tc;
 }
@@ -432,6 +444,7 @@ void tls_client_free(struct tls_client **tcp)
     *tcp = NULL;
     SSL_CTX_free(tc->ctx);
     free(tc->sni);
+    free(tc->ip);
     free(tc);
 }
 
@@ -442,6 +455,8 @@ SSL *tls_client_ssl(struct tls_client *tc)
     if (ssl && tc->sni) {
         SSL_set_tlsext_host_name(ssl, tc->sni);
         SSL_set1_host(ssl, tc->sni);
+    } else if (ssl && tc->ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), tc->ip);
     }
     return ssl;
 }

@@ -32,6 +32,7 @@
 #include "http_parse.h"
 #include "log.h"
 #include "shm.h"
+#include "stats.h"
 #include "tls.h"
 #include "util.h"
 
@@ -55,6 +56,7 @@ struct ups_server {
     struct upconn *idle;          /* owns: the idle pool */
     unsigned nidle;
     struct ups_check *check;      /* owns: active checks (worker 0) */
+    struct stats_server *stats;   /* shared histogram slot, or NULL */
 };
 
 struct ups_point {
@@ -160,6 +162,7 @@ struct ups_set *ups_set_new(struct event_base *base, const struct conf *conf)
             s->group = g;
             s->index = k;
             s->health = shm_health_find(g->cf->name, s->cf->address);
+            s->stats = stats_server_find(g->cf->name, s->cf->address);
             if (s->health == NULL)
                 s->health = &s->local;
         }
@@ -383,6 +386,11 @@ struct ups_server *ups_pick(struct ups_group *g, uint32_t key,
     default:
         return ups_pick_rr(g, tried, now);
     }
+}
+
+void ups_server_observe(struct ups_server *s, uint64_t us)
+{
+    stats_upstream_time(s->stats, us);
 }
 
 void ups_server_busy(struct ups_server *s, int delta)
@@ -657,8 +665,10 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
                          (suseconds_t)(cf->health_check.timeout % 1000) *
                              1000};
 
-    ck->bev = bufferevent_socket_new(s->group->set->base, -1,
-                                     BEV_OPT_CLOSE_ON_FREE);
+    /* A TLS group is checked over TLS, like its requests. */
+    ck->bev = s->group->tls ? ups_tls_connect(s)
+                            : bufferevent_socket_new(s->group->set->base, -1,
+                                                     BEV_OPT_CLOSE_ON_FREE);
     if (ck->bev == NULL) {
         ups_check_schedule(ck, cf->health_check.interval);
         return;
@@ -672,7 +682,8 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
                         cf->health_check.path,
                         cf->host ? cf->host : s->cf->address);
     bufferevent_enable(ck->bev, EV_READ | EV_WRITE);
-    if (bufferevent_socket_connect(ck->bev, (struct sockaddr *)&s->cf->addr,
+    if (!s->group->tls &&
+        bufferevent_socket_connect(ck->bev, (struct sockaddr *)&s->cf->addr,
                                    (int)s->cf->addrlen) < 0)
         ups_check_result(ck, 0, "connect failed");
 }

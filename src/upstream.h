@@ -64,6 +64,8 @@ const struct conf_server *ups_server_conf(const struct ups_server *s);
 const struct conf_upstream *ups_group_conf(const struct ups_group *g);
 struct ups_group *ups_server_group(const struct ups_server *s);
 
+/* The server answered with a response head after us microseconds. */
+void ups_server_observe(struct ups_server *s, uint64_t us);
 /* A request started / ended on s (least_conn counts these). */
 void ups_server_busy(struct ups_server *s, int delta);
 /* Passive health: a connect error, reset or timeout; or a success. */

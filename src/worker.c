@@ -24,6 +24,7 @@
 #include "channel.h"
 #include "conn.h"
 #include "log.h"
+#include "stats.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -65,6 +66,7 @@ static void gen_free(struct gen *g)
         free(g->responds[i].fields);
     }
     free(g->responds);
+    free(g->route_stats);
     ups_set_free(&g->ups);
     if (g->access_fd >= 0)
         close(g->access_fd);
@@ -161,12 +163,19 @@ static struct gen *gen_new(struct worker *w, unsigned id, struct conf *conf,
     g->lsn = calloc(conf->nlisteners + 1, sizeof(*g->lsn));
     g->lctx = calloc(conf->nlisteners + 1, sizeof(*g->lctx));
     g->ups = ups_set_new(w->base, conf);
+    g->route_stats = calloc(conf->nroutes + 1, sizeof(*g->route_stats));
+    for (size_t r = 0; g->route_stats && r < conf->nroutes; r++)
+        g->route_stats[r] = stats_route_find(&conf->routes[r]);
     if (g->responds == NULL || g->lsn == NULL || g->lctx == NULL ||
-        g->ups == NULL)
+        g->ups == NULL || g->route_stats == NULL)
         goto fail;
     for (size_t i = 0; i < conf->nlisteners; i++) {
         char why[300];
         g->lctx[i].w = w;
+        g->lctx[i].admin = conf->listeners[i].admin;
+        g->lctx[i].access_format = conf->listeners[i].access_format
+                                       ? conf->listeners[i].access_format
+                                       : (int)conf->access_log.format;
         if (!conf->listeners[i].tls.enabled)
             continue;
         /* Validated by the master: a failure here is memory or a bug. */
@@ -276,7 +285,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
     struct gen_listener *lc = arg;
     struct worker *w = lc->w;
 
-    conn_new(w, fd, sa, salen, lc->tls);
+    conn_new(w, fd, sa, salen, lc);
     if (conn_count() >= w->gen->conf->limits.max_connections &&
         !w->paused) {
         /* Full: stop accepting until a connection closes.  Pending

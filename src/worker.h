@@ -15,6 +15,7 @@
 struct worker;
 struct ups_set;
 struct tls_server;
+struct stats_route;
 
 /* Pre-serialised response pieces for one respond: route. */
 struct gen_respond {
@@ -28,6 +29,8 @@ struct gen_respond {
 struct gen_listener {
     struct worker *w;        /* borrowed */
     struct tls_server *tls;  /* owns; NULL for plain HTTP */
+    int admin;               /* the admin listener */
+    int access_format;       /* the listener's, or the global one */
 };
 
 /*
@@ -40,6 +43,8 @@ struct gen {
     int refs;
     struct conf *conf;              /* owns */
     struct gen_respond *responds;   /* owns; parallel to conf->routes */
+    struct stats_route **route_stats; /* owns the array; parallel to
+                                         conf->routes; shared slots */
     struct evconnlistener **lsn;    /* owns; parallel to conf->listeners */
     struct gen_listener *lctx;      /* owns; parallel to conf->listeners */
     size_t nlsn;

@@ -299,7 +299,8 @@ describe('TLS with the proxy', () => {
     const upAddr = `127.0.0.1:${up.address().port}`;
     d = await startPortico({ config: tlsConfig(pki, {
       upstreams: {
-        secure: { servers: [{ address: upAddr }], tls: { ca: pki.file('ca.crt'), sni: 'upstream.test' } },
+        secure: { servers: [{ address: upAddr }], tls: { ca: pki.file('ca.crt'), sni: 'upstream.test' },
+          health_check: { path: '/hc', interval: '100ms', fails: 1, passes: 1 } },
         wrongca: { servers: [{ address: upAddr }], retries: 0, max_fails: 0,
           tls: { ca: pki.file('otherca.crt'), sni: 'upstream.test' } },
         plain: { servers: [{ address: `127.0.0.1:${plainUp.address().port}` }] },
@@ -321,6 +322,12 @@ describe('TLS with the proxy', () => {
     const s = await connect(d.port);
     assert.equal(JSON.parse((await getOver(s, '/p')).body).proto, 'https');
     s.destroy();
+  });
+
+  test('health checks of a TLS group go over TLS', async () => {
+    await new Promise((r) => setTimeout(r, 800)); // several check periods
+    assert.equal(d.linesMatching(/upstream secure: server .* is down/).length, 0,
+      d.linesMatching(/upstream secure/).join('\n'));
   });
 
   test('upstream TLS with verification: good CA works, wrong CA is a 502', async () => {
