@@ -1065,7 +1065,7 @@ static void dump_admin(const struct conf *c, FILE *out)
         if (c->listeners[i].admin)
             dump_line(out, "  ", "listen", c->listeners[i].listen,
                       strlen(c->listeners[i].listen));
-    fputs("  allow:\n", out);
+    fputs(c->admin.nallow ? "  allow:\n" : "  allow: [] # nobody\n", out);
     for (size_t i = 0; i < c->admin.nallow; i++) {
         fputs("    - ", out);
         dump_str(out, c->admin.allow[i].text, strlen(c->admin.allow[i].text));

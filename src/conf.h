@@ -318,6 +318,15 @@ void conf_upstream_init(struct conf_upstream *u);
 
 const char *conf_log_level_name(enum log_level level);
 
+/*
+ * Every key the loader accepts, as fn(path, name) with path like
+ * "upstreams.*.health_check.interval" (keys not supported yet are left
+ * out).  For the test that keeps man/portico.yaml.5 complete.
+ */
+void conf_yaml_keys(void (*fn)(const char *path, const char *name,
+                               void *arg),
+                    void *arg);
+
 /* "libyaml 0.2.5", for porticod -V. */
 const char *conf_yaml_version(void);
 

@@ -1407,3 +1407,28 @@ int conf_yaml_parse(struct conf *conf, const char *buf, size_t len,
     free(w.base_dir);
     return rc;
 }
+
+/* ---- the list of keys, for documentation checks ---- */
+
+static void keys_walk(const struct key_spec *t, const char *prefix,
+                      void (*fn)(const char *, const char *, void *),
+                      void *arg)
+{
+    char path[256];
+
+    for (; t && t->name; t++) {
+        if (t->set == walk_set_unsupported)
+            continue;
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "",
+                 t->name);
+        fn(path, t->name, arg);
+        keys_walk(t->sub, path, fn, arg);
+    }
+}
+
+void conf_yaml_keys(void (*fn)(const char *path, const char *name,
+                               void *arg),
+                    void *arg)
+{
+    keys_walk(root_keys, "", fn, arg);
+}

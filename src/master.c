@@ -363,7 +363,9 @@ static int master_open_logs(const struct conf *c, int *error_fd,
         log_error("error_log \"%s\": %s", c->error_log.path, strerror(errno));
         return PT_ERROR;
     }
-    if (c->access_log.format == ACCESS_OFF || c->access_log.path == NULL)
+    /* The loader keeps a path only when some format (global, listener
+     * or route) logs. */
+    if (c->access_log.path == NULL)
         return PT_OK;
     *access_fd = log_open_path(c->access_log.path);
     if (*access_fd < 0) {
@@ -677,7 +679,7 @@ static void master_reload(struct master *m)
 
 static void master_on_channel(struct master *m, size_t i)
 {
-    struct channel_msg msg;
+    struct channel_msg msg = {0};
     int fds[4];
     size_t nfds;
     int rc = channel_recv(m->slots[i].chan, &msg, fds, 4, &nfds);

@@ -361,8 +361,6 @@ static void px_server_error(struct proxy *px, int status, const char *why)
         px->counted_busy = 0;
     }
     if (px_may_retry(px)) {
-        if (stats_global())
-            atomic_fetch_add(&stats_global()->retries_next_server, 1);
         log_info("upstream %s: server %s: %s; trying another",
                  px->route->upstream->name,
                  ups_server_conf(px->srv)->address, why);
@@ -417,6 +415,8 @@ static void px_connect(struct proxy *px)
         return;
     }
     px->srv = s;
+    if (px->attempts && stats_global()) /* another server, for a retry */
+        atomic_fetch_add(&stats_global()->retries_next_server, 1);
     px->attempts++;
     if (ups_server_index(s) < 64)
         px->tried |= 1ull << ups_server_index(s);

@@ -468,7 +468,7 @@ static void worker_on_reopen(struct worker *w, const struct channel_msg *m,
 static void on_channel(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    struct channel_msg m;
+    struct channel_msg m = {0};
     int fds[CHANNEL_MAX_FDS];
     size_t nfds;
     int rc = channel_recv(fd, &m, fds, CHANNEL_MAX_FDS, &nfds);

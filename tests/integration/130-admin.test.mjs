@@ -188,3 +188,23 @@ test('admin.allow keeps other clients out with 403', async () => {
     assert.equal(r.status, 403);
   } finally { await d.stop(); }
 });
+
+test('a listener that logs while the global format is off still gets its file', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'only-public.log');
+  const d = await startPortico({ config: {
+    workers: 1, access_log: { path: file, format: 'off' },
+    listeners: [{ listen: '127.0.0.1:0', access_log: { format: 'json' } }, { listen: '127.0.0.3:0' }],
+    routes: [{ respond: { status: 200, body: 'ok\n' } }],
+  } });
+  try {
+    await httpRequest(d.port, { path: '/logged' });
+    await httpRequest(portAt(d, '127.0.0.3'), { path: '/silent', host: '127.0.0.3' });
+    await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('/logged'),
+      { what: 'the json line' });
+    await new Promise((r) => setTimeout(r, 200));
+    const text = fs.readFileSync(file, 'utf8');
+    assert.equal(JSON.parse(text.trim().split('\n')[0]).path, '/logged');
+    assert.ok(!text.includes('/silent'));
+  } finally { await d.stop(); }
+});

@@ -1415,6 +1415,92 @@ static void check_shipped(const char *rel)
     free(path);
 }
 
+/* ---- every key the loader accepts is documented ---- */
+
+struct doc_check {
+    char *man;      /* man/portico.yaml.5 */
+    char *example;  /* conf/portico.yaml */
+    char missing[4096];
+};
+
+static char *read_whole(const char *rel)
+{
+    char *path = src_path(rel), *buf = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "r");
+
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    ck_assert_int_ge(getdelim(&buf, &len, '\0', f), 1);
+    fclose(f);
+    free(path);
+    return buf;
+}
+
+/* ".It Ic NAME", ".It Ic PREFIX.NAME" or ".Ss NAME" at a line start. */
+static int man_documents(const char *man, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = man; (p = strstr(p, name)) != NULL; p += n) {
+        const char *line = p;
+        while (line > man && line[-1] != '\n')
+            line--;
+        char after = p[n];
+        if (after != ' ' && after != '\n' && after != '\0')
+            continue;
+        if (strncmp(line, ".Ss ", 4) == 0 && line + 4 == p)
+            return 1;
+        if (strncmp(line, ".It Ic ", 7) != 0)
+            continue;
+        /* what stands between ".It Ic " and the name is a dotted prefix */
+        const char *q = line + 7;
+        while (q < p && *q != ' ')
+            q++;
+        if (q == p && (p == line + 7 || p[-1] == '.'))
+            return 1;
+    }
+    return 0;
+}
+
+/* "NAME:" in the example, written or commented out. */
+static int example_shows(const char *example, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = example; (p = strstr(p, name)) != NULL; p += n) {
+        char before = p == example ? '\n' : p[-1];
+        if (p[n] == ':' && strchr("\n #{,-[", before))
+            return 1;
+    }
+    return 0;
+}
+
+static void doc_key(const char *path, const char *name, void *arg)
+{
+    struct doc_check *d = arg;
+    size_t len = strlen(d->missing);
+
+    if (!man_documents(d->man, name))
+        snprintf(d->missing + len, sizeof(d->missing) - len,
+                 " %s (man/portico.yaml.5)", path);
+    len = strlen(d->missing);
+    if (!example_shows(d->example, name))
+        snprintf(d->missing + len, sizeof(d->missing) - len,
+                 " %s (conf/portico.yaml)", path);
+}
+
+START_TEST(test_every_key_documented)
+{
+    struct doc_check d = {read_whole("man/portico.yaml.5"),
+                          read_whole("conf/portico.yaml"), ""};
+
+    conf_yaml_keys(doc_key, &d);
+    free(d.man);
+    free(d.example);
+    ck_assert_msg(d.missing[0] == '\0', "keys not documented:%s", d.missing);
+}
+END_TEST
+
 START_TEST(test_shipped_configs)
 {
     check_shipped("conf/portico.yaml");
@@ -1472,6 +1558,7 @@ static Suite *conf_suite(void)
     tcase_add_loop_test(fixtures, test_bad_fixture, 0, (int)nbad);
     tcase_add_loop_test(fixtures, test_good_fixture, 0, (int)ngood);
     tcase_add_test(fixtures, test_shipped_configs);
+    tcase_add_test(fixtures, test_every_key_documented);
     suite_add_tcase(s, values);
     suite_add_tcase(s, errors);
     suite_add_tcase(s, fixtures);
