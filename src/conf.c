@@ -37,38 +37,6 @@
 
 /* ---- memory: a config is small, so running out here is fatal ---- */
 
-static void oom(void)
-{
-    fputs("portico: out of memory while loading the config\n", stderr);
-    abort();
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-
-    if (p == NULL)
-        oom();
-    return p;
-}
-
-static char *xmemdup(const char *s, size_t len)
-{
-    char *p = malloc(len + 1);
-
-    if (p == NULL)
-        oom();
-    if (len > 0)
-        memcpy(p, s, len);
-    p[len] = '\0';
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    return xmemdup(s, strlen(s));
-}
-
 /* ---- diagnostics ---- */
 
 static void diag_push(struct conf_diag *diag, char *msg)
@@ -78,7 +46,7 @@ static void diag_push(struct conf_diag *diag, char *msg)
         char **p = realloc(diag->msgs, cap * sizeof(*p));
 
         if (p == NULL)
-            oom();
+            pt_oom();
         diag->msgs = p;
         diag->cap = cap;
     }
@@ -95,7 +63,7 @@ void conf_diag_add(struct conf_diag *diag, const char *fmt, ...)
     rc = vasprintf(&msg, fmt, ap);
     va_end(ap);
     if (rc < 0)
-        oom();
+        pt_oom();
     diag_push(diag, msg);
 }
 
@@ -110,7 +78,7 @@ void conf_diag_at(struct conf_diag *diag, const struct conf *conf,
     rc = vasprintf(&msg, fmt, ap);
     va_end(ap);
     if (rc < 0)
-        oom();
+        pt_oom();
     if (pos.line > 0)
         conf_diag_add(diag, "%s:%d:%d: error: %s", conf->path, pos.line,
                       pos.col, msg);
@@ -194,13 +162,13 @@ static int workers_auto_count(void)
 static void route_fill_defaults(struct conf_route *r)
 {
     if (r->path_prefix == NULL)
-        r->path_prefix = xstrdup("/");
+        r->path_prefix = pt_xstrdup("/");
     if (!r->has_respond)
         return;
     if (r->respond.status == 0)
         r->respond.status = 200;
     if (r->respond.body == NULL) {
-        r->respond.body = xstrdup("");
+        r->respond.body = pt_xstrdup("");
         r->respond.body_len = 0;
     }
 }
@@ -221,7 +189,7 @@ static void upstream_fill_defaults(struct conf_upstream *u,
     if (t->read == 0)
         t->read = c->timeouts.upstream_read;
     if (u->health_check.enabled && u->health_check.path == NULL)
-        u->health_check.path = xstrdup("/");
+        u->health_check.path = pt_xstrdup("/");
 }
 
 /* Is any exchange logged: the global format, or a listener's or route's? */
@@ -250,7 +218,7 @@ static void admin_fill_defaults(struct conf *c)
     if (!a->enabled)
         return;
     if (a->listener.listen == NULL) {
-        a->listener.listen = xstrdup("127.0.0.1:9901");
+        a->listener.listen = pt_xstrdup("127.0.0.1:9901");
         a->listener.pos = a->pos;
         pt_parse_addr(a->listener.listen, &a->listener.addr,
                       &a->listener.addrlen, &why);
@@ -258,7 +226,7 @@ static void admin_fill_defaults(struct conf *c)
     if (a->allow == NULL) {
         a->allow = calloc(PT_ARRAY_LEN(loopback), sizeof(*a->allow));
         if (a->allow == NULL)
-            abort();
+            pt_oom();
         for (size_t i = 0; i < PT_ARRAY_LEN(loopback); i++) {
             struct conf_allow *al = &a->allow[a->nallow++];
             const char *s = loopback[i];
@@ -266,12 +234,12 @@ static void admin_fill_defaults(struct conf *c)
             inet_pton(al->family, al->family == AF_INET ? "127.0.0.0" : "::1",
                       al->addr);
             al->prefix = al->family == AF_INET ? 8 : 128;
-            al->text = xstrdup(s);
+            al->text = pt_xstrdup(s);
         }
     }
     ls = realloc(c->listeners, (c->nlisteners + 1) * sizeof(*ls));
     if (ls == NULL)
-        abort();
+        pt_oom();
     c->listeners = ls;
     ls[c->nlisteners] = a->listener;
     ls[c->nlisteners].admin = 1;
@@ -285,13 +253,13 @@ static void conf_fill_defaults(struct conf *c)
     if (c->workers_auto)
         c->workers = workers_auto_count();
     if (c->error_log.path == NULL)
-        c->error_log.path = xstrdup("stderr");
+        c->error_log.path = pt_xstrdup("stderr");
     admin_fill_defaults(c);
     if (!access_log_used(c)) {
         free(c->access_log.path);
         c->access_log.path = NULL;
     } else if (c->access_log.path == NULL) {
-        c->access_log.path = xstrdup("stderr");
+        c->access_log.path = pt_xstrdup("stderr");
     }
     for (size_t i = 0; i < c->nlisteners; i++) {
         struct conf_listener *l = &c->listeners[i];
@@ -455,10 +423,10 @@ static void check_user(const struct conf *c, struct conf_diag *diag)
 
 static struct conf *conf_new(const char *name, const char *buf, size_t len)
 {
-    struct conf *c = xcalloc(1, sizeof(*c));
+    struct conf *c = pt_xcalloc(1, sizeof(*c));
 
-    c->path = xstrdup(name ? name : "(config)");
-    c->source = xmemdup(buf, len);
+    c->path = pt_xstrdup(name ? name : "(config)");
+    c->source = pt_xmemdup(buf, len);
     c->source_len = len;
     conf_set_defaults(c);
     return c;
@@ -485,7 +453,7 @@ static int read_all(int fd, size_t max, char **out, size_t *outlen)
             cap = PT_MIN(cap ? cap * 2 : 4096, max + 2);
             p = realloc(buf, cap);
             if (p == NULL)
-                oom();
+                pt_oom();
             buf = p;
         }
         n = read(fd, buf + len, cap - len - 1);
@@ -629,10 +597,10 @@ static char *file_load(struct conf_file *f, const struct file_source *src)
         if (b == NULL) {
             if (asprintf(&why, "cannot read %s: not in the validated bundle",
                          f->path) < 0)
-                oom();
+                pt_oom();
             return why;
         }
-        f->data = xmemdup(b->data ? b->data : "", b->data ? b->len : 0);
+        f->data = pt_xmemdup(b->data ? b->data : "", b->data ? b->len : 0);
         f->len = b->data ? b->len : 0;
     }
     pt_format_size(FILE_MAX, max, sizeof(max));
@@ -645,7 +613,7 @@ static char *file_load(struct conf_file *f, const struct file_source *src)
     else if (f->len == 0)
         err = asprintf(&why, "%s is empty", f->path);
     if (err < 0)
-        oom();
+        pt_oom();
     return why;
 }
 
@@ -678,9 +646,9 @@ static void resolve_files(struct conf *c, const struct file_source *src,
 
     if (nrefs == 0)
         return;
-    refs = xcalloc(nrefs, sizeof(*refs));
-    order = xcalloc(nrefs, sizeof(*order));
-    first = xcalloc(nrefs, sizeof(*first));
+    refs = pt_xcalloc(nrefs, sizeof(*refs));
+    order = pt_xcalloc(nrefs, sizeof(*order));
+    first = pt_xcalloc(nrefs, sizeof(*first));
     file_refs(c, refs);
     /* sorted by path, then by place: the first of each run is the first
      * place that names the file */
@@ -693,7 +661,7 @@ static void resolve_files(struct conf *c, const struct file_source *src,
         first[order[k].i] = lead ? order[k].i : first[order[k - 1].i];
         nuniq += lead;
     }
-    c->files = xcalloc(nuniq, sizeof(*c->files));
+    c->files = pt_xcalloc(nuniq, sizeof(*c->files));
     for (size_t i = 0; i < nrefs; i++) {
         struct conf_file *f;
         char *why;
@@ -703,7 +671,7 @@ static void resolve_files(struct conf *c, const struct file_source *src,
             continue;
         }
         f = &c->files[c->nfiles++];
-        f->path = xstrdup(refs[i].path);
+        f->path = pt_xstrdup(refs[i].path);
         *refs[i].slot = f;
         why = file_load(f, src);
         if (why != NULL) {

@@ -13,6 +13,7 @@
 
 #include "conf.h"
 #include "conf_tree.h"
+#include "util.h"
 
 /* Real configs nest 5 deep; a limit keeps the recursion bounded. */
 #define TREE_MAX_DEPTH 64
@@ -27,32 +28,6 @@ struct builder {
 };
 
 /* ---- memory: a config is small, so running out here is fatal ---- */
-
-static void oom(void)
-{
-    fputs("portico: out of memory while loading the config\n", stderr);
-    abort();
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-
-    if (p == NULL)
-        oom();
-    return p;
-}
-
-static char *xmemdup(const char *s, size_t len)
-{
-    char *p = malloc(len + 1);
-
-    if (p == NULL)
-        oom();
-    memcpy(p, s, len);
-    p[len] = '\0';
-    return p;
-}
 
 /* ---- the node tree ---- */
 
@@ -74,7 +49,7 @@ static void ynode_add(struct ynode *parent, struct ynode *kid)
         void *p = realloc(parent->kids, cap * sizeof(*parent->kids));
 
         if (p == NULL)
-            oom();
+            pt_oom();
         parent->kids = p;
         parent->cap = cap;
     }
@@ -186,7 +161,7 @@ static void builder_syntax_error(struct builder *b)
     const char *problem = p->problem ? p->problem : "invalid YAML";
 
     if (p->error == YAML_MEMORY_ERROR)
-        oom();
+        pt_oom();
     if (p->error == YAML_READER_ERROR) {
         at = offset_pos(b->buf, b->len, p->problem_offset);
         if (p->problem_value >= 0)
@@ -233,13 +208,13 @@ static const yaml_char_t *event_tag(const yaml_event_t *ev)
 /* Makes the node ev starts, without its children; reports what we refuse. */
 static struct ynode *tree_leaf(struct builder *b, const yaml_event_t *ev)
 {
-    struct ynode *n = xcalloc(1, sizeof(*n));
+    struct ynode *n = pt_xcalloc(1, sizeof(*n));
 
     n->pos = mark_pos(ev->start_mark);
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
         n->type = YNODE_SCALAR;
-        n->str = xmemdup((const char *)ev->data.scalar.value,
+        n->str = pt_xmemdup((const char *)ev->data.scalar.value,
                          ev->data.scalar.length);
         n->len = ev->data.scalar.length;
         n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
@@ -364,7 +339,7 @@ int conf_tree_parse(const struct conf *conf, const char *buf, size_t len,
     int rc;
 
     if (!yaml_parser_initialize(&b.parser))
-        oom();
+        pt_oom();
     /* libyaml asserts on a NULL input, even an empty one */
     yaml_parser_set_input_string(
         &b.parser, (const unsigned char *)(buf ? buf : ""), buf ? len : 0);

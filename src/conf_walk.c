@@ -28,32 +28,6 @@
 
 /* ---- memory: a config is small, so running out here is fatal ---- */
 
-static void oom(void)
-{
-    fputs("portico: out of memory while loading the config\n", stderr);
-    abort();
-}
-
-void *walk_xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-
-    if (p == NULL)
-        oom();
-    return p;
-}
-
-char *walk_xmemdup(const char *s, size_t len)
-{
-    char *p = malloc(len + 1);
-
-    if (p == NULL)
-        oom();
-    memcpy(p, s, len);
-    p[len] = '\0';
-    return p;
-}
-
 /* ---- messages ---- */
 
 const char *walk_quote(struct quoted *q, const char *s, size_t len)
@@ -397,7 +371,7 @@ void walk_set_string(struct walk *w, const struct slot *at)
     const char *s = walk_text(w, at->val, "a string");
 
     if (s != NULL) {
-        walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+        walk_store_string(walk_field(at), pt_xmemdup(s, at->val->len));
         walk_note_pos(at);
     }
 }
@@ -446,14 +420,14 @@ static const char *walk_base_dir(struct walk *w, const struct ynode *val)
     if (w->base_dir != NULL)
         return w->base_dir;
     if (name[0] == '/') {
-        w->base_dir = walk_xmemdup(name, (size_t)(slash - name) + 1);
+        w->base_dir = pt_xmemdup(name, (size_t)(slash - name) + 1);
         path_clean(w->base_dir);
         return w->base_dir;
     }
     cwd = getcwd(NULL, 0);
     if (cwd == NULL) {
         if (errno == ENOMEM)
-            oom();
+            pt_oom();
         walk_error(w, val,
                    "cannot make a relative path absolute: the current "
                    "directory is unknown (%s)",
@@ -464,7 +438,7 @@ static const char *walk_base_dir(struct walk *w, const struct ynode *val)
      * directory; else the name's directory under it */
     if (asprintf(&w->base_dir, "%s/%.*s", cwd, slash ? (int)(slash - name) : 0,
                  name) < 0)
-        oom();
+        pt_oom();
     free(cwd);
     path_clean(w->base_dir);
     return w->base_dir;
@@ -489,13 +463,13 @@ void walk_set_path(struct walk *w, const struct slot *at)
         }
     }
     if (s[0] == '/') {
-        abs = walk_xmemdup(s, at->val->len);
+        abs = pt_xmemdup(s, at->val->len);
     } else {
         dir = walk_base_dir(w, at->val);
         if (dir == NULL)
             return;
         if (asprintf(&abs, "%s/%s", dir, s) < 0)
-            oom();
+            pt_oom();
     }
     path_clean(abs);
     walk_store_string(walk_field(at), abs);

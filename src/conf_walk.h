@@ -106,10 +106,7 @@ struct quoted {
         .name = (key), .set = walk_set_unsupported, .why = (message)          \
     }
 
-/* ---- memory: aborts when out of it; the caller owns the result ---- */
-
-void *walk_xcalloc(size_t n, size_t size);
-char *walk_xmemdup(const char *s, size_t len); /* plus a NUL */
+/* Memory: pt_xcalloc / pt_xmemdup (util.h) abort when out of it. */
 
 /* ---- messages and the key path ---- */
 

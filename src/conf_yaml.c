@@ -109,7 +109,7 @@ static void set_listen(struct walk *w, const struct slot *at)
 
     if (s == NULL)
         return;
-    walk_store_string(&l->listen, walk_xmemdup(s, at->val->len));
+    walk_store_string(&l->listen, pt_xmemdup(s, at->val->len));
     l->pos = at->val->pos;
     if (pt_parse_addr(s, &l->addr, &l->addrlen, &why) != PT_OK) {
         l->addrlen = 0; /* tells conf.c's duplicate check to skip it */
@@ -141,7 +141,7 @@ static void set_listeners(struct walk *w, const struct slot *at)
         return;
     }
     /* every item gets a slot, valid or not, so indexes match the file */
-    c->listeners = walk_xcalloc(at->val->nkids, sizeof(*c->listeners));
+    c->listeners = pt_xcalloc(at->val->nkids, sizeof(*c->listeners));
     c->nlisteners = at->val->nkids;
     for (size_t i = 0; i < at->val->nkids; i++) {
         size_t mark = walk_push(w, "[%zu]", i);
@@ -183,7 +183,7 @@ static void set_certificates(struct walk *w, const struct slot *at)
                    "key: FILE }");
         return;
     }
-    tls->certs = walk_xcalloc(at->val->nkids, sizeof(*tls->certs));
+    tls->certs = pt_xcalloc(at->val->nkids, sizeof(*tls->certs));
     tls->ncerts = at->val->nkids;
     for (size_t i = 0; i < at->val->nkids; i++) {
         size_t mark = walk_push(w, "[%zu]", i);
@@ -374,7 +374,7 @@ static void set_server_address(struct walk *w, const struct slot *at)
 
     if (a == NULL)
         return;
-    walk_store_string(&s->address, walk_xmemdup(a, at->val->len));
+    walk_store_string(&s->address, pt_xmemdup(a, at->val->len));
     s->pos = at->val->pos;
     walk_quote(&q, at->val->str, at->val->len);
     if (pt_parse_addr(a, &s->addr, &s->addrlen, &why) != PT_OK) {
@@ -410,7 +410,7 @@ static void set_servers(struct walk *w, const struct slot *at)
         walk_error(w, at->val, "no servers: add at least one");
         return;
     }
-    u->servers = walk_xcalloc(at->val->nkids, sizeof(*u->servers));
+    u->servers = pt_xcalloc(at->val->nkids, sizeof(*u->servers));
     u->nservers = at->val->nkids;
     for (size_t i = 0; i < at->val->nkids; i++) {
         size_t mark = walk_push(w, "[%zu]", i);
@@ -475,7 +475,7 @@ static void set_hash_key(struct walk *w, const struct slot *at)
     } else {
         u->hash_key = HASH_HEADER;
         walk_store_string(&u->hash_header,
-                          walk_xmemdup(s + plen, at->val->len - plen));
+                          pt_xmemdup(s + plen, at->val->len - plen));
     }
 }
 
@@ -529,7 +529,7 @@ static void set_upstream_host(struct walk *w, const struct slot *at)
                    walk_quote(&q, at->val->str, at->val->len), why);
         return;
     }
-    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+    walk_store_string(walk_field(at), pt_xmemdup(s, at->val->len));
 }
 
 /* Why s cannot be sent as TLS server name (and verified), or NULL. */
@@ -569,7 +569,7 @@ static void set_sni(struct walk *w, const struct slot *at)
                    walk_quote(&q, at->val->str, at->val->len), why);
         return;
     }
-    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+    walk_store_string(walk_field(at), pt_xmemdup(s, at->val->len));
 }
 
 static void set_verify(struct walk *w, const struct slot *at)
@@ -615,7 +615,7 @@ static void walk_upstream(struct walk *w, const struct ynode *name,
     u->pos = name->pos;
     walk_quote(&q, name->str, name->len);
     if (upstream_name_ok(name->str, name->len))
-        u->name = walk_xmemdup(name->str, name->len);
+        u->name = pt_xmemdup(name->str, name->len);
     else
         walk_error(w, name, "invalid upstream name %s (%s)", q.s,
                    UPSTREAM_NAME_RULE);
@@ -637,7 +637,7 @@ static void set_upstreams(struct walk *w, const struct slot *at)
 
     if (!walk_expect(w, map, YNODE_MAP, "a mapping of names to upstreams"))
         return;
-    c->upstreams = walk_xcalloc(map->nkids / 2, sizeof(*c->upstreams));
+    c->upstreams = pt_xcalloc(map->nkids / 2, sizeof(*c->upstreams));
     for (size_t i = 0; i + 1 < map->nkids; i += 2) {
         if (walk_key_ok(w, map, i))
             walk_upstream(w, map->kids[i], map->kids[i + 1], at->k->sub,
@@ -656,7 +656,7 @@ static void set_host(struct walk *w, const struct slot *at)
 
     if (s == NULL)
         return;
-    host = walk_xmemdup(s, at->val->len);
+    host = pt_xmemdup(s, at->val->len);
     for (char *p = host; *p != '\0'; p++)
         *p = pt_lower(*p); /* Host matching is case-insensitive */
     why = host_why(host);
@@ -692,7 +692,7 @@ static void set_path_prefix(struct walk *w, const struct slot *at)
             return;
         }
     }
-    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+    walk_store_string(walk_field(at), pt_xmemdup(s, at->val->len));
 }
 
 /* health_check.path: a request target in origin form; a query is fine. */
@@ -716,7 +716,7 @@ static void set_health_path(struct walk *w, const struct slot *at)
             return;
         }
     }
-    walk_store_string(walk_field(at), walk_xmemdup(s, at->val->len));
+    walk_store_string(walk_field(at), pt_xmemdup(s, at->val->len));
 }
 
 /* Writing health_check: turns the checks on; its keys are optional. */
@@ -733,7 +733,7 @@ static void set_body(struct walk *w, const struct slot *at)
     if (!walk_expect(w, at->val, YNODE_SCALAR, "a string"))
         return;
     /* "" is a fine body, and a NUL byte is just a byte here */
-    walk_store_string(&rs->body, walk_xmemdup(at->val->str, at->val->len));
+    walk_store_string(&rs->body, pt_xmemdup(at->val->str, at->val->len));
     rs->body_len = at->val->len;
 }
 
@@ -764,7 +764,7 @@ static void set_headers(struct walk *w, const struct slot *at)
 
     if (!walk_expect(w, at->val, YNODE_MAP, "a mapping"))
         return;
-    rs->headers = walk_xcalloc(at->val->nkids / 2, sizeof(*rs->headers));
+    rs->headers = pt_xcalloc(at->val->nkids / 2, sizeof(*rs->headers));
     for (size_t i = 0; i + 1 < at->val->nkids; i += 2) {
         const struct ynode *name = at->val->kids[i],
                            *value = at->val->kids[i + 1];
@@ -773,8 +773,8 @@ static void set_headers(struct walk *w, const struct slot *at)
         if (!walk_key_ok(w, at->val, i) || !header_name_ok(w, name) ||
             !header_value_ok(w, name, value))
             continue;
-        h->name = walk_xmemdup(name->str, name->len);
-        h->value = walk_xmemdup(value->str, value->len);
+        h->name = pt_xmemdup(name->str, name->len);
+        h->value = pt_xmemdup(value->str, value->len);
         rs->nheaders++;
     }
 }
@@ -816,7 +816,7 @@ static void set_route_upstream(struct walk *w, const struct slot *at)
                    UPSTREAM_NAME_RULE);
         return;
     }
-    walk_store_string(&r->upstream_name, walk_xmemdup(s, at->val->len));
+    walk_store_string(&r->upstream_name, pt_xmemdup(s, at->val->len));
     r->upstream_pos = at->val->pos;
 }
 
@@ -928,7 +928,7 @@ static void ops_fields(struct walk *w, const struct slot *at,
 
     if (!walk_expect(w, at->val, YNODE_MAP, "a mapping of header fields"))
         return;
-    *out = walk_xcalloc(at->val->nkids / 2, sizeof(**out));
+    *out = pt_xcalloc(at->val->nkids / 2, sizeof(**out));
     for (size_t i = 0; i + 1 < at->val->nkids; i += 2) {
         const struct ynode *name = at->val->kids[i],
                            *value = at->val->kids[i + 1];
@@ -937,8 +937,8 @@ static void ops_fields(struct walk *w, const struct slot *at,
         if (!walk_key_ok(w, at->val, i) || !ops_name_ok(w, ow, name) ||
             !header_value_ok(w, name, value))
             continue;
-        h->name = walk_xmemdup(name->str, name->len);
-        h->value = walk_xmemdup(value->str, value->len);
+        h->name = pt_xmemdup(name->str, name->len);
+        h->value = pt_xmemdup(value->str, value->len);
         (*n)++;
     }
 }
@@ -965,14 +965,14 @@ static void set_ops_remove(struct walk *w, const struct slot *at)
 
     if (!walk_expect(w, at->val, YNODE_SEQ, "a sequence of header names"))
         return;
-    ops->remove = walk_xcalloc(at->val->nkids, sizeof(*ops->remove));
+    ops->remove = pt_xcalloc(at->val->nkids, sizeof(*ops->remove));
     for (size_t i = 0; i < at->val->nkids; i++) {
         const struct ynode *name = at->val->kids[i];
         size_t mark = walk_push(w, "[%zu]", i);
 
         if (walk_expect(w, name, YNODE_SCALAR, "a header name") &&
             ops_name_ok(w, ow, name))
-            ops->remove[ops->nremove++] = walk_xmemdup(name->str, name->len);
+            ops->remove[ops->nremove++] = pt_xmemdup(name->str, name->len);
         walk_pop(w, mark);
     }
 }
@@ -994,7 +994,7 @@ static void set_header_ops(struct walk *w, const struct slot *at)
         .ops = walk_field(at),
         /* the two directions share a table; the field tells them apart */
         .request = at->k->off == offsetof(struct conf_route, request_headers),
-        .names = walk_xcalloc(ops_count(at->val), sizeof(*ow.names)),
+        .names = pt_xcalloc(ops_count(at->val), sizeof(*ow.names)),
     };
 
     walk_map(w, at->val, at->k->sub, &ow);
@@ -1046,7 +1046,7 @@ static void set_routes(struct walk *w, const struct slot *at)
 
     if (!walk_expect(w, at->val, YNODE_SEQ, "a sequence"))
         return;
-    c->routes = walk_xcalloc(at->val->nkids, sizeof(*c->routes));
+    c->routes = pt_xcalloc(at->val->nkids, sizeof(*c->routes));
     c->nroutes = at->val->nkids;
     for (size_t i = 0; i < at->val->nkids; i++) {
         size_t mark = walk_push(w, "[%zu]", i);
@@ -1325,7 +1325,7 @@ static void set_admin_allow(struct walk *w, const struct slot *at)
         return;
     a->allow = calloc(seq->nkids + 1, sizeof(*a->allow));
     if (a->allow == NULL)
-        abort();
+        pt_oom();
     for (size_t i = 0; i < seq->nkids; i++) {
         const struct ynode *v = seq->kids[i];
         const char *s = walk_text(w, v, "an address like 10.0.0.0/8 or ::1");
@@ -1338,7 +1338,7 @@ static void set_admin_allow(struct walk *w, const struct slot *at)
                        walk_quote(&q, v->str, v->len));
             continue;
         }
-        a->allow[a->nallow++].text = walk_xmemdup(s, v->len);
+        a->allow[a->nallow++].text = pt_xmemdup(s, v->len);
     }
 }
 

@@ -617,7 +617,8 @@ static void conn_redirect_https(struct conn *c, const struct http_request *r)
 
 /* A request on the admin listener: built-in endpoints, no routes.  Its
  * body, if any, is not read: the connection closes after the answer. */
-static void conn_admin(struct conn *c, const struct http_request *r)
+static void conn_admin(struct conn *c, const struct http_request *r,
+                       size_t head_len)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct admin_reply reply = {0, NULL, evbuffer_new()};
@@ -626,10 +627,13 @@ static void conn_admin(struct conn *c, const struct http_request *r)
     size_t len;
 
     if (reply.body == NULL) {
+        evbuffer_drain(bufferevent_get_input(c->bev), head_len);
         conn_error(c, 500, "out of memory");
         return;
     }
     admin_handle(c->req.gen->conf, r, &reply);
+    /* r's views point into the head: drained only once it is answered */
+    evbuffer_drain(bufferevent_get_input(c->bev), head_len);
     len = evbuffer_get_length(reply.body);
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", reply.status,
                         http_reason(reply.status));
@@ -668,8 +672,7 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     }
     if (c->admin) {
         c->req.route = NULL;
-        evbuffer_drain(in, head_len);
-        conn_admin(c, r);
+        conn_admin(c, r, head_len);
         return;
     }
     if (c->req.route && c->req.route->https_redirect && !c->tls) {

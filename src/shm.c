@@ -42,14 +42,19 @@ static int shm_random(void *buf, size_t len)
     return PT_OK;
 }
 
-int shm_init(void)
+void *shm_map(size_t size)
 {
-    void *p = mmap(NULL, sizeof(*zone), PROT_READ | PROT_WRITE,
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
-    if (p == MAP_FAILED)
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int shm_init(void)
+{
+    zone = shm_map(sizeof(*zone));
+    if (zone == NULL)
         return PT_ERROR;
-    zone = p;
     zone->magic = SHM_MAGIC;
     zone->nslots = SHM_HEALTH_SLOTS;
     for (unsigned i = 0; i < SHM_TICKET_KEYS; i++)
@@ -89,7 +94,7 @@ static size_t shm_key(char *key, const char *group, const char *address)
     return g + 1 + a;
 }
 
-static uint32_t shm_hash(const char *key, size_t len)
+uint32_t shm_hash(const char *key, size_t len)
 {
     uint32_t h = 2166136261u;
 

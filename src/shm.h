@@ -33,6 +33,11 @@ struct shm_ticket_key {
 
 #define SHM_TICKET_KEYS 3
 
+/* A shared anonymous mapping of size bytes, zeroed; NULL on failure. */
+void *shm_map(size_t size);
+/* FNV-1a over key: the slot tables' hash. */
+uint32_t shm_hash(const char *key, size_t len);
+
 /* Map the zone (master, before the first fork).  Returns PT_OK or
  * PT_ERROR with errno set.  The mapping is inherited by every worker and
  * kept across reloads, so health survives them. */

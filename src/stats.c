@@ -7,9 +7,10 @@
  */
 #include "stats.h"
 
+#include "shm.h"
+
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #define STATS_ROUTES 1024
 #define STATS_SERVERS 4096
@@ -27,13 +28,8 @@ static struct stats_zone *zone;
 
 int stats_init(void)
 {
-    void *p = mmap(NULL, sizeof(*zone), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-    if (p == MAP_FAILED)
-        return PT_ERROR;
-    zone = p;
-    return PT_OK;
+    zone = shm_map(sizeof(*zone));
+    return zone ? PT_OK : PT_ERROR;
 }
 
 struct stats_global *stats_global(void)
@@ -41,23 +37,12 @@ struct stats_global *stats_global(void)
     return zone ? &zone->global : NULL;
 }
 
-static uint32_t stats_hash(const char *key, size_t len)
-{
-    uint32_t h = 2166136261u;
-
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 /* Find (or, with insert, claim) the slot of key in a table of n slots of
  * size sz whose first member is the key array of keylen bytes. */
 static void *stats_probe(void *table, size_t n, size_t sz, size_t keylen,
                          const char *key, size_t len, int insert)
 {
-    uint32_t h = stats_hash(key, len);
+    uint32_t h = shm_hash(key, len);
 
     if (len == 0 || len >= keylen)
         return NULL;

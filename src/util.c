@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define KIB 1024ULL
@@ -302,4 +303,35 @@ const char *pt_addr_format(const struct sockaddr *sa, char *buf, size_t buflen)
         snprintf(buf, buflen, "(address family %d)", sa->sa_family);
     }
     return buf;
+}
+
+void pt_oom(void)
+{
+    fputs("portico: out of memory while loading the config\n", stderr);
+    abort();
+}
+
+void *pt_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+
+    if (p == NULL)
+        pt_oom();
+    return p;
+}
+
+char *pt_xmemdup(const char *s, size_t len)
+{
+    char *p = malloc(len + 1);
+
+    if (p == NULL)
+        pt_oom();
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+char *pt_xstrdup(const char *s)
+{
+    return pt_xmemdup(s, strlen(s));
 }

@@ -37,6 +37,17 @@ int pt_parse_addr(const char *s, struct sockaddr_storage *ss,
 const char *pt_format_size(uint64_t bytes, char *buf, size_t buflen);
 const char *pt_format_duration(uint64_t ms, char *buf, size_t buflen);
 
+/*
+ * Allocation for the config loader, where running out of memory is
+ * fatal (a config is small): these abort with a message instead of
+ * returning NULL.  calloc of 0 elements still returns a pointer.
+ */
+/* Say so on stderr and abort. */
+void pt_oom(void) __attribute__((noreturn));
+void *pt_xcalloc(size_t n, size_t size);
+char *pt_xmemdup(const char *s, size_t len); /* plus a NUL */
+char *pt_xstrdup(const char *s);
+
 /* Format a socket address as "A.B.C.D:port" / "[v6]:port" into buf. */
 const char *pt_addr_format(const struct sockaddr *sa, char *buf,
                            size_t buflen);
