@@ -1,8 +1,8 @@
 /*
  * cache_policy.h -- HTTP caching rules for a shared cache (RFC 9111, with
- * RFC 9110 conditionals, RFC 5861 stale-* extensions, RFC 9211
- * Cache-Status): what may be stored, for how long, whether a stored
- * response may be reused, and the cache key.
+ * RFC 9110 conditionals, RFC 5861 stale-* extensions): what may be
+ * stored, for how long, and whether a stored response may be reused.
+ * The cache key and Cache-Status are in cache_key.h.
  * Layer 1 (pure): bytes in, structs out.  No I/O, no logging, no globals,
  * no allocation.  Time is int64 seconds since the epoch, always passed in.
  * Every view in a result points into the caller's header arrays.
@@ -110,30 +110,8 @@ struct cache_uri {
     struct pt_str query; /* without '?'; len 0 when absent */
 };
 
-/* The "fwd" parameter of Cache-Status (RFC 9211 2.2). */
-enum cache_fwd {
-    CACHE_FWD_NONE = 0, /* not forwarded: a hit */
-    CACHE_FWD_BYPASS,
-    CACHE_FWD_METHOD,
-    CACHE_FWD_URI_MISS,
-    CACHE_FWD_VARY_MISS,
-    CACHE_FWD_MISS,
-    CACHE_FWD_REQUEST,
-    CACHE_FWD_STALE,
-    CACHE_FWD_PARTIAL,
-};
-
-struct cache_status {
-    enum cache_fwd fwd;
-    int fwd_status; /* 0: not sent */
-    int has_ttl;
-    int64_t ttl; /* lifetime - current age; negative when stale */
-    unsigned stored : 1;
-    unsigned collapsed : 1;
-    const char *detail; /* borrowed; NULL: not sent */
-};
-
-/* The inputs of a cache key. */
+/* The inputs of a cache key (cache_key.h); also the target of
+   cache_invalidations. */
 struct cache_key_in {
     struct pt_str method; /* HEAD is keyed as GET (see cache_key_build) */
     struct pt_str scheme; /* "http" or "https": selects the default port */
@@ -142,16 +120,6 @@ struct cache_key_in {
     struct pt_str query;               /* without '?' */
     const struct http_header *headers; /* the request's */
     size_t nheaders;
-};
-
-/* A route's declarative key options. */
-struct cache_key_opts {
-    int sort_query;            /* stable sort of parameters by raw name */
-    const struct pt_str *drop; /* parameter names; "utm_*" is a prefix */
-    size_t ndrop;
-    const struct pt_str *vary; /* request header names joining the key */
-    size_t nvary;
-    int normalize_accept_encoding; /* Accept-Encoding -> br|gzip|identity */
 };
 
 /* Set every field of cc to "absent". */
@@ -274,22 +242,5 @@ int cache_invalidations(enum http_method method, int status,
                         const struct cache_key_in *target,
                         const struct http_header *resp, size_t n,
                         struct cache_uri out[3]);
-
-/*
- * Write a Cache-Status field value (RFC 9211) for cache `name` into buf,
- * NUL-terminated.  Returns its length, or -1 when buf is too small.
- */
-int cache_status_format(const char *name, const struct cache_status *st,
-                        char *buf, size_t cap);
-
-/*
- * Write the cache key of a request into buf (not NUL-terminated):
- * "METHOD scheme://host/path?query" then "\nname: v1,v2" per header of
- * opts->vary ("\nname" when absent).  HEAD is keyed as GET, the host is
- * lower-cased without its default port, query bytes are never decoded.
- * opts may be NULL.  Returns the length, or -1 when buf is too small.
- */
-int cache_key_build(const struct cache_key_in *in,
-                    const struct cache_key_opts *opts, char *buf, size_t cap);
 
 #endif

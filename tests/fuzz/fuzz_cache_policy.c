@@ -1,11 +1,12 @@
 /*
- * fuzz_cache_policy.c -- libFuzzer target for src/cache_policy.c.  The
- * input is used three ways: whole, as a Cache-Control value and as an
- * HTTP-date; and split at '\n' into "Name: value" lines, as request and
- * response heads that go through every decision function and the cache
- * key builder.  The module's contracts are checked as invariants.
- * Calls: cache_policy.h, libc.  No libFuzzer API: the gcc replay driver
- * in `make check` runs the corpus through the same entry point.
+ * fuzz_cache_policy.c -- libFuzzer target for src/cache_policy.c and
+ * src/cache_key.c.  The input is used three ways: whole, as a
+ * Cache-Control value and as an HTTP-date; and split at '\n' into
+ * "Name: value" lines, as request and response heads that go through
+ * every decision function and the cache key builder.  The modules'
+ * contracts are checked as invariants.  Calls: cache_policy.h,
+ * cache_key.h, libc.  No libFuzzer API: the gcc replay driver in
+ * `make check` runs the corpus through the same entry point.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache_key.h"
 #include "cache_policy.h"
 
 /* abort() and not assert(): the check must survive -DNDEBUG builds. */

@@ -1,8 +1,9 @@
 /*
- * check_cache_policy.c -- unit tests for src/cache_policy.c: Cache-Control
- * parsing, HTTP-dates, storability, freshness, age, reuse, stale-if-error,
- * conditionals, validators, 304 updates, invalidation, Cache-Status and
- * cache keys.  Calls: cache_policy.h, libcheck.
+ * check_cache_policy.c -- unit tests for src/cache_policy.c and
+ * src/cache_key.c: Cache-Control parsing, HTTP-dates, storability,
+ * freshness, age, reuse, stale-if-error, conditionals, validators, 304
+ * updates, invalidation, Cache-Status and cache keys.
+ * Calls: cache_policy.h, cache_key.h, libcheck.
  *
  * Most tests are table rows: header blocks are written as "Name: value"
  * lines joined by '\n', so a row reads like the message it stands for.
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache_key.h"
 #include "cache_policy.h"
 
 #define MAX_HDRS 16

@@ -1,0 +1,679 @@
+/*
+ * cache_store.c -- the cache's shared-memory zone.
+ *
+ *   header | buckets[nbuckets] | entries[nentries] | next[nblocks] |
+ *   blocks[nblocks][CACHE_BLOCK]
+ *
+ * Everything is sized from cache.size so the zone never grows.  Indexes
+ * (uint32_t, NIL for none) link buckets, the LRU list, free lists and
+ * block chains; there are no pointers in the zone.  One robust,
+ * process-shared mutex guards the metadata; it is held for a few list
+ * operations at a time, never while bytes are copied.  Body bytes are
+ * written by the one filler and read by pinned readers without the lock:
+ * `length` is published (release) only after the bytes and the chain
+ * below it are in place.
+ *
+ * Entries are the truth.  If a process dies holding the lock, the next
+ * locker rebuilds buckets, LRU and free lists from the entries' states
+ * and block chains (store_repair), and drops entries whose filler died.
+ * Pins the dead process held are lost: those entries can no longer be
+ * evicted, only purged, until the zone is remapped at restart.
+ *
+ * Calls: libc, pthreads.
+ */
+#include "cache_store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define NIL 0xffffffffu
+#define STORE_MAGIC 0x70746373u /* "ptcs" */
+
+enum entry_state { E_FREE, E_FILLING, E_READY, E_DEAD };
+
+struct entry {
+    uint64_t hash;
+    uint32_t hnext;            /* bucket chain */
+    uint32_t lru_prev, lru_next;
+    uint32_t first, last;      /* block chain */
+    uint32_t nblocks;
+    uint32_t refs;             /* pins; under the lock */
+    uint32_t key_len;
+    int32_t filler;            /* pid filling it */
+    uint64_t tick;             /* last use, for LRU order on repair */
+    _Atomic uint32_t state;
+    _Atomic uint32_t version;  /* bumped when the slot is freed */
+    _Atomic uint64_t length;   /* caller bytes written so far */
+    struct cache_meta meta;
+};
+
+struct cache_store {
+    uint32_t magic;
+    uint64_t size;
+    uint32_t nblocks, nentries, nbuckets;
+    pthread_mutex_t lock;
+    uint32_t lru_head, lru_tail; /* head: most recently used */
+    uint32_t free_block, free_entry;
+    uint32_t used_blocks, used_entries;
+    uint64_t tick, evictions, repairs;
+    uint64_t off_buckets, off_entries, off_next, off_blocks;
+};
+
+/* ---- layout ---- */
+
+static uint32_t *buckets(struct cache_store *s)
+{
+    return (uint32_t *)((char *)s + s->off_buckets);
+}
+
+static struct entry *entries(struct cache_store *s)
+{
+    return (struct entry *)((char *)s + s->off_entries);
+}
+
+static uint32_t *next_of(struct cache_store *s)
+{
+    return (uint32_t *)((char *)s + s->off_next);
+}
+
+static char *block(struct cache_store *s, uint32_t b)
+{
+    return (char *)s + s->off_blocks + (uint64_t)b * CACHE_BLOCK;
+}
+
+static uint64_t align64(uint64_t v)
+{
+    return (v + 63) & ~(uint64_t)63;
+}
+
+/* How many blocks fit in size with their share of entries and buckets:
+ * one entry for every two blocks, a bucket per entry. */
+static void store_layout(struct cache_store *s, uint64_t size)
+{
+    uint64_t per = CACHE_BLOCK + sizeof(uint32_t) +
+                   (sizeof(struct entry) + 2 * sizeof(uint32_t)) / 2 + 1;
+    uint64_t n = (size - align64(sizeof(*s)) - 4 * 64) / per;
+
+    for (;; n--) {
+        uint32_t ne = (uint32_t)(n / 2 + 1), nb = 1;
+        while (nb < ne)
+            nb <<= 1;
+        s->nblocks = (uint32_t)n;
+        s->nentries = ne;
+        s->nbuckets = nb;
+        s->off_buckets = align64(sizeof(*s));
+        s->off_entries = align64(s->off_buckets + (uint64_t)nb * 4);
+        s->off_next = align64(s->off_entries + (uint64_t)ne * sizeof(struct entry));
+        s->off_blocks = align64(s->off_next + n * 4);
+        if (s->off_blocks + n * CACHE_BLOCK <= size)
+            return;
+    }
+}
+
+static void store_reset_lists(struct cache_store *s)
+{
+    uint32_t *bk = buckets(s), *nx = next_of(s);
+    struct entry *e = entries(s);
+
+    for (uint32_t i = 0; i < s->nbuckets; i++)
+        bk[i] = NIL;
+    for (uint32_t i = 0; i < s->nblocks; i++)
+        nx[i] = i + 1 < s->nblocks ? i + 1 : NIL;
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        atomic_store(&e[i].state, E_FREE);
+        e[i].hnext = i + 1 < s->nentries ? i + 1 : NIL; /* free list */
+    }
+    s->free_block = s->nblocks ? 0 : NIL;
+    s->free_entry = 0;
+    s->lru_head = s->lru_tail = NIL;
+    s->used_blocks = s->used_entries = 0;
+}
+
+struct cache_store *cache_store_new(uint64_t size)
+{
+    pthread_mutexattr_t a;
+    struct cache_store *s;
+
+    if (size < 1024 * 1024) {
+        errno = EINVAL;
+        return NULL;
+    }
+    s = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+             -1, 0);
+    if (s == MAP_FAILED)
+        return NULL;
+    s->magic = STORE_MAGIC;
+    s->size = size;
+    store_layout(s, size);
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&s->lock, &a);
+    pthread_mutexattr_destroy(&a);
+    store_reset_lists(s);
+    return s;
+}
+
+void cache_store_free(struct cache_store **sp)
+{
+    if (*sp)
+        munmap(*sp, (*sp)->size);
+    *sp = NULL;
+}
+
+uint64_t cache_store_size(const struct cache_store *s)
+{
+    return s->size;
+}
+
+/* ---- lists (lock held) ---- */
+
+static void lru_unlink(struct cache_store *s, uint32_t i)
+{
+    struct entry *e = entries(s);
+
+    if (e[i].lru_prev != NIL)
+        e[e[i].lru_prev].lru_next = e[i].lru_next;
+    else
+        s->lru_head = e[i].lru_next;
+    if (e[i].lru_next != NIL)
+        e[e[i].lru_next].lru_prev = e[i].lru_prev;
+    else
+        s->lru_tail = e[i].lru_prev;
+    e[i].lru_prev = e[i].lru_next = NIL;
+}
+
+static void lru_push(struct cache_store *s, uint32_t i)
+{
+    struct entry *e = entries(s);
+
+    e[i].lru_prev = NIL;
+    e[i].lru_next = s->lru_head;
+    if (s->lru_head != NIL)
+        e[s->lru_head].lru_prev = i;
+    s->lru_head = i;
+    if (s->lru_tail == NIL)
+        s->lru_tail = i;
+    e[i].tick = ++s->tick;
+}
+
+static void bucket_unlink(struct cache_store *s, uint32_t i)
+{
+    struct entry *e = entries(s);
+    uint32_t *p = &buckets(s)[e[i].hash & (s->nbuckets - 1)];
+
+    while (*p != NIL && *p != i)
+        p = &e[*p].hnext;
+    if (*p == i)
+        *p = e[i].hnext;
+    e[i].hnext = NIL;
+}
+
+/* Give back an entry nobody pins and nobody can find any more. */
+static void entry_free(struct cache_store *s, uint32_t i)
+{
+    struct entry *e = &entries(s)[i];
+    uint32_t *nx = next_of(s), b = e->first;
+
+    for (uint32_t k = 0; k < e->nblocks && b != NIL; k++) {
+        uint32_t n = nx[b];
+        nx[b] = s->free_block;
+        s->free_block = b;
+        s->used_blocks--;
+        b = n;
+    }
+    e->first = e->last = NIL;
+    e->nblocks = 0;
+    atomic_store(&e->state, E_FREE);
+    atomic_fetch_add(&e->version, 1);
+    e->hnext = s->free_entry;
+    s->free_entry = i;
+    s->used_entries--;
+}
+
+/* Findable no more; freed now or by the last reader's release. */
+static void entry_kill(struct cache_store *s, uint32_t i)
+{
+    struct entry *e = &entries(s)[i];
+    uint32_t st = atomic_load(&e->state);
+
+    if (st != E_FILLING && st != E_READY)
+        return; /* already unlinked */
+    bucket_unlink(s, i);
+    lru_unlink(s, i);
+    atomic_store(&e->state, E_DEAD);
+    if (e->refs == 0)
+        entry_free(s, i);
+}
+
+/* The least recently used entry that is complete and unpinned goes. */
+static int store_evict(struct cache_store *s)
+{
+    struct entry *e = entries(s);
+
+    for (uint32_t i = s->lru_tail; i != NIL; i = e[i].lru_prev) {
+        if (e[i].refs == 0 && atomic_load(&e[i].state) == E_READY) {
+            entry_kill(s, i);
+            s->evictions++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static uint32_t block_alloc(struct cache_store *s)
+{
+    uint32_t b;
+
+    while (s->free_block == NIL)
+        if (!store_evict(s))
+            return NIL;
+    b = s->free_block;
+    s->free_block = next_of(s)[b];
+    next_of(s)[b] = NIL;
+    s->used_blocks++;
+    return b;
+}
+
+static uint32_t entry_alloc(struct cache_store *s)
+{
+    uint32_t i;
+
+    while (s->free_entry == NIL)
+        if (!store_evict(s))
+            return NIL;
+    i = s->free_entry;
+    s->free_entry = entries(s)[i].hnext;
+    s->used_entries++;
+    return i;
+}
+
+/* ---- recovery from a process that died holding the lock ---- */
+
+static int pid_alive(int32_t pid)
+{
+    return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
+}
+
+static int tick_cmp(const void *a, const void *b, void *arg)
+{
+    const struct entry *e = arg;
+    uint64_t x = e[*(const uint32_t *)a].tick, y = e[*(const uint32_t *)b].tick;
+    return x < y ? -1 : x > y;
+}
+
+/* Keep an entry's chain to exactly nblocks blocks and mark them owned. */
+static void repair_chain(struct cache_store *s, struct entry *e,
+                         unsigned char *owned)
+{
+    uint32_t *nx = next_of(s), b = e->first, last = NIL, k = 0;
+
+    for (; k < e->nblocks && b < s->nblocks && !owned[b]; k++) {
+        owned[b] = 1;
+        last = b;
+        b = nx[b];
+    }
+    e->nblocks = k;
+    e->last = last;
+    if (last != NIL)
+        nx[last] = NIL;
+    else
+        e->first = NIL;
+}
+
+/*
+ * Rebuild everything but the entries from the entries.  Entries whose
+ * filler died are dropped; buckets, LRU (by last use) and both free
+ * lists are made anew.  Runs with the lock held, after EOWNERDEAD.
+ */
+static void store_repair(struct cache_store *s)
+{
+    struct entry *e = entries(s);
+    unsigned char *owned = calloc(s->nblocks + 1, 1);
+    uint32_t *live = calloc(s->nentries + 1, sizeof(uint32_t)), nlive = 0;
+    uint32_t *bk = buckets(s), *nx = next_of(s);
+
+    if (owned == NULL || live == NULL)
+        abort(); /* cannot repair: the master re-forks, someone retries */
+    s->free_entry = NIL;
+    s->used_entries = s->used_blocks = 0;
+    for (uint32_t i = 0; i < s->nbuckets; i++)
+        bk[i] = NIL;
+    for (uint32_t i = s->nentries; i-- > 0;) {
+        uint32_t st = atomic_load(&e[i].state);
+        if (st == E_FILLING && !pid_alive(e[i].filler)) {
+            st = E_DEAD;
+            if (e[i].refs)
+                e[i].refs--; /* the dead filler's own pin */
+        }
+        if (st == E_DEAD && e[i].refs == 0)
+            st = E_FREE;
+        atomic_store(&e[i].state, st);
+        if (st == E_FREE) {
+            e[i].first = NIL;
+            e[i].nblocks = 0;
+            e[i].hnext = s->free_entry;
+            s->free_entry = i;
+            continue;
+        }
+        s->used_entries++;
+        repair_chain(s, &e[i], owned);
+        s->used_blocks += e[i].nblocks;
+        e[i].hnext = NIL;
+        e[i].lru_prev = e[i].lru_next = NIL;
+        if (st == E_DEAD)
+            continue;
+        uint32_t *b = &bk[e[i].hash & (s->nbuckets - 1)];
+        e[i].hnext = *b;
+        *b = i;
+        live[nlive++] = i;
+    }
+    s->free_block = NIL;
+    for (uint32_t b = s->nblocks; b-- > 0;) {
+        if (owned[b])
+            continue;
+        nx[b] = s->free_block;
+        s->free_block = b;
+    }
+    qsort_r(live, nlive, sizeof(*live), tick_cmp, e);
+    s->lru_head = s->lru_tail = NIL;
+    for (uint32_t k = 0; k < nlive; k++)
+        lru_push(s, live[k]); /* oldest first: the newest ends at head */
+    s->repairs++;
+    free(owned);
+    free(live);
+}
+
+static void store_lock(struct cache_store *s)
+{
+    if (pthread_mutex_lock(&s->lock) == EOWNERDEAD) {
+        store_repair(s);
+        pthread_mutex_consistent(&s->lock);
+    }
+}
+
+static void store_unlock(struct cache_store *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- the API ---- */
+
+static uint64_t key_hash(struct pt_str key)
+{
+    uint64_t h = 14695981039346656037ull;
+
+    for (size_t i = 0; i < key.len; i++) {
+        h ^= (unsigned char)key.p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static uint32_t store_find(struct cache_store *s, struct pt_str key,
+                           uint64_t h)
+{
+    struct entry *e = entries(s);
+
+    for (uint32_t i = buckets(s)[h & (s->nbuckets - 1)]; i != NIL;
+         i = e[i].hnext) {
+        if (e[i].hash == h && e[i].key_len == key.len &&
+            memcmp(block(s, e[i].first), key.p, key.len) == 0)
+            return i;
+    }
+    return NIL;
+}
+
+static void ref_set(struct cache_store *s, struct cache_ref *ref, uint32_t i)
+{
+    ref->entry = i;
+    ref->version = atomic_load(&entries(s)[i].version);
+    ref->cur_block = entries(s)[i].first;
+    ref->cur_start = 0;
+}
+
+/* A fresh FILLING entry holding key, pinned by its filler. */
+static uint32_t store_claim(struct cache_store *s, struct pt_str key,
+                            uint64_t h)
+{
+    uint32_t i = entry_alloc(s), b;
+    struct entry *e;
+
+    if (i == NIL)
+        return NIL;
+    b = block_alloc(s);
+    e = &entries(s)[i];
+    if (b == NIL) {
+        e->first = NIL;
+        e->nblocks = 0;
+        atomic_store(&e->state, E_DEAD);
+        entry_free(s, i);
+        return NIL;
+    }
+    memcpy(block(s, b), key.p, key.len);
+    e->hash = h;
+    e->key_len = (uint32_t)key.len;
+    e->first = e->last = b;
+    e->nblocks = 1;
+    e->refs = 1;
+    e->filler = (int32_t)getpid();
+    memset(&e->meta, 0, sizeof(e->meta));
+    atomic_store(&e->length, 0);
+    atomic_store(&e->state, E_FILLING);
+    uint32_t *bk = &buckets(s)[h & (s->nbuckets - 1)];
+    e->hnext = *bk;
+    *bk = i;
+    lru_push(s, i);
+    return i;
+}
+
+enum cache_found cache_lookup(struct cache_store *s, struct pt_str key,
+                              int claim, struct cache_ref *ref,
+                              struct cache_meta *meta)
+{
+    uint64_t h = key_hash(key);
+    enum cache_found found = CACHE_MISS;
+    uint32_t i;
+
+    if (key.len == 0 || key.len > CACHE_KEY_MAX)
+        return CACHE_MISS;
+    store_lock(s);
+    i = store_find(s, key, h);
+    if (i != NIL && atomic_load(&entries(s)[i].state) == E_FILLING &&
+        !pid_alive(entries(s)[i].filler)) {
+        /* Its filler was killed mid-fill: nobody will finish it, and
+         * the pin it held goes with it. */
+        if (entries(s)[i].refs)
+            entries(s)[i].refs--;
+        entry_kill(s, i);
+        i = NIL;
+    }
+    if (i != NIL) {
+        struct entry *e = &entries(s)[i];
+        e->refs++;
+        lru_unlink(s, i);
+        lru_push(s, i);
+        found = atomic_load(&e->state) == E_READY ? CACHE_HIT : CACHE_FILLING;
+        *meta = e->meta;
+    } else if (claim && (i = store_claim(s, key, h)) != NIL) {
+        found = CACHE_CLAIMED;
+        memset(meta, 0, sizeof(*meta));
+    }
+    if (found != CACHE_MISS)
+        ref_set(s, ref, i);
+    store_unlock(s);
+    return found;
+}
+
+static struct entry *ref_entry(struct cache_store *s,
+                               const struct cache_ref *ref)
+{
+    struct entry *e = &entries(s)[ref->entry];
+
+    return atomic_load(&e->version) == ref->version ? e : NULL;
+}
+
+int cache_fill_append(struct cache_store *s, const struct cache_ref *ref,
+                      const void *p, size_t n, uint64_t max_object)
+{
+    struct entry *e = ref_entry(s, ref);
+    const char *src = p;
+
+    if (e == NULL || atomic_load(&e->state) != E_FILLING)
+        return PT_ERROR;
+    if (atomic_load(&e->length) + n > max_object) {
+        cache_fill_abort(s, ref);
+        return PT_ERROR;
+    }
+    while (n > 0) {
+        uint64_t len = atomic_load_explicit(&e->length, memory_order_relaxed);
+        uint64_t used = e->key_len + len;
+        uint64_t room = (uint64_t)e->nblocks * CACHE_BLOCK - used;
+        if (room == 0) {
+            store_lock(s);
+            uint32_t b = block_alloc(s);
+            if (b != NIL) {
+                next_of(s)[e->last] = b;
+                e->last = b;
+                e->nblocks++;
+            }
+            store_unlock(s);
+            if (b == NIL) {
+                cache_fill_abort(s, ref);
+                return PT_ERROR;
+            }
+            continue;
+        }
+        size_t k = (size_t)PT_MIN((uint64_t)n, room);
+        memcpy(block(s, e->last) + used % CACHE_BLOCK, src, k);
+        /* The bytes, then the length: readers never see unwritten data. */
+        atomic_store_explicit(&e->length, len + k, memory_order_release);
+        src += k;
+        n -= k;
+    }
+    return PT_OK;
+}
+
+int cache_fill_done(struct cache_store *s, const struct cache_ref *ref,
+                    const struct cache_meta *meta)
+{
+    struct entry *e = ref_entry(s, ref);
+    int rc = PT_ERROR;
+
+    store_lock(s);
+    if (e && atomic_load(&e->state) == E_FILLING) {
+        e->meta = *meta;
+        atomic_store_explicit(&e->state, E_READY, memory_order_release);
+        rc = PT_OK;
+    }
+    store_unlock(s);
+    return rc;
+}
+
+void cache_fill_abort(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    store_lock(s);
+    if (e && atomic_load(&e->state) == E_FILLING)
+        entry_kill(s, ref->entry);
+    store_unlock(s);
+}
+
+size_t cache_read(struct cache_store *s, struct cache_ref *ref, uint64_t off,
+                  const void **p, int *done)
+{
+    struct entry *e = ref_entry(s, ref);
+    uint32_t st;
+    uint64_t len, d;
+
+    *done = 0;
+    if (e == NULL)
+        return (size_t)-1;
+    st = atomic_load_explicit(&e->state, memory_order_acquire);
+    len = atomic_load_explicit(&e->length, memory_order_acquire);
+    if (st == E_DEAD || st == E_FREE)
+        return (size_t)-1;
+    if (off >= len) {
+        /* READY is published after the last length: read it again. */
+        *done = st == E_READY && off == atomic_load(&e->length);
+        return 0;
+    }
+    d = e->key_len + off;
+    if (d < ref->cur_start) {
+        ref->cur_block = e->first;
+        ref->cur_start = 0;
+    }
+    while (d >= ref->cur_start + CACHE_BLOCK) {
+        ref->cur_block = next_of(s)[ref->cur_block];
+        ref->cur_start += CACHE_BLOCK;
+    }
+    *p = block(s, ref->cur_block) + (d - ref->cur_start);
+    return (size_t)PT_MIN(ref->cur_start + CACHE_BLOCK - d,
+                          e->key_len + len - d);
+}
+
+void cache_release(struct cache_store *s, struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    store_lock(s);
+    if (e && e->refs > 0 && --e->refs == 0 &&
+        atomic_load(&e->state) == E_DEAD)
+        entry_free(s, ref->entry);
+    store_unlock(s);
+    ref->entry = NIL;
+}
+
+int cache_purge(struct cache_store *s, struct pt_str key)
+{
+    uint32_t i;
+
+    store_lock(s);
+    i = store_find(s, key, key_hash(key));
+    if (i != NIL)
+        entry_kill(s, i);
+    store_unlock(s);
+    return i != NIL;
+}
+
+size_t cache_purge_prefix(struct cache_store *s, struct pt_str prefix)
+{
+    struct entry *e = entries(s);
+    size_t n = 0;
+
+    store_lock(s);
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        uint32_t st = atomic_load(&e[i].state);
+        if ((st == E_READY || st == E_FILLING) &&
+            e[i].key_len >= prefix.len &&
+            memcmp(block(s, e[i].first), prefix.p, prefix.len) == 0) {
+            entry_kill(s, i);
+            n++;
+        }
+    }
+    store_unlock(s);
+    return n;
+}
+
+void cache_store_stats(struct cache_store *s, struct cache_stats *out)
+{
+    store_lock(s);
+    out->entries = s->used_entries;
+    out->bytes_used = (uint64_t)s->used_blocks * CACHE_BLOCK;
+    out->bytes_total = (uint64_t)s->nblocks * CACHE_BLOCK;
+    out->evictions = s->evictions;
+    out->repairs = s->repairs;
+    store_unlock(s);
+}
+
+void cache_store_lock_for_test(struct cache_store *s)
+{
+    store_lock(s);
+}

@@ -1,0 +1,120 @@
+/*
+ * cache_store.h -- the shared-memory object store of the HTTP cache: one
+ * zone, mapped by the master before forking, whose byte budget covers
+ * the index, the entries' metadata and the bodies.  Layer 3.
+ * Calls: libc, pthreads (a robust, process-shared mutex).
+ *
+ * An object is a key and a byte string (the caller's serialised response
+ * head and body) kept in a chain of fixed-size blocks.  One process fills
+ * an entry while others may already read what is written so far
+ * (read-while-write); readers pin what they read, and eviction (LRU)
+ * skips pinned entries.  A full zone evicts or refuses, never fails
+ * loudly.  A process killed while holding the lock leaves the zone
+ * consistent: the next locker rebuilds the index, LRU and free lists from
+ * the entries, which are the only source of truth.
+ */
+#ifndef PORTICO_CACHE_STORE_H
+#define PORTICO_CACHE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "portico.h"
+
+#define CACHE_BLOCK 4096      /* bytes of data per block */
+#define CACHE_KEY_MAX 2048    /* longer keys are not cached */
+
+struct cache_store;
+
+/* What the cache keeps beside the bytes (policy data, set by the filler
+ * at cache_fill_done, read back at lookup). */
+struct cache_meta {
+    int64_t stored_at;     /* when the response arrived (unix seconds) */
+    int64_t lifetime;      /* freshness lifetime, seconds */
+    int64_t initial_age;   /* RFC 9111 4.2.3 corrected initial age */
+    uint32_t head_len;     /* bytes of the stored head before the body */
+    uint16_t status;
+    uint16_t flags;        /* the caller's */
+};
+
+enum cache_found {
+    CACHE_MISS,    /* absent (and not claimed) */
+    CACHE_HIT,     /* complete: ref pinned */
+    CACHE_FILLING, /* being filled by someone: ref pinned, read so far */
+    CACHE_CLAIMED, /* absent: a new entry is the caller's to fill */
+};
+
+/* A pinned entry; the version guards against a slot reused meanwhile.
+ * The cursor remembers where the last read was, so reading an object
+ * from start to end walks its block chain once. */
+struct cache_ref {
+    uint32_t entry;
+    uint32_t version;
+    uint32_t cur_block;  /* block holding data offset cur_start */
+    uint64_t cur_start;  /* data offset of cur_block's first byte */
+};
+
+struct cache_stats {
+    uint64_t entries, bytes_used, bytes_total, evictions, repairs;
+};
+
+/*
+ * Map a zone of `size` bytes (at least 1m).  Returns NULL with errno set.
+ * Call before forking: children share it.
+ */
+struct cache_store *cache_store_new(uint64_t size);
+/* Unmap (tests). */
+void cache_store_free(struct cache_store **s);
+uint64_t cache_store_size(const struct cache_store *s);
+
+/*
+ * Look key up.  On HIT or FILLING the entry is pinned in *ref (release it
+ * with cache_release) and *meta is filled (FILLING: as far as known).
+ * With claim, an absent key gets a new FILLING entry owned by the caller
+ * (CACHE_CLAIMED, pinned); without, CACHE_MISS.  A key longer than
+ * CACHE_KEY_MAX is always a MISS.
+ */
+enum cache_found cache_lookup(struct cache_store *s, struct pt_str key,
+                              int claim, struct cache_ref *ref,
+                              struct cache_meta *meta);
+
+/*
+ * The filler appends bytes (head, then body).  Returns PT_OK, or PT_ERROR
+ * when the object would pass max_object bytes or no block can be had
+ * (the entry is then dropped: the caller goes on without caching).
+ */
+int cache_fill_append(struct cache_store *s, const struct cache_ref *ref,
+                      const void *p, size_t n, uint64_t max_object);
+/* The object is complete: readers may serve it whole from now on. */
+int cache_fill_done(struct cache_store *s, const struct cache_ref *ref,
+                    const struct cache_meta *meta);
+/* Give up filling: the entry goes; readers see it as aborted. */
+void cache_fill_abort(struct cache_store *s, const struct cache_ref *ref);
+
+/*
+ * Bytes of the object from offset off that can be read now: *p points
+ * into the zone, valid while ref is pinned.  Returns their count (up to
+ * the end of one block); 0 with *done set when the object is complete and
+ * off is its end, 0 with *done clear when the filler has not written
+ * more yet; (size_t)-1 when the fill was aborted.
+ */
+size_t cache_read(struct cache_store *s, struct cache_ref *ref,
+                  uint64_t off, const void **p, int *done);
+
+/* Unpin. */
+void cache_release(struct cache_store *s, struct cache_ref *ref);
+
+/* Drop the entry of key (pinned readers finish first).  Returns 1 when
+ * there was one. */
+int cache_purge(struct cache_store *s, struct pt_str key);
+/* Drop every entry whose key starts with prefix ("" = all); returns how
+ * many. */
+size_t cache_purge_prefix(struct cache_store *s, struct pt_str prefix);
+
+void cache_store_stats(struct cache_store *s, struct cache_stats *out);
+
+/* Tests only: take the lock and keep it (a process that then dies shows
+ * that the next locker recovers). */
+void cache_store_lock_for_test(struct cache_store *s);
+
+#endif
