@@ -179,6 +179,9 @@ static void admin_metrics(const struct conf *conf, struct evbuffer *b)
                         "portico_reloads_total{result=\"rejected\"} %llu\n",
                         (unsigned long long)ld(&g->reloads_ok),
                         (unsigned long long)ld(&g->reloads_rejected));
+    admin_counter(b, "portico_cache_hits_total", "counter",
+                  "Requests answered from the shared cache.",
+                  ld(&g->cache_hits));
     admin_counter(b, "portico_workers", "gauge", "Worker processes running.",
                   ld(&g->workers));
     admin_counter(b, "portico_config_generation", "gauge",

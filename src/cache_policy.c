@@ -614,7 +614,7 @@ static const char *exchange_unstorable(const struct cache_request *q,
     return NULL;
 }
 
-enum cache_store cache_storable(const struct cache_request *req,
+enum cache_storability cache_storable(const struct cache_request *req,
                                 const struct cache_response *resp,
                                 const char **why)
 {

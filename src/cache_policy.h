@@ -72,7 +72,7 @@ struct cache_response {
     unsigned has_content_range : 1;
 };
 
-enum cache_store {
+enum cache_storability {
     CACHE_STORE_NO = 0,
     CACHE_STORE_YES,
     CACHE_STORE_HEAD_ONLY, /* answer to HEAD: may only answer HEAD */
@@ -158,7 +158,7 @@ void cache_response_read(int status, const struct http_header *h, size_t n,
  * rule on top of the RFC: a response with Set-Cookie is stored only when
  * it says "public" or s-maxage, and is then stored as is.
  */
-enum cache_store cache_storable(const struct cache_request *req,
+enum cache_storability cache_storable(const struct cache_request *req,
                                 const struct cache_response *resp,
                                 const char **why);
 

@@ -391,6 +391,39 @@ static void resolve_routes(struct conf *c, struct conf_diag *diag)
     }
 }
 
+/* A route's cache: needs the zone, and something to cache from. */
+static void check_cache(struct conf *c, struct conf_diag *diag)
+{
+    char a[32], b[32];
+
+    if (c->cache.enabled && c->cache.size == 0)
+        c->cache.size = 256ull << 20;
+    if (c->cache.enabled && c->cache.max_object_size == 0)
+        c->cache.max_object_size = PT_MIN(8ull << 20, c->cache.size / 4);
+    if (c->cache.enabled && c->cache.max_object_size > c->cache.size / 4)
+        conf_diag_at(diag, c, c->cache.pos,
+                     "cache.max_object_size (%s) must not exceed a quarter "
+                     "of cache.size (%s): one object would crowd out the "
+                     "rest",
+                     pt_format_size(c->cache.max_object_size, a, sizeof(a)),
+                     pt_format_size(c->cache.size, b, sizeof(b)));
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct conf_route *r = &c->routes[i];
+        if (!r->cache.enabled)
+            continue;
+        if (!c->cache.enabled)
+            conf_diag_at(diag, c, r->cache.pos,
+                         "routes[%zu].cache: no cache zone: add a top-level "
+                         "cache: { size: 256m }",
+                         i);
+        else if (r->has_respond)
+            conf_diag_at(diag, c, r->cache.pos,
+                         "routes[%zu].cache: only with upstream: (respond: "
+                         "answers are already in memory)",
+                         i);
+    }
+}
+
 static void check_limits(const struct conf *c, struct conf_diag *diag)
 {
     char uri[32], hdr[32];
@@ -705,6 +738,7 @@ static struct conf *conf_load(const char *name, const char *buf, size_t len,
             check_servers(c, &c->upstreams[i], diag);
         resolve_routes(c, diag);
         check_limits(c, diag);
+        check_cache(c, diag);
         check_user(c, diag);
     }
     if (diag->n != before)
@@ -776,6 +810,12 @@ static void route_free(struct conf_route *r)
     free(r->upstream_name);
     header_ops_free(&r->request_headers);
     header_ops_free(&r->response_headers);
+    for (size_t i = 0; i < r->cache.ndrop_query; i++)
+        free(r->cache.drop_query[i]);
+    free(r->cache.drop_query);
+    for (size_t i = 0; i < r->cache.nheaders; i++)
+        free(r->cache.headers[i]);
+    free(r->cache.headers);
 }
 
 static void upstream_free(struct conf_upstream *u)
@@ -1024,6 +1064,47 @@ static void dump_listener_tls(const struct conf_tls *tls, FILE *out)
     dump_text(out, "      ", "ciphersuites", tls->ciphersuites);
 }
 
+static void dump_list(FILE *out, const char *key, char **v, size_t n)
+{
+    fprintf(out, "        %s: [", key);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ", " : "", out);
+        dump_str(out, v[i], strlen(v[i]));
+    }
+    fputs("]\n", out);
+}
+
+static void dump_route_cache(const struct conf_route_cache *rc, FILE *out)
+{
+    char buf[32];
+
+    if (!rc->enabled)
+        return;
+    fputs("    cache:\n", out);
+    if (rc->ttl)
+        fprintf(out, "      ttl: %s\n",
+                pt_format_duration(rc->ttl, buf, sizeof(buf)));
+    fprintf(out, "      key:\n        sort_query: %s\n",
+            rc->sort_query ? "true" : "false");
+    dump_list(out, "drop_query", rc->drop_query, rc->ndrop_query);
+    dump_list(out, "headers", rc->headers, rc->nheaders);
+}
+
+static void dump_cache(const struct conf *c, FILE *out)
+{
+    char a[32], b[32], t[32];
+
+    if (!c->cache.enabled)
+        return;
+    fprintf(out, "cache:\n  size: %s\n  max_object_size: %s\n"
+                 "  default_ttl: %s\n",
+            pt_format_size(c->cache.size, a, sizeof(a)),
+            pt_format_size(c->cache.max_object_size, b, sizeof(b)),
+            c->cache.default_ttl
+                ? pt_format_duration(c->cache.default_ttl, t, sizeof(t))
+                : "0s");
+}
+
 static void dump_admin(const struct conf *c, FILE *out)
 {
     if (!c->admin.enabled)
@@ -1206,6 +1287,7 @@ static void dump_route(const struct conf_route *r, FILE *out)
     if (r->access_format != ACCESS_INHERIT)
         fprintf(out, "    access_log: { format: %s }\n",
                 access_format_name(r->access_format));
+    dump_route_cache(&r->cache, out);
     if (!r->has_respond) {
         dump_route_upstream(r, out);
         return;
@@ -1222,6 +1304,7 @@ void conf_dump(const struct conf *conf, FILE *out)
     dump_process(conf, out);
     dump_logs(conf, out);
     dump_limits(conf, out);
+    dump_cache(conf, out);
     dump_upstreams(conf, out);
     dump_listeners(conf, out);
     if (conf->nroutes == 0) {

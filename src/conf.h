@@ -176,6 +176,28 @@ struct conf_header_ops {
     size_t nremove;
 };
 
+/* The shared-memory HTTP cache (one zone for all workers). */
+struct conf_cache {
+    int enabled;              /* 1 when cache: is written */
+    uint64_t size;            /* the zone's whole byte budget; 256m */
+    uint64_t max_object_size; /* larger responses pass uncached; 8m */
+    uint64_t default_ttl;     /* ms; freshness for responses that give
+                                 none, on routes without a ttl; 0 = none */
+    struct conf_pos pos, size_pos;
+};
+
+/* A route's cache: settings. */
+struct conf_route_cache {
+    int enabled;          /* cache: true, or a mapping */
+    uint64_t ttl;         /* ms; 0 = what the response says */
+    int sort_query;       /* key.sort_query */
+    char **drop_query;    /* owns; key.drop_query ("utm_*" a prefix) */
+    size_t ndrop_query;
+    char **headers;       /* owns; key.headers: request fields in the key */
+    size_t nheaders;
+    struct conf_pos pos;
+};
+
 struct conf_route {
     char *host;        /* owns; NULL = any host.  "*.example.com" matches
                           subdomains only; lower-cased at load */
@@ -191,6 +213,7 @@ struct conf_route {
     struct conf_header_ops response_headers; /* headers.response */
     int access_format;       /* enum access_format; INHERIT = the
                                 listener's */
+    struct conf_route_cache cache;
     int https_redirect;      /* 0 off; else a request that came in plain
                                 HTTP gets 308 to https on this port (443
                                 for "true") */
@@ -241,6 +264,7 @@ struct conf {
     } timeouts;
 
     struct conf_admin admin;         /* its listener is in listeners[] */
+    struct conf_cache cache;
     struct conf_file *files;         /* owns: certificates, keys, CAs */
     size_t nfiles;
     struct conf_upstream *upstreams; /* owns; in file order */

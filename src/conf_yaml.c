@@ -1217,6 +1217,109 @@ static const struct key_spec upstream_keys[] = {
     {0},
 };
 
+/* ---- cache ---- */
+
+static void set_cache(struct walk *w, const struct slot *at)
+{
+    struct conf_cache *c = walk_field(at);
+
+    c->enabled = 1;
+    c->pos = at->key->pos;
+    walk_map(w, at->val, at->k->sub, c);
+}
+
+/* A sequence of strings into a fresh array (names checked by check). */
+static void set_string_seq(struct walk *w, const struct ynode *seq,
+                           char ***out, size_t *n,
+                           int (*check)(const char *, size_t),
+                           const char *what)
+{
+    struct quoted q;
+
+    if (!walk_expect(w, seq, YNODE_SEQ, "a sequence"))
+        return;
+    *out = pt_xcalloc(seq->nkids + 1, sizeof(char *));
+    for (size_t i = 0; i < seq->nkids; i++) {
+        const struct ynode *v = seq->kids[i];
+        const char *s = walk_text(w, v, what);
+        if (s == NULL)
+            continue;
+        if (!check(s, v->len)) {
+            walk_error(w, v, "invalid %s %s", what,
+                       walk_quote(&q, v->str, v->len));
+            continue;
+        }
+        (*out)[(*n)++] = pt_xmemdup(s, v->len);
+    }
+}
+
+/* A query parameter name, or a prefix ending in '*'. */
+static int query_name_ok(const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == '&' || s[i] == '=' ||
+            s[i] == '#' || (s[i] == '*' && i + 1 != len))
+            return 0;
+    return 1;
+}
+
+static int field_name_ok(const char *s, size_t len)
+{
+    return token_ok(s, len);
+}
+
+static void set_cache_drop(struct walk *w, const struct slot *at)
+{
+    struct conf_route_cache *c = at->base;
+
+    set_string_seq(w, at->val, &c->drop_query, &c->ndrop_query,
+                   query_name_ok, "query parameter name");
+}
+
+static void set_cache_headers(struct walk *w, const struct slot *at)
+{
+    struct conf_route_cache *c = at->base;
+
+    set_string_seq(w, at->val, &c->headers, &c->nheaders, field_name_ok,
+                   "header name");
+}
+
+static void set_cache_sort(struct walk *w, const struct slot *at)
+{
+    walk_bool(w, at->val, "true or false",
+              &((struct conf_route_cache *)at->base)->sort_query);
+}
+
+static const struct key_spec route_cache_key_keys[] = {
+    OTHER("sort_query", set_cache_sort),
+    OTHER("drop_query", set_cache_drop),
+    OTHER("headers", set_cache_headers),
+    {0},
+};
+
+static const struct key_spec route_cache_keys[] = {
+    NUM("ttl", walk_set_duration, struct conf_route_cache, ttl, 1000,
+        365 * DAY_MS, "cache lifetimes are counted in seconds"),
+    SECTION("key", walk_set_section, route_cache_key_keys),
+    {0},
+};
+
+/* cache: true | false | { ttl, key } */
+static void set_route_cache(struct walk *w, const struct slot *at)
+{
+    struct conf_route *r = at->base;
+
+    r->cache.pos = at->key->pos;
+    if (at->val->type == YNODE_SCALAR) {
+        walk_bool(w, at->val, "true, false or a mapping", &r->cache.enabled);
+        return;
+    }
+    r->cache.enabled = 1;
+    walk_map(w, at->val, route_cache_keys, &r->cache);
+}
+
 static const struct key_spec match_keys[] = {
     FIELD("host", set_host, struct conf_route, host),
     FIELD("path_prefix", set_path_prefix, struct conf_route, path_prefix),
@@ -1267,7 +1370,7 @@ static const struct key_spec route_keys[] = {
         https_redirect, 1, 65535,
         "the port of the https listener; false turns the redirect off"),
     SECTION("access_log", walk_set_section, route_access_keys),
-    OTHER("cache", walk_set_unsupported),
+    SECTION("cache", set_route_cache, route_cache_keys),
     {0},
 };
 
@@ -1357,6 +1460,18 @@ static void set_admin(struct walk *w, const struct slot *at)
     walk_map(w, at->val, at->k->sub, a);
 }
 
+static const struct key_spec cache_keys[] = {
+    NUM_POS("size", walk_set_size, struct conf_cache, size, 1024 * 1024,
+            (uint64_t)64 << 30, "one shared-memory zone, held in RAM",
+            size_pos),
+    NUM("max_object_size", walk_set_size, struct conf_cache,
+        max_object_size, 1, (uint64_t)1 << 30,
+        "a larger object would push too much else out"),
+    NUM("default_ttl", walk_set_duration, struct conf_cache, default_ttl, 0,
+        365 * DAY_MS, "counted in seconds; 0 uses only what responses say"),
+    {0},
+};
+
 static const struct key_spec root_keys[] = {
     NUM("workers", set_workers, struct conf, workers, 1, 512,
         "one process per core is plenty"),
@@ -1369,7 +1484,7 @@ static const struct key_spec root_keys[] = {
     SECTION("listeners", set_listeners, listener_keys),
     SECTION("routes", set_routes, route_keys),
     SECTION("upstreams", set_upstreams, upstream_keys),
-    OTHER("cache", walk_set_unsupported),
+    SECTION_AT("cache", set_cache, struct conf, cache, cache_keys),
     SECTION_AT("admin", set_admin, struct conf, admin, admin_keys),
     {0},
 };

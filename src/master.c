@@ -29,6 +29,7 @@
 #include "listener.h"
 #include "log.h"
 #include "sdnotify.h"
+#include "cache.h"
 #include "shm.h"
 #include "stats.h"
 #include "tls.h"
@@ -631,6 +632,18 @@ static void master_reload(struct master *m)
         conf_free(&nc);
         return;
     }
+    if (nc->cache.enabled != m->conf->cache.enabled ||
+        (nc->cache.enabled && nc->cache.size != m->conf->cache.size)) {
+        /* The zone is mapped before the workers fork; it stays as it is. */
+        conf_diag_at(&diag, nc, nc->cache.enabled ? nc->cache.size_pos
+                                                  : m->conf->cache.pos,
+                     "cache: adding, removing or resizing the cache zone "
+                     "needs a restart");
+        master_reject(&diag, m->path, "1 error");
+        conf_diag_fini(&diag);
+        conf_free(&nc);
+        return;
+    }
     lfds = master_listeners_for(m, nc);
     if (lfds == NULL) {
         master_reject(&diag, m->path, "a listener could not be opened");
@@ -846,6 +859,16 @@ static int master_start(struct master *m)
         return PT_ERROR;
     }
     master_register_health(m->conf);
+    if (m->conf->cache.enabled) {
+        struct cache_store *cs = cache_store_new(m->conf->cache.size);
+        if (cs == NULL) {
+            log_error("cache zone of %llu bytes: %s",
+                      (unsigned long long)m->conf->cache.size,
+                      strerror(errno));
+            return PT_ERROR;
+        }
+        cache_zone_set(cs);
+    }
     stats_global()->started_unix = (uint64_t)time(NULL);
     stats_global()->generation = m->gen;
     m->next_rotate = now_ms() + MASTER_TICKET_ROTATE_MS;

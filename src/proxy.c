@@ -26,6 +26,8 @@
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 
+#include "cache.h"
+#include "cache_key.h"
 #include "conn.h"
 #include "log.h"
 #include "stats.h"
@@ -104,6 +106,9 @@ struct proxy {
     uint64_t resp_left;
     struct http_chunked resp_chunk;
     uint64_t sent;              /* body bytes queued for the client */
+    const struct conf *conf;    /* borrowed: the request's generation */
+    struct cache_xfer cx;       /* the request's dealings with the cache */
+    unsigned cache_hit : 1;     /* answered from the cache */
     struct timespec t0;         /* when the request went upstream */
     uint64_t upstream_us;
 };
@@ -705,6 +710,8 @@ static void px_send_head(struct proxy *px, const struct http_response *r)
                         (int)r->reason.len, r->reason.p);
     px_copy_response_fields(px, r, out);
     px_add_ops(out, &px->route->response_headers);
+    cache_on_response(&px->cx, px->conf, px->route, r,
+                      px->body == BODY_LENGTH && !px->head_only, out);
     if (px->body == BODY_CHUNKED || px->body == BODY_CLOSE_TO_CHUNKED)
         evbuffer_add(out, PT_LIT("Transfer-Encoding: chunked\r\n"));
     if (!keep)
@@ -830,6 +837,7 @@ static void px_pump_response(struct proxy *px)
         break;
     case BODY_LENGTH: {
         size_t n = PT_MIN(len, px->resp_left);
+        cache_on_body(&px->cx, px->conf, in, n);
         evbuffer_remove_buffer(in, out, n);
         px->resp_left -= n;
         px->sent += n;
@@ -873,6 +881,7 @@ static void px_pump_response(struct proxy *px)
             ups_conn_put(&uc);
         else
             ups_conn_close(&uc);
+        cache_end(&px->cx, 1);
         conn_proxy_done(px->c, px->status, px->sent,
                         ups_server_conf(px->srv)->address, px->upstream_us);
         return;
@@ -1089,12 +1098,43 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
             hin.header = h->value;
     }
     px->hash_key = ups_hash_key(px->group, &hin);
+    px->conf = cf;
+    if (route->cache.enabled &&
+        cache_begin(&px->cx, cf, route, r, conn_is_tls(c)) == CACHE_SERVE) {
+        px->cache_hit = px->req_done;
+        if (!px->cache_hit) { /* a body to read: forward instead */
+            cache_end(&px->cx, 0);
+            px->cx.fwd = CACHE_FWD_REQUEST;
+            px->cx.detail = "request-body";
+        }
+    }
     px_build_head(px, r);
     return px;
 }
 
+/* A fresh copy in the cache answers the request; no upstream involved. */
+static int px_serve_cached(struct proxy *px)
+{
+    struct evbuffer *out = bufferevent_get_output(px_client(px));
+    int keep = conn_client_keep_alive(px->c);
+    uint64_t bytes;
+    int status = cache_serve(&px->cx, &px->route->response_headers, out,
+                             keep, px->client_http10, &bytes);
+
+    if (status < 0)
+        return PT_ERROR; /* unreadable entry: go upstream */
+    cache_end(&px->cx, 0);
+    conn_set_keep_alive(px->c, keep);
+    if (stats_global())
+        atomic_fetch_add(&stats_global()->cache_hits, 1);
+    conn_proxy_done(px->c, status, bytes, NULL, 0);
+    return PT_OK;
+}
+
 void proxy_run(struct proxy *px)
 {
+    if (px->cache_hit && px_serve_cached(px) == PT_OK)
+        return;
     px_connect(px);
 }
 
@@ -1110,6 +1150,7 @@ void proxy_free(struct proxy **pp)
     ups_conn_close(&px->uc);
     if (px->idle_ev)
         event_free(px->idle_ev);
+    cache_end(&px->cx, 0);
     evbuffer_free(px->head);
     free(px);
 }

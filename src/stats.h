@@ -37,6 +37,7 @@ struct stats_global {
     _Atomic uint64_t retries_stale;       /* pooled connection closed */
     _Atomic uint64_t retries_next_server; /* another server tried */
     _Atomic uint64_t reloads_ok, reloads_rejected;
+    _Atomic uint64_t cache_hits;
     _Atomic uint64_t workers;             /* running, as the master saw */
     _Atomic uint64_t generation;
     _Atomic uint64_t started_unix;        /* master start, seconds */

@@ -130,7 +130,7 @@ static void fuzz_decisions(const struct http_header *h, size_t n, int status)
     struct cache_response r;
     struct cache_lifetime_opts o = {3600, status % 2 ? 300 : -1};
     const char *why = NULL;
-    enum cache_store st;
+    enum cache_storability st;
     int64_t life, age;
 
     cache_request_read(HTTP_M_GET, h, n, &q);

@@ -313,7 +313,7 @@ struct store_case {
     const char *req;
     int status;
     const char *resp;
-    enum cache_store want;
+    enum cache_storability want;
     const char *why; /* expected reason when CACHE_STORE_NO */
 };
 

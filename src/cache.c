@@ -1,0 +1,472 @@
+/*
+ * cache.c -- the cache on the request path.
+ *
+ * A GET or HEAD on a route with cache: on is keyed (cache_key.c) and
+ * looked up in the shared zone.  A fresh entry is served from it; a stale
+ * one is dropped and refetched; a miss claims the key, so the response
+ * that comes back is copied into the zone while it streams to the
+ * client, and becomes servable when complete.  Unsafe methods drop their
+ * URI's entries when they succeed.
+ *
+ * Stored object: the response head (status line and fields, without the
+ * final empty line, without hop-by-hop fields and Age) then the body.
+ *
+ * Not yet: requests arriving while another fills the same key are
+ * forwarded instead of waiting for it; stale-while-revalidate and
+ * stale-if-error; revalidation with validators; Vary beyond the route's
+ * key.headers; bodies without Content-Length.
+ *
+ * Calls: cache_store.c, cache_policy.c, cache_key.c, http_parse.c.
+ */
+#include "cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache_key.h"
+#include "cache_policy.h"
+
+#define CACHE_MAX_STORED_HEADERS 128
+
+static struct cache_store *zone;
+
+void cache_zone_set(struct cache_store *s)
+{
+    zone = s;
+}
+
+struct cache_store *cache_zone(void)
+{
+    return zone;
+}
+
+static int cache_safe(enum http_method m)
+{
+    return m == HTTP_M_GET || m == HTTP_M_HEAD;
+}
+
+/* The key of r as a GET (HEAD shares it) into x->key. */
+static int cache_make_key(struct cache_xfer *x, const struct conf_route *rt,
+                          const struct http_request *r, int tls)
+{
+    struct pt_str drop[64], vary[64];
+    struct cache_key_opts o = {rt->cache.sort_query, drop,
+                               PT_MIN(rt->cache.ndrop_query, 64), vary,
+                               PT_MIN(rt->cache.nheaders, 64), 1};
+    struct cache_key_in in = {PT_STR("GET"),
+                              tls ? PT_STR("https") : PT_STR("http"),
+                              r->host, r->path, r->query, r->headers,
+                              r->nheaders};
+    char buf[CACHE_KEY_MAX];
+    int n;
+
+    for (size_t i = 0; i < o.ndrop; i++)
+        drop[i] = (struct pt_str){rt->cache.drop_query[i],
+                                  strlen(rt->cache.drop_query[i])};
+    int has_ae = 0;
+    for (size_t i = 0; i < o.nvary; i++) {
+        vary[i] = (struct pt_str){rt->cache.headers[i],
+                                  strlen(rt->cache.headers[i])};
+        has_ae |= pt_str_ieq(vary[i], "Accept-Encoding");
+    }
+    /* The encoding is always part of the key (as br, gzip or identity):
+     * a compressed copy never reaches a client that cannot read it. */
+    if (!has_ae && o.nvary < 64)
+        vary[o.nvary++] = PT_STR("Accept-Encoding");
+    n = cache_key_build(&in, &o, buf, sizeof(buf));
+    if (n <= 0)
+        return PT_ERROR; /* too long a key: not cached */
+    x->key = malloc((size_t)n);
+    if (x->key == NULL)
+        return PT_ERROR;
+    memcpy(x->key, buf, (size_t)n);
+    x->key_len = (size_t)n;
+    return PT_OK;
+}
+
+/* The stored head, copied out of the zone (it may span blocks). */
+static char *cache_stored_head(struct cache_xfer *x, size_t *len)
+{
+    char *head = malloc(x->meta.head_len + 1);
+    size_t n = 0;
+    int done;
+
+    if (head == NULL)
+        return NULL;
+    while (n < x->meta.head_len) {
+        const void *p;
+        size_t k = cache_read(zone, &x->ref, n, &p, &done);
+        if (k == 0 || k == (size_t)-1) {
+            free(head);
+            return NULL;
+        }
+        k = PT_MIN(k, x->meta.head_len - n);
+        memcpy(head + n, p, k);
+        n += k;
+    }
+    head[n] = '\0';
+    *len = n;
+    return head;
+}
+
+/* Parse a stored head (it has no final empty line: one is added). */
+static int cache_parse_head(const char *head, size_t len, char *tmp,
+                            struct http_header *hdrs, size_t cap,
+                            struct http_response *resp)
+{
+    struct http_limits lim = {len + 4, len + 4, cap};
+
+    memcpy(tmp, head, len);
+    memcpy(tmp + len, "\r\n\r\n", 4);
+    memset(resp, 0, sizeof(*resp));
+    resp->headers = hdrs;
+    resp->headers_cap = cap;
+    return http_parse_response(tmp, len + 4, &lim, resp) > 0 ? PT_OK
+                                                              : PT_ERROR;
+}
+
+/* A hit: may it be served to this request, and how (RFC 9111 4)? */
+static enum cache_outcome cache_judge(struct cache_xfer *x,
+                                      const struct http_request *r)
+{
+    struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
+    struct http_response resp;
+    struct cache_response cr;
+    size_t len;
+    char *head = cache_stored_head(x, &len), *tmp;
+    int64_t now = x->request_time, age;
+    enum cache_reuse use;
+
+    tmp = head ? malloc(len + 5) : NULL;
+    if (tmp == NULL ||
+        cache_parse_head(head, len, tmp, hdrs, CACHE_MAX_STORED_HEADERS,
+                         &resp) < 0) {
+        free(head);
+        free(tmp);
+        return CACHE_PASS;
+    }
+    cache_response_read(resp.status, resp.headers, resp.nheaders,
+                        x->meta.stored_at, &cr);
+    age = cache_age_current(x->meta.initial_age, x->meta.stored_at, now);
+    use = cache_reuse(&x->creq.cc, &cr.cc, x->meta.lifetime, age);
+    x->ttl = x->meta.lifetime - age;
+    x->conditional = cache_conditional(r->method_id, r->headers, r->nheaders,
+                                       cr.etag, cr.last_modified, now);
+    free(head);
+    free(tmp);
+    return use == CACHE_FRESH || use == CACHE_STALE_OK ? CACHE_SERVE
+                                                       : CACHE_FILL;
+}
+
+enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
+                               const struct conf_route *route,
+                               const struct http_request *r, int tls)
+{
+    enum cache_found f;
+
+    memset(x, 0, sizeof(*x));
+    x->request_time = (int64_t)time(NULL);
+    x->fwd = CACHE_FWD_BYPASS;
+    if (zone == NULL || !route->cache.enabled)
+        return CACHE_PASS;
+    if (cache_make_key(x, route, r, tls) < 0) {
+        x->detail = "key-too-long";
+        return CACHE_PASS;
+    }
+    if (!cache_safe(r->method_id)) {
+        x->invalidate = 1;
+        x->fwd = CACHE_FWD_METHOD;
+        return CACHE_PASS;
+    }
+    x->head_only = r->method_id == HTTP_M_HEAD;
+    cache_request_read(r->method_id, r->headers, r->nheaders, &x->creq);
+    if (x->creq.cc.no_store) {
+        x->fwd = CACHE_FWD_REQUEST;
+        x->detail = "no-store";
+        return CACHE_PASS;
+    }
+    struct pt_str key = {x->key, x->key_len};
+    f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
+    x->pinned = f != CACHE_MISS;
+    if (f == CACHE_HIT) {
+        if (cache_judge(x, r) == CACHE_SERVE) {
+            x->fwd = CACHE_FWD_NONE;
+            return CACHE_SERVE;
+        }
+        /* Stale, or the client asks for a fresh one: fetch it anew. */
+        cache_release(zone, &x->ref);
+        cache_purge(zone, key);
+        f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
+        x->pinned = f != CACHE_MISS;
+        x->fwd = CACHE_FWD_STALE;
+    } else {
+        x->fwd = CACHE_FWD_URI_MISS;
+    }
+    if (f != CACHE_CLAIMED) {
+        /* Someone else is filling it (or the zone is full). */
+        x->detail = f == CACHE_FILLING ? "fill-in-progress" : "no-space";
+        return CACHE_PASS;
+    }
+    x->filling = 1;
+    return CACHE_FILL;
+}
+
+static void cache_status_field(struct cache_xfer *x, struct evbuffer *out)
+{
+    struct cache_status st = {(enum cache_fwd)x->fwd, 0, x->fwd == 0,
+                              x->ttl, x->storing, 0, x->detail};
+    char buf[256];
+
+    if (cache_status_format("portico", &st, buf, sizeof(buf)) > 0)
+        evbuffer_add_printf(out, "Cache-Status: %s\r\n", buf);
+}
+
+static int cache_named(struct pt_str name, char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pt_str_ieq(name, names[i]))
+            return 1;
+    return 0;
+}
+
+static int cache_named_h(struct pt_str name, const struct conf_header *h,
+                         size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pt_str_ieq(name, h[i].name))
+            return 1;
+    return 0;
+}
+
+int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
+                struct evbuffer *out, int keep_alive, int http10,
+                uint64_t *body_bytes)
+{
+    struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
+    struct http_response resp;
+    size_t len;
+    char *head = cache_stored_head(x, &len);
+    char *tmp = head ? malloc(len + 5) : NULL;
+    int status, age;
+
+    *body_bytes = 0;
+    if (tmp == NULL || cache_parse_head(head, len, tmp, hdrs,
+                                        CACHE_MAX_STORED_HEADERS, &resp) < 0) {
+        free(head);
+        free(tmp);
+        return -1;
+    }
+    status = x->conditional == 304 ? 304 : resp.status;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", status,
+                        status == 304 ? 12 : (int)resp.reason.len,
+                        status == 304 ? "Not Modified" : resp.reason.p);
+    for (size_t i = 0; i < resp.nheaders; i++) {
+        struct pt_str name = resp.headers[i].name;
+        /* the route's headers.response apply to hits as to misses */
+        if ((status == 304 && pt_str_ieq(name, "Content-Length")) ||
+            cache_named(name, ops->remove, ops->nremove) ||
+            cache_named_h(name, ops->set, ops->nset))
+            continue;
+        evbuffer_add_printf(out, "%.*s: %.*s\r\n",
+                            (int)resp.headers[i].name.len,
+                            resp.headers[i].name.p,
+                            (int)resp.headers[i].value.len,
+                            resp.headers[i].value.p);
+    }
+    for (size_t i = 0; i < ops->nset; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", ops->set[i].name,
+                            ops->set[i].value);
+    for (size_t i = 0; i < ops->nadd; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", ops->add[i].name,
+                            ops->add[i].value);
+    age = (int)PT_MAX(0, x->meta.lifetime - x->ttl);
+    evbuffer_add_printf(out, "Age: %d\r\n", age);
+    cache_status_field(x, out);
+    if (!keep_alive)
+        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
+    else if (http10)
+        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
+    evbuffer_add(out, PT_LIT("\r\n"));
+    free(head);
+    free(tmp);
+    if (status == 304 || x->head_only)
+        return status;
+    /* The body, from the zone (copied: the pin ends with the request). */
+    for (uint64_t off = x->meta.head_len;;) {
+        const void *p;
+        int done;
+        size_t k = cache_read(zone, &x->ref, off, &p, &done);
+        if (k == 0 || k == (size_t)-1)
+            break;
+        evbuffer_add(out, p, k);
+        off += k;
+        *body_bytes += k;
+    }
+    return status;
+}
+
+/* Does the response vary on a field the route's key leaves out?  Then a
+ * stored copy could reach the wrong client: it is not stored. */
+static int cache_vary_outside_key(const struct conf_route *rt,
+                                  const struct http_response *resp)
+{
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        if (!pt_str_ieq(resp->headers[i].name, "Vary"))
+            continue;
+        struct pt_str v = resp->headers[i].value;
+        size_t a = 0;
+        while (a < v.len) {
+            size_t b = a;
+            while (b < v.len && v.p[b] != ',')
+                b++;
+            struct pt_str t = {v.p + a, b - a};
+            while (t.len && (t.p[0] == ' ' || t.p[0] == '\t'))
+                t.p++, t.len--;
+            while (t.len && (t.p[t.len - 1] == ' ' || t.p[t.len - 1] == '\t'))
+                t.len--;
+            int known = t.len == 0 || pt_str_ieq(t, "Accept-Encoding");
+            for (size_t k = 0; !known && k < rt->cache.nheaders; k++)
+                known = pt_str_ieq(t, rt->cache.headers[k]);
+            if (!known)
+                return 1;
+            a = b + 1;
+        }
+    }
+    return 0;
+}
+
+/* Store the head: status line and the fields a cache keeps. */
+static int cache_store_head(struct cache_xfer *x, const struct conf *conf,
+                            const struct http_response *resp)
+{
+    struct evbuffer *b = evbuffer_new();
+    int rc = PT_ERROR;
+
+    if (b == NULL)
+        return PT_ERROR;
+    evbuffer_add_printf(b, "HTTP/1.1 %d %.*s", resp->status,
+                        (int)resp->reason.len, resp->reason.p);
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        struct pt_str name = resp->headers[i].name;
+        if (!cache_header_storable(name, resp->headers, resp->nheaders) ||
+            pt_str_ieq(name, "Age") || pt_str_ieq(name, "Cache-Status"))
+            continue;
+        evbuffer_add_printf(b, "\r\n%.*s: %.*s", (int)name.len, name.p,
+                            (int)resp->headers[i].value.len,
+                            resp->headers[i].value.p);
+    }
+    x->meta.head_len = (uint32_t)evbuffer_get_length(b);
+    if (cache_fill_append(zone, &x->ref, evbuffer_pullup(b, -1),
+                          x->meta.head_len,
+                          conf->cache.max_object_size) == PT_OK)
+        rc = PT_OK;
+    evbuffer_free(b);
+    return rc;
+}
+
+void cache_on_response(struct cache_xfer *x, const struct conf *conf,
+                       const struct conf_route *route,
+                       const struct http_response *resp, int body_framed,
+                       struct evbuffer *fields)
+{
+    struct cache_response cr;
+    int64_t now = (int64_t)time(NULL);
+    const char *why = NULL;
+
+    if (x->invalidate && resp->status >= 200 && resp->status < 400) {
+        /* The URI itself, and each of its variants ("key\n..."). */
+        struct pt_str key = {x->key, x->key_len};
+        char *pre = malloc(x->key_len + 1);
+        cache_purge(zone, key);
+        if (pre) {
+            memcpy(pre, x->key, x->key_len);
+            pre[x->key_len] = '\n';
+            cache_purge_prefix(zone, (struct pt_str){pre, x->key_len + 1});
+            free(pre);
+        }
+    }
+    if (x->filling) {
+        cache_response_read(resp->status, resp->headers, resp->nheaders, now,
+                            &cr);
+        struct cache_lifetime_opts lo = {
+            0, route->cache.ttl ? (int64_t)(route->cache.ttl / 1000)
+               : conf->cache.default_ttl ? (int64_t)(conf->cache.default_ttl / 1000)
+                                         : -1};
+        enum cache_storability ok = cache_storable(&x->creq, &cr, &why);
+        int64_t life = cache_freshness_lifetime(&cr, now, &lo);
+        if (ok != CACHE_STORE_YES)
+            ;
+        else if (!body_framed)
+            why = "no-content-length";
+        else if ((uint64_t)resp->content_length >
+                 conf->cache.max_object_size)
+            why = "too-large";
+        else if (cache_vary_outside_key(route, resp))
+            why = "vary-not-in-key";
+        else if (life <= 0)
+            why = "not-fresh";
+        else {
+            x->meta.stored_at = now;
+            x->meta.lifetime = life;
+            x->meta.initial_age = cache_age_initial(&cr, x->request_time, now);
+            x->meta.status = (uint16_t)resp->status;
+            x->storing = cache_store_head(x, conf, resp) == PT_OK;
+            if (!x->storing)
+                why = "too-large";
+        }
+        if (!x->storing) {
+            x->detail = why ? why : "not-storable";
+            cache_fill_abort(zone, &x->ref);
+            x->filling = 0;
+        }
+        x->fwd = x->fwd == CACHE_FWD_STALE ? CACHE_FWD_STALE
+                                           : CACHE_FWD_URI_MISS;
+    }
+    if (route->cache.enabled && zone)
+        cache_status_field(x, fields);
+}
+
+void cache_on_body(struct cache_xfer *x, const struct conf *conf,
+                   struct evbuffer *src, size_t n)
+{
+    struct evbuffer_iovec v[16];
+    struct evbuffer_ptr at;
+    size_t off = 0;
+
+    if (!x->storing)
+        return;
+    while (off < n) {
+        evbuffer_ptr_set(src, &at, off, EVBUFFER_PTR_SET);
+        int nv = evbuffer_peek(src, (ev_ssize_t)(n - off), &at, v, 16);
+        if (nv <= 0)
+            break;
+        for (int i = 0; i < nv && i < 16 && off < n; i++) {
+            size_t k = PT_MIN(v[i].iov_len, n - off);
+            if (cache_fill_append(zone, &x->ref, v[i].iov_base, k,
+                                  conf->cache.max_object_size) != PT_OK) {
+                /* Too large after all, or no room: stop storing. */
+                x->storing = 0;
+                x->filling = 0;
+                return;
+            }
+            off += k;
+        }
+    }
+}
+
+void cache_end(struct cache_xfer *x, int complete)
+{
+    if (zone == NULL)
+        return;
+    if (x->filling) {
+        if (complete && x->storing)
+            cache_fill_done(zone, &x->ref, &x->meta);
+        else
+            cache_fill_abort(zone, &x->ref);
+    }
+    if (x->pinned)
+        cache_release(zone, &x->ref);
+    free(x->key);
+    memset(x, 0, sizeof(*x));
+}

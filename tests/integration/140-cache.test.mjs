@@ -1,0 +1,249 @@
+// 140-cache: the shared-memory cache against a Node.js upstream that
+// counts its requests: hits never reach it (whichever worker answers),
+// freshness and expiry, what is not stored, 304s from the cache, key
+// options, invalidation by unsafe methods, max_object_size, a small zone
+// that evicts, a reload that keeps the cache, and a worker killed in the
+// middle of a fill.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { httpRequest, startPortico, waitFor } from './lib/harness.mjs';
+
+/** An upstream answering by path; counts requests per path. */
+async function origin() {
+  const o = { hits: new Map(), total: 0 };
+  o.server = http.createServer((req, res) => {
+    o.total++;
+    const u = new URL(req.url, 'http://x');
+    o.hits.set(u.pathname, (o.hits.get(u.pathname) || 0) + 1);
+    const n = o.hits.get(u.pathname);
+    const h = { 'Content-Type': 'text/plain', 'X-Seen': String(n) };
+    const cc = u.searchParams.get('cc');
+    if (cc) h['Cache-Control'] = cc;
+    if (u.pathname.startsWith('/etag')) { h.ETag = '"v1"'; h['Last-Modified'] = 'Sat, 01 Nov 2025 00:00:00 GMT'; }
+    if (u.pathname.startsWith('/cookie')) h['Set-Cookie'] = 'id=1';
+    if (u.pathname.startsWith('/lang')) h.Vary = 'X-Lang';
+    if (u.pathname.startsWith('/vother')) h.Vary = 'X-Other';
+    if (u.pathname.startsWith('/slow')) {
+      // 512 KB in 8 KB pieces, slowly: time to kill a worker mid-fill
+      const piece = Buffer.alloc(8192, 'z');
+      h['Content-Length'] = 64 * piece.length;
+      res.writeHead(200, h);
+      let i = 0;
+      const t = setInterval(() => {
+        if (!res.write(piece) && false) return;
+        if (++i === 64) { clearInterval(t); res.end(); }
+      }, 30);
+      res.on('close', () => clearInterval(t));
+      return;
+    }
+    const size = Number(u.searchParams.get('size') || 0);
+    const body = size ? 'b'.repeat(size) : `${u.pathname} #${n} lang=${req.headers['x-lang'] || ''}\n`;
+    h['Content-Length'] = Buffer.byteLength(body);
+    res.writeHead(200, h);
+    res.end(req.method === 'HEAD' ? undefined : body);
+  });
+  await new Promise((r) => o.server.listen(0, '127.0.0.1', r));
+  o.address = `127.0.0.1:${o.server.address().port}`;
+  o.close = () => new Promise((r) => { o.server.closeAllConnections(); o.server.close(() => r()); });
+  return o;
+}
+
+function config(o, extra = {}) {
+  return {
+    workers: 2,
+    access_log: { format: 'off' },
+    listeners: [{ listen: '127.0.0.1:0' }],
+    cache: { size: '16m', max_object_size: '1m' },
+    upstreams: { app: { servers: [{ address: o.address }] } },
+    routes: [
+      { match: { path_prefix: '/keyed' }, upstream: 'app',
+        cache: { ttl: '60s', key: { sort_query: true, drop_query: ['utm_*', 'fbclid'] } } },
+      { match: { path_prefix: '/lang' }, upstream: 'app',
+        cache: { ttl: '60s', key: { headers: ['X-Lang'] } } },
+      { match: { path_prefix: '/nocache' }, upstream: 'app' },
+      { match: { path_prefix: '/hdr' }, upstream: 'app', cache: true,
+        headers: { response: { set: { 'X-Route': 'r1' }, remove: ['X-Seen'] } } },
+      { upstream: 'app', cache: true },
+    ],
+    ...extra,
+  };
+}
+
+const get = (d, p, headers = {}, method = 'GET') => httpRequest(d.port, { path: p, headers, method });
+
+describe('cache', () => {
+  let o, d;
+  before(async () => { o = await origin(); d = await startPortico({ config: config(o) }); });
+  after(async () => { await d?.stop(); await o?.close(); });
+
+  test('hits do not reach the upstream, whichever worker answers', async () => {
+    const first = await get(d, '/a?cc=max-age%3D60');
+    assert.equal(first.headers['cache-status'], 'portico; fwd=uri-miss; stored');
+    for (let i = 0; i < 20; i++) { // a new connection each: both workers
+      const r = await get(d, '/a?cc=max-age%3D60');
+      assert.equal(r.status, 200);
+      assert.equal(r.body, first.body);
+      assert.match(r.headers['cache-status'], /^portico; hit; ttl=\d+$/);
+      assert.match(r.headers.age, /^\d+$/);
+    }
+    assert.equal(o.hits.get('/a'), 1);
+  });
+
+  test('max-age runs out: the next request refetches', async () => {
+    await get(d, '/short?cc=max-age%3D1');
+    await get(d, '/short?cc=max-age%3D1');
+    assert.equal(o.hits.get('/short'), 1);
+    await new Promise((r) => setTimeout(r, 2100));
+    const r = await get(d, '/short?cc=max-age%3D1');
+    assert.equal(o.hits.get('/short'), 2);
+    assert.match(r.headers['cache-status'], /fwd=stale; stored/);
+  });
+
+  test('no-store, private, Set-Cookie and Authorization are not stored', async () => {
+    for (const [p, h] of [['/ns?cc=no-store', {}], ['/pv?cc=private%2C%20max-age%3D60', {}],
+      ['/cookie?cc=max-age%3D60', {}], ['/auth?cc=max-age%3D60', { Authorization: 'Basic eDp5' }]]) {
+      await get(d, p, h);
+      const r = await get(d, p, h);
+      assert.match(r.headers['cache-status'], /fwd=uri-miss; detail=/, p);
+      assert.equal(o.hits.get(p.split('?')[0]), 2, p);
+    }
+    await get(d, '/nocache?cc=max-age%3D60');
+    const r = await get(d, '/nocache?cc=max-age%3D60');
+    assert.equal(r.headers['cache-status'], undefined); // route without cache
+    assert.equal(o.hits.get('/nocache'), 2);
+  });
+
+  test('conditional requests are answered 304 from the cache', async () => {
+    await get(d, '/etag?cc=max-age%3D60');
+    let r = await get(d, '/etag?cc=max-age%3D60', { 'If-None-Match': '"v1"' });
+    assert.equal(r.status, 304);
+    assert.equal(r.body, '');
+    r = await get(d, '/etag?cc=max-age%3D60', { 'If-Modified-Since': 'Sun, 02 Nov 2025 00:00:00 GMT' });
+    assert.equal(r.status, 304);
+    r = await get(d, '/etag?cc=max-age%3D60', { 'If-None-Match': '"v0"' });
+    assert.equal(r.status, 200);
+    assert.equal(o.hits.get('/etag'), 1);
+  });
+
+  test('HEAD is answered from a stored GET', async () => {
+    const g = await get(d, '/hd?cc=max-age%3D60');
+    const h = await get(d, '/hd?cc=max-age%3D60', {}, 'HEAD');
+    assert.equal(h.status, 200);
+    assert.equal(h.body, '');
+    assert.equal(h.headers['content-length'], String(Buffer.byteLength(g.body)));
+    assert.equal(o.hits.get('/hd'), 1);
+  });
+
+  test('key options: dropped and sorted query parameters, a request header', async () => {
+    await get(d, '/keyed?b=2&a=1&utm_source=x');
+    await get(d, '/keyed?a=1&b=2&fbclid=y&utm_medium=z');
+    await get(d, '/keyed?a=1&b=2');
+    assert.equal(o.hits.get('/keyed'), 1);
+    await get(d, '/keyed?a=1&b=3');
+    assert.equal(o.hits.get('/keyed'), 2);
+    const fr = await get(d, '/lang', { 'X-Lang': 'fr' });
+    const de = await get(d, '/lang', { 'X-Lang': 'de' });
+    assert.match(fr.body, /lang=fr/);
+    assert.match(de.body, /lang=de/);
+    assert.match((await get(d, '/lang', { 'X-Lang': 'fr' })).body, /lang=fr/);
+    assert.equal(o.hits.get('/lang'), 2);
+  });
+
+  test('Vary on a field outside the key is not stored; encodings are kept apart', async () => {
+    await get(d, '/vother?cc=max-age%3D60');
+    const r = await get(d, '/vother?cc=max-age%3D60');
+    assert.match(r.headers['cache-status'], /detail="?vary-not-in-key/);
+    assert.equal(o.hits.get('/vother'), 2);
+    await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'gzip' });
+    await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'gzip, deflate' });
+    assert.equal(o.hits.get('/enc'), 1);
+    await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'identity' });
+    assert.equal(o.hits.get('/enc'), 2);
+  });
+
+  test("a route's headers.response rules apply to hits too", async () => {
+    for (let i = 0; i < 2; i++) {
+      const r = await get(d, '/hdr?cc=max-age%3D60');
+      assert.equal(r.headers['x-route'], 'r1');
+      assert.equal(r.headers['x-seen'], undefined);
+    }
+    assert.equal(o.hits.get('/hdr'), 1);
+  });
+
+  test('a successful POST drops the cached URI', async () => {
+    await get(d, '/inv?cc=max-age%3D60');
+    await get(d, '/inv?cc=max-age%3D60');
+    assert.equal(o.hits.get('/inv'), 1);
+    await httpRequest(d.port, { path: '/inv?cc=max-age%3D60', method: 'POST', body: 'x',
+      headers: { 'Content-Length': 1 } });
+    await get(d, '/inv?cc=max-age%3D60');
+    assert.equal(o.hits.get('/inv'), 3);
+  });
+
+  test('larger than max_object_size passes through uncached', async () => {
+    const p = `/big?cc=max-age%3D60&size=${2 * 1024 * 1024}`;
+    const a = await get(d, p);
+    const b = await get(d, p);
+    assert.equal(a.body.length, 2 * 1024 * 1024);
+    assert.equal(b.body.length, 2 * 1024 * 1024);
+    assert.equal(o.hits.get('/big'), 2);
+    assert.match(b.headers['cache-status'], /detail="?too-large/);
+  });
+
+  test('a reload keeps the cache; resizing the zone is refused', async () => {
+    await get(d, '/kept?cc=max-age%3D600');
+    let r = await d.reload(config(o, { access_log: { format: 'combined' } }));
+    assert.ok(r.ok, r.lines.join('\n'));
+    assert.match((await get(d, '/kept?cc=max-age%3D600')).headers['cache-status'], /hit/);
+    assert.equal(o.hits.get('/kept'), 1);
+    r = await d.reload(config(o, { cache: { size: '32m' } }));
+    assert.equal(r.ok, false);
+    assert.ok(r.lines.some((l) => /needs a restart/.test(l)), r.lines.join('\n'));
+    assert.match((await get(d, '/kept?cc=max-age%3D600')).headers['cache-status'], /hit/);
+  });
+});
+
+test('a small zone evicts instead of failing', async () => {
+  const o = await origin();
+  const d = await startPortico({ config: config(o, { cache: { size: '1m', max_object_size: '64k' } }) });
+  try {
+    for (let i = 0; i < 120; i++) {
+      const r = await get(d, `/e${i}?cc=max-age%3D600&size=20000`);
+      assert.equal(r.status, 200);
+      assert.equal(r.body.length, 20000);
+    }
+    // the newest are still there, the oldest were evicted
+    assert.match((await get(d, '/e119?cc=max-age%3D600&size=20000')).headers['cache-status'], /hit/);
+    await get(d, '/e0?cc=max-age%3D600&size=20000');
+    assert.equal(o.hits.get('/e0'), 2);
+  } finally { await d.stop(); await o.close(); }
+});
+
+test('kill -9 of a worker during a fill leaves the cache usable', async () => {
+  const o = await origin();
+  const d = await startPortico({ config: config(o, { workers: 1 }) });
+  try {
+    const [pid] = d.workerPids();
+    const partial = new Promise((resolve) => {
+      const req = http.get({ port: d.port, path: '/slow?cc=max-age%3D600', agent: false }, (res) => {
+        let n = 0;
+        res.on('data', (c) => { n += c.length; if (n > 200000) { process.kill(pid, 'SIGKILL'); } });
+        res.on('error', () => resolve(n));
+        res.on('aborted', () => resolve(n));
+        res.on('end', () => resolve(n));
+      });
+      req.on('error', () => resolve(-1));
+    });
+    await partial;
+    await d.waitWorkers(1);
+    await waitFor(() => d.workerPids()[0] !== pid, { what: 'a new worker' });
+    // the half-filled entry is not served; a new fill completes and hits
+    const a = await get(d, '/slow?cc=max-age%3D600');
+    assert.equal(a.body.length, 64 * 8192);
+    const b = await get(d, '/slow?cc=max-age%3D600');
+    assert.equal(b.body.length, 64 * 8192);
+    assert.match(b.headers['cache-status'], /hit/);
+    assert.match((await get(d, '/other?cc=max-age%3D60')).headers['cache-status'], /stored/);
+  } finally { await d.stop(); await o.close(); }
+});
