@@ -5,11 +5,15 @@
  */
 #include "admin.h"
 
+#include <ctype.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
+#include "cache_key.h"
 #include "config.h"
 #include "shm.h"
 #include "stats.h"
@@ -243,6 +247,113 @@ static void admin_status(const struct conf *conf, struct evbuffer *b)
     evbuffer_add(b, PT_LIT("]}\n"));
 }
 
+/* The value of query parameter name, percent-decoded into buf; -1 when
+ * absent or too long. */
+static int admin_param(struct pt_str q, const char *name, char *buf,
+                       size_t cap)
+{
+    size_t nl = strlen(name), i = 0;
+
+    while (i < q.len) {
+        size_t end = i;
+        while (end < q.len && q.p[end] != '&')
+            end++;
+        if (end - i > nl && q.p[i + nl] == '=' &&
+            memcmp(q.p + i, name, nl) == 0) {
+            size_t n = 0;
+            for (size_t k = i + nl + 1; k < end && n + 1 < cap; k++) {
+                if (q.p[k] == '%' && k + 2 < end && isxdigit(q.p[k + 1]) &&
+                    isxdigit(q.p[k + 2])) {
+                    char hex[3] = {q.p[k + 1], q.p[k + 2], 0};
+                    buf[n++] = (char)strtol(hex, NULL, 16);
+                    k += 2;
+                } else {
+                    buf[n++] = q.p[k] == '+' ? ' ' : q.p[k];
+                }
+            }
+            buf[n] = '\0';
+            return (int)n;
+        }
+        if (end - i == nl && memcmp(q.p + i, name, nl) == 0) {
+            buf[0] = '\0';
+            return 0;
+        }
+        i = end + 1;
+    }
+    return -1;
+}
+
+/* "http://host[:port]/path?query" into the key the cache stores it under
+ * (as a GET, without the variant part).  Returns its length or -1. */
+static int admin_url_key(const char *url, char *key, size_t cap)
+{
+    struct cache_key_in in = {PT_STR("GET"), {0}, {0}, {0}, {0}, NULL, 0};
+    const char *s = strstr(url, "://"), *host, *path, *q;
+
+    if (s == NULL)
+        return -1;
+    in.scheme = (struct pt_str){url, (size_t)(s - url)};
+    host = s + 3;
+    path = strchr(host, '/');
+    if (path == NULL)
+        path = host + strlen(host);
+    in.host = (struct pt_str){host, (size_t)(path - host)};
+    q = strchr(path, '?');
+    in.path = (struct pt_str){*path ? path : "/",
+                              *path ? (size_t)((q ? q : path + strlen(path)) -
+                                               path)
+                                    : 1};
+    if (q)
+        in.query = (struct pt_str){q + 1, strlen(q + 1)};
+    return cache_key_build(&in, NULL, key, cap);
+}
+
+/*
+ * POST /cache/purge?url=URL | prefix=URL | all [&soft]: drop (or, soft,
+ * make stale) the entries of one URL and all its variants, of every URL
+ * under a prefix, or all of them.
+ */
+static void admin_purge(const struct http_request *r,
+                        struct admin_reply *reply)
+{
+    struct cache_store *z = cache_zone();
+    char url[2048], key[CACHE_KEY_MAX + 2];
+    int soft = admin_param(r->query, "soft", url, sizeof(url)) >= 0;
+    size_t n = 0;
+    int klen;
+
+    if (z == NULL) {
+        reply->status = 400;
+        evbuffer_add(reply->body, PT_LIT("no cache: configured\n"));
+        return;
+    }
+    if (admin_param(r->query, "all", url, sizeof(url)) >= 0) {
+        n = soft ? cache_expire(z, PT_STR(""), 0)
+                 : cache_purge_prefix(z, PT_STR(""));
+    } else if (admin_param(r->query, "url", url, sizeof(url)) > 0 &&
+               (klen = admin_url_key(url, key, sizeof(key) - 1)) > 0) {
+        struct pt_str exact = {key, (size_t)klen};
+        key[klen] = '\n'; /* and every variant: "KEY\n..." */
+        struct pt_str variants = {key, (size_t)klen + 1};
+        n = soft ? cache_expire(z, exact, 1) + cache_expire(z, variants, 0)
+                 : (size_t)cache_purge(z, exact) +
+                       cache_purge_prefix(z, variants);
+    } else if (admin_param(r->query, "prefix", url, sizeof(url)) > 0 &&
+               (klen = admin_url_key(url, key, sizeof(key))) > 0) {
+        struct pt_str pre = {key, (size_t)klen};
+        n = soft ? cache_expire(z, pre, 0) : cache_purge_prefix(z, pre);
+    } else {
+        reply->status = 400;
+        evbuffer_add(reply->body,
+                     PT_LIT("usage: POST /cache/purge?url=URL | prefix=URL"
+                            " | all, and &soft to mark stale\n"));
+        return;
+    }
+    reply->content_type = "application/json";
+    evbuffer_add_printf(reply->body, "{\"purged\":%zu,\"soft\":%s}\n", n,
+                        soft ? "true" : "false");
+}
+
 void admin_handle(const struct conf *conf, const struct http_request *r,
                   struct admin_reply *reply)
 {
@@ -250,6 +361,15 @@ void admin_handle(const struct conf *conf, const struct http_request *r,
 
     reply->status = 200;
     reply->content_type = "text/plain; charset=utf-8";
+    if (pt_str_eq(p, "/cache/purge")) {
+        if (r->method_id == HTTP_M_POST || r->method_id == HTTP_M_DELETE) {
+            admin_purge(r, reply);
+        } else {
+            reply->status = 405;
+            evbuffer_add(reply->body, PT_LIT("405: POST /cache/purge\n"));
+        }
+        return;
+    }
     if (r->method_id != HTTP_M_GET && r->method_id != HTTP_M_HEAD) {
         reply->status = 405;
         evbuffer_add(reply->body, PT_LIT("405 Method Not Allowed\n"));

@@ -643,6 +643,25 @@ int cache_purge(struct cache_store *s, struct pt_str key)
     return i != NIL;
 }
 
+size_t cache_expire(struct cache_store *s, struct pt_str prefix, int exact)
+{
+    struct entry *e = entries(s);
+    size_t n = 0;
+
+    store_lock(s);
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        if (atomic_load(&e[i].state) != E_READY ||
+            e[i].key_len < prefix.len || (exact && e[i].key_len != prefix.len) ||
+            memcmp(block(s, e[i].first), prefix.p, prefix.len) != 0)
+            continue;
+        e[i].meta.lifetime = 0;
+        e[i].meta.stored_at = 0; /* older than any clock: stale now */
+        n++;
+    }
+    store_unlock(s);
+    return n;
+}
+
 size_t cache_purge_prefix(struct cache_store *s, struct pt_str prefix)
 {
     struct entry *e = entries(s);

@@ -111,6 +111,11 @@ int cache_purge(struct cache_store *s, struct pt_str key);
  * many. */
 size_t cache_purge_prefix(struct cache_store *s, struct pt_str prefix);
 
+/* Soft purge: entries whose key starts with prefix (or equals it, with
+ * exact) become stale, so the next request refetches them instead of
+ * every client at once finding nothing.  Returns how many. */
+size_t cache_expire(struct cache_store *s, struct pt_str prefix, int exact);
+
 void cache_store_stats(struct cache_store *s, struct cache_stats *out);
 
 /* Tests only: take the lock and keep it (a process that then dies shows

@@ -54,6 +54,7 @@ function config(o, extra = {}) {
     workers: 2,
     access_log: { format: 'off' },
     listeners: [{ listen: '127.0.0.1:0' }],
+    admin: { listen: '127.0.0.2:0' },
     cache: { size: '16m', max_object_size: '1m' },
     upstreams: { app: { servers: [{ address: o.address }] } },
     routes: [
@@ -71,6 +72,7 @@ function config(o, extra = {}) {
 }
 
 const get = (d, p, headers = {}, method = 'GET') => httpRequest(d.port, { path: p, headers, method });
+const portAt = (d, ip) => Number(d.addresses.find((a) => a.startsWith(`${ip}:`)).split(':')[1]);
 
 describe('cache', () => {
   let o, d;
@@ -189,6 +191,33 @@ describe('cache', () => {
     assert.equal(b.body.length, 2 * 1024 * 1024);
     assert.equal(o.hits.get('/big'), 2);
     assert.match(b.headers['cache-status'], /detail="?too-large/);
+  });
+
+  test('the purge API drops one URL (all variants), a prefix, or everything; soft marks stale', async () => {
+    const adm = (q) => httpRequest(portAt(d, '127.0.0.2'), { path: `/cache/purge?${q}`, method: 'POST',
+      host: '127.0.0.2' });
+    const warm = async (p) => { await get(d, p); await get(d, p, { 'Accept-Encoding': 'gzip' }); };
+    await warm('/p/one?cc=max-age%3D600');
+    await warm('/p/two?cc=max-age%3D600');
+    await warm('/q/three?cc=max-age%3D600');
+    assert.equal(o.hits.get('/p/one'), 2); // two encodings, two entries
+    let r = await adm(`url=${encodeURIComponent(`http://127.0.0.1:${d.port}/p/one?cc=max-age%3D600`)}`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(JSON.parse(r.body), { purged: 2, soft: false });
+    await get(d, '/p/one?cc=max-age%3D600');
+    assert.equal(o.hits.get('/p/one'), 3);
+    r = await adm(`prefix=${encodeURIComponent(`http://127.0.0.1:${d.port}/p/`)}&soft`);
+    assert.equal(JSON.parse(r.body).soft, true);
+    assert.ok(JSON.parse(r.body).purged >= 3);
+    await get(d, '/p/two?cc=max-age%3D600');
+    assert.equal(o.hits.get('/p/two'), 3); // stale: refetched
+    assert.match((await get(d, '/q/three?cc=max-age%3D600')).headers['cache-status'], /hit/);
+    r = await adm('all');
+    assert.ok(JSON.parse(r.body).purged >= 1);
+    await get(d, '/q/three?cc=max-age%3D600');
+    assert.equal(o.hits.get('/q/three'), 3);
+    assert.equal((await adm('nothing')).status, 400);
+    assert.equal((await httpRequest(portAt(d, '127.0.0.2'), { path: '/cache/purge?all', host: '127.0.0.2' })).status, 405);
   });
 
   test('a reload keeps the cache; resizing the zone is refused', async () => {

@@ -197,6 +197,15 @@ START_TEST(test_max_object_and_purge)
     ck_assert_int_eq(cache_purge(s, key_of(k, 64, "GET http://a/", 0)), 0);
     ck_assert_uint_eq(cache_purge_prefix(s, PT_STR("GET http://a/")), 4);
     ck_assert_int_eq(check_object(s, key_of(k, 64, "GET http://b/", 7), 100, 7), 1);
+    /* soft purge: still there, but stale */
+    ck_assert_uint_eq(cache_expire(s, key_of(k, 64, "GET http://b/", 8), 1), 1);
+    ck_assert_int_eq(cache_lookup(s, key_of(k, 64, "GET http://b/", 8), 0, &ref,
+                                  &meta),
+                     CACHE_HIT);
+    ck_assert_int_eq(meta.lifetime, 0);
+    ck_assert_int_eq(meta.stored_at, 0);
+    cache_release(s, &ref);
+    ck_assert_uint_eq(cache_expire(s, PT_STR("GET http://b/"), 0), 5);
     ck_assert_uint_eq(cache_purge_prefix(s, PT_STR("")), 5);
     struct cache_stats st;
     cache_store_stats(s, &st);
