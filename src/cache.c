@@ -20,9 +20,14 @@
  */
 #include "cache.h"
 
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cache_key.h"
 #include "cache_policy.h"
@@ -30,6 +35,77 @@
 #define CACHE_MAX_STORED_HEADERS 128
 
 static struct cache_store *zone;
+
+/* ---- waking the workers that read along a fill ---- */
+
+static int notify_fd = -1;
+static int notify_slot = -1;
+static int notify_master;
+
+static socklen_t cache_notify_addr(struct sockaddr_un *a, int slot)
+{
+    int n;
+
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    /* abstract: sun_path[0] is NUL, the name needs no file */
+    n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1,
+                 "portico-%d-%d", notify_master, slot);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                       (size_t)n);
+}
+
+int cache_notify_open(int slot)
+{
+    struct sockaddr_un a;
+    socklen_t len;
+
+    if (zone == NULL || slot < 0 || slot >= 64)
+        return -1;
+    notify_master = (int)getppid();
+    notify_slot = slot;
+    notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (notify_fd < 0)
+        return -1;
+    len = cache_notify_addr(&a, slot);
+    if (bind(notify_fd, (struct sockaddr *)&a, len) < 0) {
+        /* A retiring worker of this slot still holds the name: waiters
+         * here fall back to their periodic check. */
+        close(notify_fd);
+        notify_fd = -1;
+    }
+    return notify_fd;
+}
+
+void cache_notify_drain(int fd)
+{
+    char buf[64];
+
+    while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+        ;
+}
+
+/* Wake every worker reading along x's entry (this one included). */
+static void cache_notify(struct cache_xfer *x)
+{
+    uint64_t mask = zone ? cache_waiters(zone, &x->ref) : 0;
+    struct sockaddr_un a;
+    int fd = notify_fd;
+
+    if (fd < 0) {
+        fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return;
+    }
+    for (int k = 0; mask && k < 64; k++) {
+        if (!(mask & ((uint64_t)1 << k)))
+            continue;
+        socklen_t len = cache_notify_addr(&a, k);
+        sendto(fd, "w", 1, MSG_DONTWAIT, (struct sockaddr *)&a, len);
+    }
+    if (fd != notify_fd)
+        close(fd);
+}
 
 void cache_zone_set(struct cache_store *s)
 {
@@ -189,7 +265,16 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
     struct pt_str key = {x->key, x->key_len};
     f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
     x->pinned = f != CACHE_MISS;
-    if (f == CACHE_HIT) {
+    if (f == CACHE_HIT && (x->meta.flags & CACHE_F_HIT_FOR_MISS) &&
+        x->request_time - x->meta.stored_at < x->meta.lifetime) {
+        /* Known to be uncacheable: straight upstream, nobody waits. */
+        cache_release(zone, &x->ref);
+        x->pinned = 0;
+        x->fwd = CACHE_FWD_URI_MISS;
+        x->detail = "uncacheable";
+        return CACHE_PASS;
+    }
+    if (f == CACHE_HIT && !(x->meta.flags & CACHE_F_HIT_FOR_MISS)) {
         if (cache_judge(x, r) == CACHE_SERVE) {
             x->fwd = CACHE_FWD_NONE;
             return CACHE_SERVE;
@@ -200,11 +285,23 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
         x->pinned = f != CACHE_MISS;
         x->fwd = CACHE_FWD_STALE;
+    } else if (f == CACHE_HIT) { /* an expired hit-for-miss marker */
+        cache_release(zone, &x->ref);
+        cache_purge(zone, key);
+        f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
+        x->pinned = f != CACHE_MISS;
+        x->fwd = CACHE_FWD_URI_MISS;
     } else {
         x->fwd = CACHE_FWD_URI_MISS;
     }
+    if (f == CACHE_FILLING && notify_slot >= 0) {
+        /* One fill per key: read along as it arrives. */
+        cache_wait(zone, &x->ref, notify_slot);
+        x->following = 1;
+        return CACHE_WAIT;
+    }
     if (f != CACHE_CLAIMED) {
-        /* Someone else is filling it (or the zone is full). */
+        /* Filled elsewhere and no way to be woken, or the zone is full. */
         x->detail = f == CACHE_FILLING ? "fill-in-progress" : "no-space";
         return CACHE_PASS;
     }
@@ -336,6 +433,96 @@ static int cache_vary_outside_key(const struct conf_route *rt,
     return 0;
 }
 
+/* The head of an entry being filled, once it is in. */
+static int cache_follow_head(struct cache_xfer *x,
+                             const struct conf_header_ops *ops,
+                             struct evbuffer *out, int keep_alive,
+                             int http10, int *status)
+{
+    struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
+    struct http_response resp;
+    size_t len;
+    char *head, *tmp;
+
+    x->meta.head_len = cache_head_len(zone, &x->ref);
+    if (x->meta.head_len == 0)
+        return 0;
+    head = cache_stored_head(x, &len);
+    tmp = head ? malloc(len + 5) : NULL;
+    if (tmp == NULL || cache_parse_head(head, len, tmp, hdrs,
+                                        CACHE_MAX_STORED_HEADERS, &resp) < 0) {
+        free(head);
+        free(tmp);
+        return -1;
+    }
+    *status = resp.status;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", resp.status,
+                        (int)resp.reason.len, resp.reason.p);
+    for (size_t i = 0; i < resp.nheaders; i++) {
+        struct pt_str name = resp.headers[i].name;
+        if (cache_named(name, ops->remove, ops->nremove) ||
+            cache_named_h(name, ops->set, ops->nset))
+            continue;
+        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)name.len, name.p,
+                            (int)resp.headers[i].value.len,
+                            resp.headers[i].value.p);
+    }
+    for (size_t i = 0; i < ops->nset; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", ops->set[i].name,
+                            ops->set[i].value);
+    for (size_t i = 0; i < ops->nadd; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", ops->add[i].name,
+                            ops->add[i].value);
+    evbuffer_add(out, PT_LIT("Age: 0\r\n"
+                             "Cache-Status: portico; fwd=uri-miss; collapsed\r\n"));
+    if (!keep_alive)
+        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
+    else if (http10)
+        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
+    evbuffer_add(out, PT_LIT("\r\n"));
+    free(head);
+    free(tmp);
+    x->head_sent = 1;
+    x->off = x->meta.head_len;
+    return 1;
+}
+
+int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
+                 struct evbuffer *out, int keep_alive, int http10,
+                 uint64_t *body_bytes, int *status)
+{
+    const void *p;
+    int done = 0;
+    size_t k;
+
+    if (!x->head_sent) {
+        int rc = cache_follow_head(x, ops, out, keep_alive, http10, status);
+        if (rc < 0)
+            return -1;
+        if (rc == 0) {
+            /* no head yet: an entry marked uncacheable, a dead filler or
+             * an aborted fill sends this request upstream */
+            k = cache_read(zone, &x->ref, 0, &p, &done);
+            if (k == (size_t)-1 || done || !cache_filler_alive(zone, &x->ref))
+                return -1;
+            return 0;
+        }
+        if (x->head_only)
+            return 1;
+    }
+    while (evbuffer_get_length(out) < 256 * 1024) {
+        k = cache_read(zone, &x->ref, x->off, &p, &done);
+        if (k == (size_t)-1)
+            return -2;
+        if (k == 0)
+            return done ? 1 : cache_filler_alive(zone, &x->ref) ? 0 : -2;
+        evbuffer_add(out, p, k);
+        x->off += k;
+        *body_bytes += k;
+    }
+    return 0;
+}
+
 /* Store the head: status line and the fields a cache keeps. */
 static int cache_store_head(struct cache_xfer *x, const struct conf *conf,
                             const struct http_response *resp)
@@ -414,12 +601,20 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
             x->storing = cache_store_head(x, conf, resp) == PT_OK;
             if (!x->storing)
                 why = "too-large";
+            else
+                cache_set_head_len(zone, &x->ref, x->meta.head_len);
         }
         if (!x->storing) {
+            /* Remembered as uncacheable for a while: those waiting go
+             * upstream now, the next ones go there without waiting. */
+            struct cache_meta hfm = {now, CACHE_HIT_FOR_MISS_SECONDS, 0, 0,
+                                     (uint16_t)resp->status,
+                                     CACHE_F_HIT_FOR_MISS};
             x->detail = why ? why : "not-storable";
-            cache_fill_abort(zone, &x->ref);
+            cache_fill_done(zone, &x->ref, &hfm);
             x->filling = 0;
         }
+        cache_notify(x);
         x->fwd = x->fwd == CACHE_FWD_STALE ? CACHE_FWD_STALE
                                            : CACHE_FWD_URI_MISS;
     }
@@ -448,11 +643,13 @@ void cache_on_body(struct cache_xfer *x, const struct conf *conf,
                 /* Too large after all, or no room: stop storing. */
                 x->storing = 0;
                 x->filling = 0;
+                cache_notify(x);
                 return;
             }
             off += k;
         }
     }
+    cache_notify(x);
 }
 
 void cache_end(struct cache_xfer *x, int complete)
@@ -464,6 +661,7 @@ void cache_end(struct cache_xfer *x, int complete)
             cache_fill_done(zone, &x->ref, &x->meta);
         else
             cache_fill_abort(zone, &x->ref);
+        cache_notify(x);
     }
     if (x->pinned)
         cache_release(zone, &x->ref);

@@ -22,7 +22,20 @@ enum cache_outcome {
     CACHE_PASS,  /* not cacheable here: forward, store nothing */
     CACHE_SERVE, /* answer from the cache (cache_serve) */
     CACHE_FILL,  /* forward, and offer the response to the store */
+    CACHE_WAIT,  /* another request fills it: read along (cache_follow) */
 };
+
+/* Stored meta flag: "not cacheable", remembered briefly so that the next
+ * burst of requests for the key goes straight upstream. */
+#define CACHE_F_HIT_FOR_MISS 1
+#define CACHE_HIT_FOR_MISS_SECONDS 10
+
+/* Worker start: the socket other workers' fills wake this one through
+ * (an abstract unix datagram socket named after the master and slot).
+ * Returns the fd to watch, or -1. */
+int cache_notify_open(int slot);
+/* The socket is readable: empty it.  The caller then runs the waiters. */
+void cache_notify_drain(int fd);
 
 struct cache_xfer {
     struct cache_ref ref;
@@ -31,6 +44,9 @@ struct cache_xfer {
     unsigned storing : 1;   /* the response is going in */
     unsigned head_only : 1;
     unsigned invalidate : 1; /* unsafe method: drop the URI on success */
+    unsigned following : 1;  /* reading along another request's fill */
+    unsigned head_sent : 1;  /* (following) the head went to the client */
+    uint64_t off;            /* (following) next byte of the entry to send */
     int conditional;        /* 304 or 200 for a hit */
     int64_t request_time;
     struct cache_request creq;
@@ -67,6 +83,17 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
                        const struct conf_route *route,
                        const struct http_response *resp, int body_framed,
                        struct evbuffer *fields);
+
+/*
+ * Following a fill: send what is new.  Returns 1 when the response is
+ * complete, 0 when waiting for more (or for the client to drain), -1
+ * when the fill gave up before the head was sent (go upstream instead),
+ * -2 when it gave up after (close the client).  *body_bytes grows by
+ * what was queued.
+ */
+int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
+                 struct evbuffer *out, int keep_alive, int http10,
+                 uint64_t *body_bytes, int *status);
 
 /* Body bytes about to go to the client: copy them into the entry. */
 void cache_on_body(struct cache_xfer *x, const struct conf *conf,

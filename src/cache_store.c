@@ -50,6 +50,8 @@ struct entry {
     _Atomic uint32_t state;
     _Atomic uint32_t version;  /* bumped when the slot is freed */
     _Atomic uint64_t length;   /* caller bytes written so far */
+    _Atomic uint64_t waiters;  /* worker slots reading along (bit each) */
+    _Atomic uint32_t head_len; /* the head's bytes, once stored; 0 before */
     struct cache_meta meta;
 };
 
@@ -465,6 +467,8 @@ static uint32_t store_claim(struct cache_store *s, struct pt_str key,
     e->filler = (int32_t)getpid();
     memset(&e->meta, 0, sizeof(e->meta));
     atomic_store(&e->length, 0);
+    atomic_store(&e->waiters, 0);
+    atomic_store(&e->head_len, 0);
     atomic_store(&e->state, E_FILLING);
     uint32_t *bk = &buckets(s)[h & (s->nbuckets - 1)];
     e->hnext = *bk;
@@ -690,6 +694,44 @@ void cache_store_stats(struct cache_store *s, struct cache_stats *out)
     out->evictions = s->evictions;
     out->repairs = s->repairs;
     store_unlock(s);
+}
+
+void cache_set_head_len(struct cache_store *s, const struct cache_ref *ref,
+                        uint32_t len)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    if (e)
+        atomic_store_explicit(&e->head_len, len, memory_order_release);
+}
+
+uint32_t cache_head_len(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    return e ? atomic_load_explicit(&e->head_len, memory_order_acquire) : 0;
+}
+
+void cache_wait(struct cache_store *s, const struct cache_ref *ref, int slot)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    if (e && slot >= 0 && slot < 64)
+        atomic_fetch_or(&e->waiters, (uint64_t)1 << slot);
+}
+
+uint64_t cache_waiters(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    return e ? atomic_load(&e->waiters) : 0;
+}
+
+int cache_filler_alive(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    return e && (atomic_load(&e->state) != E_FILLING || pid_alive(e->filler));
 }
 
 void cache_store_lock_for_test(struct cache_store *s)

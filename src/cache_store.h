@@ -118,6 +118,20 @@ size_t cache_expire(struct cache_store *s, struct pt_str prefix, int exact);
 
 void cache_store_stats(struct cache_store *s, struct cache_stats *out);
 
+/*
+ * Read-while-write: the filler publishes the head's length once the head
+ * is in (cache_head_len is 0 before); readers in other workers register
+ * their slot (0..63) with cache_wait, and the filler wakes every slot in
+ * cache_waiters after each step.  cache_filler_alive tells a reader
+ * whether the fill can still progress.
+ */
+void cache_set_head_len(struct cache_store *s, const struct cache_ref *ref,
+                        uint32_t len);
+uint32_t cache_head_len(struct cache_store *s, const struct cache_ref *ref);
+void cache_wait(struct cache_store *s, const struct cache_ref *ref, int slot);
+uint64_t cache_waiters(struct cache_store *s, const struct cache_ref *ref);
+int cache_filler_alive(struct cache_store *s, const struct cache_ref *ref);
+
 /* Tests only: take the lock and keep it (a process that then dies shows
  * that the next locker recovers). */
 void cache_store_lock_for_test(struct cache_store *s);

@@ -109,11 +109,17 @@ struct proxy {
     const struct conf *conf;    /* borrowed: the request's generation */
     struct cache_xfer cx;       /* the request's dealings with the cache */
     unsigned cache_hit : 1;     /* answered from the cache */
+    unsigned cache_follow : 1;  /* reading along another request's fill */
+    struct proxy *wprev, *wnext; /* the worker's followers */
+    uint64_t follow_sent;
+    int follow_status;
     struct timespec t0;         /* when the request went upstream */
     uint64_t upstream_us;
 };
 
 static void px_connect(struct proxy *px);
+static void px_follow_step(struct proxy *px);
+static void px_follow_unlink(struct proxy *px);
 static void px_pump_request(struct proxy *px);
 static void px_pump_response(struct proxy *px);
 
@@ -1040,6 +1046,10 @@ int proxy_on_client_eof(struct proxy *px)
 
 void proxy_on_client_drained(struct proxy *px)
 {
+    if (px->cache_follow) {
+        px_follow_step(px);
+        return;
+    }
     if (px->state == PX_TUNNEL) {
         if (!px->closing)
             px_move(px, px->uc->bev, px_client(px));
@@ -1099,17 +1109,108 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
     }
     px->hash_key = ups_hash_key(px->group, &hin);
     px->conf = cf;
-    if (route->cache.enabled &&
-        cache_begin(&px->cx, cf, route, r, conn_is_tls(c)) == CACHE_SERVE) {
-        px->cache_hit = px->req_done;
-        if (!px->cache_hit) { /* a body to read: forward instead */
-            cache_end(&px->cx, 0);
-            px->cx.fwd = CACHE_FWD_REQUEST;
-            px->cx.detail = "request-body";
-        }
+    enum cache_outcome co =
+        route->cache.enabled ? cache_begin(&px->cx, cf, route, r,
+                                           conn_is_tls(c))
+                             : CACHE_PASS;
+    if ((co == CACHE_SERVE || co == CACHE_WAIT) && !px->req_done) {
+        /* a body to read: forward instead */
+        cache_end(&px->cx, 0);
+        px->cx.fwd = CACHE_FWD_REQUEST;
+        px->cx.detail = "request-body";
+    } else if (co == CACHE_SERVE) {
+        px->cache_hit = 1;
     }
     px_build_head(px, r);
     return px;
+}
+
+/* ---- reading along another request's fill (one fill per key) ---- */
+
+static struct proxy *followers;
+static struct event *follow_timer;
+
+static void px_follow_unlink(struct proxy *px)
+{
+    if (!px->cache_follow)
+        return;
+    if (px->wprev)
+        px->wprev->wnext = px->wnext;
+    else
+        followers = px->wnext;
+    if (px->wnext)
+        px->wnext->wprev = px->wprev;
+    px->wprev = px->wnext = NULL;
+    px->cache_follow = 0;
+}
+
+/* Send what the fill has added; finish, wait, or fall back. */
+static void px_follow_step(struct proxy *px)
+{
+    struct evbuffer *out = bufferevent_get_output(px_client(px));
+    int keep = conn_client_keep_alive(px->c);
+    int rc = cache_follow(&px->cx, &px->route->response_headers, out, keep,
+                          px->client_http10, &px->follow_sent,
+                          &px->follow_status);
+
+    if (rc == 0)
+        return;
+    px_follow_unlink(px);
+    if (rc == -1) {
+        /* The fill gave up before its head: fetch it ourselves. */
+        cache_end(&px->cx, 0);
+        px->cx.fwd = CACHE_FWD_URI_MISS;
+        px->cx.detail = "uncacheable";
+        px_connect(px);
+        return;
+    }
+    if (rc == -2) {
+        cache_end(&px->cx, 0);
+        conn_proxy_abort(px->c);
+        return;
+    }
+    cache_end(&px->cx, 0);
+    conn_set_keep_alive(px->c, keep);
+    conn_proxy_done(px->c, px->follow_status, px->follow_sent, NULL, 0);
+}
+
+/* A fill progressed somewhere (or the periodic check): every follower
+ * in this worker takes what is new.  The list may change under us. */
+void proxy_cache_wakeup(void)
+{
+    struct proxy *px = followers, *next;
+
+    for (; px; px = next) {
+        next = px->wnext;
+        px_follow_step(px);
+    }
+}
+
+/* The safety net for a follower whose filler died without a word. */
+static void on_follow_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct timeval tv = {1, 0};
+
+    proxy_cache_wakeup();
+    if (followers)
+        evtimer_add(follow_timer, &tv);
+}
+
+static void px_follow_start(struct proxy *px)
+{
+    struct timeval tv = {1, 0};
+
+    px->cache_follow = 1;
+    px->wnext = followers;
+    if (followers)
+        followers->wprev = px;
+    followers = px;
+    if (follow_timer == NULL)
+        follow_timer = evtimer_new(bufferevent_get_base(px_client(px)),
+                                   on_follow_timer, NULL);
+    if (follow_timer && !evtimer_pending(follow_timer, NULL))
+        evtimer_add(follow_timer, &tv);
+    px_follow_step(px);
 }
 
 /* A fresh copy in the cache answers the request; no upstream involved. */
@@ -1135,6 +1236,10 @@ void proxy_run(struct proxy *px)
 {
     if (px->cache_hit && px_serve_cached(px) == PT_OK)
         return;
+    if (px->cx.following) {
+        px_follow_start(px);
+        return;
+    }
     px_connect(px);
 }
 
@@ -1150,6 +1255,7 @@ void proxy_free(struct proxy **pp)
     ups_conn_close(&px->uc);
     if (px->idle_ev)
         event_free(px->idle_ev);
+    px_follow_unlink(px);
     cache_end(&px->cx, 0);
     evbuffer_free(px->head);
     free(px);

@@ -35,6 +35,9 @@ void proxy_on_client_drained(struct proxy *px);
  * should close now. */
 int proxy_on_client_eof(struct proxy *px);
 
+/* A cache fill progressed: requests reading along it take the news. */
+void proxy_cache_wakeup(void);
+
 /* Is the request body fully forwarded (so the client's next bytes are
  * the next request)? */
 int proxy_request_done(const struct proxy *px);

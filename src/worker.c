@@ -21,8 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "channel.h"
 #include "conn.h"
+#include "proxy.h"
 #include "log.h"
 #include "stats.h"
 #include "tls.h"
@@ -36,6 +38,8 @@ struct worker {
     struct event *channel_ev;    /* owns */
     struct event *sig_ev[3];     /* owns: INT, TERM, QUIT */
     struct event *grace_ev;      /* owns; armed by a graceful stop */
+    struct event *notify_ev;     /* owns: cache fills waking followers */
+    int notify_fd;               /* owns; -1 without a cache */
     unsigned stopping : 1;
     unsigned paused : 1;         /* accepting paused at max_connections */
     struct http_header *hdrs;    /* owns: scratch for one request head */
@@ -542,6 +546,12 @@ static int worker_take_fds(const struct worker_init *in, int **lfds)
     return PT_OK;
 }
 
+static void on_cache_notify(evutil_socket_t fd, short what, void *arg)
+{
+    cache_notify_drain(fd);
+    proxy_cache_wakeup();
+}
+
 static int worker_setup(struct worker *w, const struct worker_init *in)
 {
     static const int sigs[3] = {SIGINT, SIGTERM, SIGQUIT};
@@ -570,6 +580,13 @@ static int worker_setup(struct worker *w, const struct worker_init *in)
     if (w->channel_ev == NULL || event_add(w->channel_ev, NULL) < 0)
         return PT_ERROR;
     worker_swap_gen(w, g);
+    w->notify_fd = cache_notify_open(w->slot);
+    if (w->notify_fd >= 0) {
+        w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST,
+                                 on_cache_notify, w);
+        if (w->notify_ev)
+            event_add(w->notify_ev, NULL);
+    }
     return worker_drop_privileges(g->conf);
 }
 
@@ -583,6 +600,10 @@ static void worker_fini(struct worker *w)
         event_free(w->channel_ev);
     if (w->grace_ev)
         event_free(w->grace_ev);
+    if (w->notify_ev)
+        event_free(w->notify_ev);
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
     gen_release(&w->gen);
     free(w->hdrs);
     close(w->channel_fd);
@@ -597,6 +618,7 @@ void worker_run(const struct worker_init *in)
     int status = 0;
 
     memset(&w, 0, sizeof(w));
+    w.notify_fd = -1;
     snprintf(role, sizeof(role), "worker %d", in->slot);
     log_set_role(role);
     signal(SIGPIPE, SIG_IGN);

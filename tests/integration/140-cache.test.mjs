@@ -24,6 +24,18 @@ async function origin() {
     if (u.pathname.startsWith('/cookie')) h['Set-Cookie'] = 'id=1';
     if (u.pathname.startsWith('/lang')) h.Vary = 'X-Lang';
     if (u.pathname.startsWith('/vother')) h.Vary = 'X-Other';
+    if (u.pathname.startsWith('/burst')) {
+      // the head after 300 ms, then 256 KB in 16 pieces over ~500 ms
+      const piece = Buffer.alloc(16384, 'q');
+      h['Content-Length'] = 16 * piece.length;
+      setTimeout(() => {
+        res.writeHead(200, h);
+        let i = 0;
+        const t = setInterval(() => { res.write(piece); if (++i === 16) { clearInterval(t); res.end(); } }, 30);
+        res.on('close', () => clearInterval(t));
+      }, 300);
+      return;
+    }
     if (u.pathname.startsWith('/slow')) {
       // 512 KB in 8 KB pieces, slowly: time to kill a worker mid-fill
       const piece = Buffer.alloc(8192, 'z');
@@ -153,9 +165,10 @@ describe('cache', () => {
   });
 
   test('Vary on a field outside the key is not stored; encodings are kept apart', async () => {
-    await get(d, '/vother?cc=max-age%3D60');
-    const r = await get(d, '/vother?cc=max-age%3D60');
-    assert.match(r.headers['cache-status'], /detail="?vary-not-in-key/);
+    const first = await get(d, '/vother?cc=max-age%3D60');
+    assert.match(first.headers['cache-status'], /detail="?vary-not-in-key/);
+    const r = await get(d, '/vother?cc=max-age%3D60'); // remembered as such
+    assert.match(r.headers['cache-status'], /detail="?uncacheable/);
     assert.equal(o.hits.get('/vother'), 2);
     await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'gzip' });
     await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'gzip, deflate' });
@@ -190,7 +203,7 @@ describe('cache', () => {
     assert.equal(a.body.length, 2 * 1024 * 1024);
     assert.equal(b.body.length, 2 * 1024 * 1024);
     assert.equal(o.hits.get('/big'), 2);
-    assert.match(b.headers['cache-status'], /detail="?too-large/);
+    assert.match(a.headers['cache-status'], /detail="?too-large/);
   });
 
   test('the purge API drops one URL (all variants), a prefix, or everything; soft marks stale', async () => {
@@ -231,6 +244,47 @@ describe('cache', () => {
     assert.ok(r.lines.some((l) => /needs a restart/.test(l)), r.lines.join('\n'));
     assert.match((await get(d, '/kept?cc=max-age%3D600')).headers['cache-status'], /hit/);
   });
+});
+
+test('one fill per key: 100 concurrent requests for a cold key, one upstream request', async () => {
+  const o = await origin();
+  const d = await startPortico({ config: config(o) }); // two workers
+  try {
+    const agent = new http.Agent({ keepAlive: false, maxSockets: 200 });
+    const fetchOne = () => new Promise((resolve, reject) => {
+      http.get({ port: d.port, path: '/burst?cc=max-age%3D60', agent }, (res) => {
+        let n = 0;
+        res.on('data', (c) => { n += c.length; });
+        res.on('end', () => resolve({ n, status: res.statusCode, cs: res.headers['cache-status'] }));
+      }).on('error', reject);
+    });
+    const rs = await Promise.all(Array.from({ length: 100 }, fetchOne));
+    for (const r of rs) {
+      assert.equal(r.status, 200);
+      assert.equal(r.n, 16 * 16384);
+    }
+    const collapsed = rs.filter((r) => /collapsed/.test(r.cs)).length;
+    console.log(`# 100 concurrent: upstream requests ${o.hits.get('/burst')}, collapsed ${collapsed}`);
+    assert.equal(o.hits.get('/burst'), 1);
+    assert.ok(collapsed > 0);
+    // uncacheable: the waiters are released at once, the next burst does not wait
+    const ns = () => new Promise((resolve, reject) => {
+      http.get({ port: d.port, path: '/burst?cc=no-store', agent }, (res) => {
+        let n = 0;
+        res.on('data', (c) => { n += c.length; });
+        res.on('end', () => resolve({ n, cs: res.headers['cache-status'] }));
+      }).on('error', reject);
+    });
+    const first = await Promise.all(Array.from({ length: 10 }, ns));
+    for (const r of first) assert.equal(r.n, 16 * 16384);
+    const second = await Promise.all(Array.from({ length: 10 }, ns));
+    for (const r of second) {
+      assert.equal(r.n, 16 * 16384);
+      assert.match(r.cs, /uncacheable/);
+    }
+    assert.equal(o.hits.get('/burst'), 21);
+    agent.destroy();
+  } finally { await d.stop(); await o.close(); }
 });
 
 test('a small zone evicts instead of failing', async () => {
