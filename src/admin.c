@@ -150,6 +150,37 @@ static void admin_counter(struct evbuffer *b, const char *name,
     evbuffer_add_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
+static void admin_cache(struct evbuffer *b, const struct stats_global *g)
+{
+    struct cache_stats cs = {0};
+
+    admin_counter(b, "portico_cache_hits_total", "counter",
+                  "Requests answered from the shared cache.",
+                  ld(&g->cache_hits));
+    admin_counter(b, "portico_cache_misses_total", "counter",
+                  "Requests fetched upstream to fill a cache entry.",
+                  ld(&g->cache_misses));
+    admin_counter(b, "portico_cache_stale_total", "counter",
+                  "Entries found stale and fetched anew.", ld(&g->cache_stale));
+    admin_counter(b, "portico_cache_collapsed_total", "counter",
+                  "Requests that read along another request's fill.",
+                  ld(&g->cache_collapsed));
+    admin_counter(b, "portico_cache_uncacheable_total", "counter",
+                  "Responses the cache policy did not store.",
+                  ld(&g->cache_uncacheable));
+    if (cache_zone())
+        cache_store_stats(cache_zone(), &cs);
+    admin_counter(b, "portico_cache_evictions_total", "counter",
+                  "Entries evicted to make room (least recently used first).",
+                  cs.evictions);
+    admin_counter(b, "portico_cache_entries", "gauge",
+                  "Entries in the cache zone.", cs.entries);
+    admin_counter(b, "portico_cache_bytes_used", "gauge",
+                  "Bytes of the zone's blocks in use.", cs.bytes_used);
+    admin_counter(b, "portico_cache_bytes_total", "gauge",
+                  "Bytes of blocks the zone has.", cs.bytes_total);
+}
+
 static void admin_metrics(const struct conf *conf, struct evbuffer *b)
 {
     const struct stats_global *g = stats_global();
@@ -183,9 +214,7 @@ static void admin_metrics(const struct conf *conf, struct evbuffer *b)
                         "portico_reloads_total{result=\"rejected\"} %llu\n",
                         (unsigned long long)ld(&g->reloads_ok),
                         (unsigned long long)ld(&g->reloads_rejected));
-    admin_counter(b, "portico_cache_hits_total", "counter",
-                  "Requests answered from the shared cache.",
-                  ld(&g->cache_hits));
+    admin_cache(b, g);
     admin_counter(b, "portico_workers", "gauge", "Worker processes running.",
                   ld(&g->workers));
     admin_counter(b, "portico_config_generation", "gauge",

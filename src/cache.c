@@ -2,19 +2,21 @@
  * cache.c -- the cache on the request path.
  *
  * A GET or HEAD on a route with cache: on is keyed (cache_key.c) and
- * looked up in the shared zone.  A fresh entry is served from it; a stale
- * one is dropped and refetched; a miss claims the key, so the response
- * that comes back is copied into the zone while it streams to the
- * client, and becomes servable when complete.  Unsafe methods drop their
- * URI's entries when they succeed.
+ * looked up in the shared zone.  A fresh entry is served from it.  A
+ * stale one stays while a new entry is filled beside it: the request
+ * carries the stored validators, a 304 makes the stale copy fresh again,
+ * an upstream failure may serve it (stale-if-error), a new response
+ * replaces it.  A miss claims the key, so the response that comes back
+ * is copied into the zone while it streams to the client; requests for a
+ * key being filled read along, woken by the filling worker.  Unsafe
+ * methods drop their URI's entries when they succeed.
  *
  * Stored object: the response head (status line and fields, without the
  * final empty line, without hop-by-hop fields and Age) then the body.
  *
- * Not yet: requests arriving while another fills the same key are
- * forwarded instead of waiting for it; stale-while-revalidate and
- * stale-if-error; revalidation with validators; Vary beyond the route's
- * key.headers; bodies without Content-Length.
+ * Not yet: stale-while-revalidate (a background refresh); bodies without
+ * Content-Length; Vary beyond the route's key (such responses are not
+ * stored).
  *
  * Calls: cache_store.c, cache_policy.c, cache_key.c, http_parse.c.
  */
@@ -31,6 +33,12 @@
 
 #include "cache_key.h"
 #include "cache_policy.h"
+#include "stats.h"
+
+static void cache_count(_Atomic uint64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
 
 #define CACHE_MAX_STORED_HEADERS 128
 
@@ -202,6 +210,31 @@ static int cache_parse_head(const char *head, size_t len, char *tmp,
                                                               : PT_ERROR;
 }
 
+/* The stored validators, to ask the upstream whether the stale copy is
+ * still good (RFC 9111 4.3.1) -- unless the client asks its own
+ * conditional question, which then goes upstream as it is. */
+static void cache_make_validators(struct cache_xfer *x,
+                                  const struct http_response *stored,
+                                  const struct http_request *r, int64_t now)
+{
+    struct cache_validators v;
+
+    free(x->validators);
+    x->validators = NULL;
+    if (http_header_find(r->headers, r->nheaders, "If-None-Match") ||
+        http_header_find(r->headers, r->nheaders, "If-Modified-Since") ||
+        cache_validators(stored->headers, stored->nheaders, now, &v) == 0)
+        return;
+    if (asprintf(&x->validators, "%s%.*s%s%s%.*s%s",
+                 v.if_none_match.len ? "If-None-Match: " : "",
+                 (int)v.if_none_match.len, v.if_none_match.p,
+                 v.if_none_match.len ? "\r\n" : "",
+                 v.if_modified_since.len ? "If-Modified-Since: " : "",
+                 (int)v.if_modified_since.len, v.if_modified_since.p,
+                 v.if_modified_since.len ? "\r\n" : "") < 0)
+        x->validators = NULL;
+}
+
 /* A hit: may it be served to this request, and how (RFC 9111 4)? */
 static enum cache_outcome cache_judge(struct cache_xfer *x,
                                       const struct http_request *r)
@@ -229,6 +262,9 @@ static enum cache_outcome cache_judge(struct cache_xfer *x,
     x->ttl = x->meta.lifetime - age;
     x->conditional = cache_conditional(r->method_id, r->headers, r->nheaders,
                                        cr.etag, cr.last_modified, now);
+    x->stored_cc = cr.cc;
+    x->old_age = age;
+    cache_make_validators(x, &resp, r, now);
     free(head);
     free(tmp);
     return use == CACHE_FRESH || use == CACHE_STALE_OK ? CACHE_SERVE
@@ -279,11 +315,15 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
             x->fwd = CACHE_FWD_NONE;
             return CACHE_SERVE;
         }
-        /* Stale, or the client asks for a fresh one: fetch it anew. */
-        cache_release(zone, &x->ref);
-        cache_purge(zone, key);
-        f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
+        /* Stale, or the client asks for a fresh one: keep the stale copy
+         * (to revalidate, or to stand in if the upstream fails) and fill
+         * a new entry beside it. */
+        x->old = x->ref;
+        x->old_meta = x->meta;
+        x->has_old = 1;
+        f = cache_claim_beside(zone, key, &x->ref);
         x->pinned = f != CACHE_MISS;
+        memset(&x->meta, 0, sizeof(x->meta));
         x->fwd = CACHE_FWD_STALE;
     } else if (f == CACHE_HIT) { /* an expired hit-for-miss marker */
         cache_release(zone, &x->ref);
@@ -298,6 +338,8 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         /* One fill per key: read along as it arrives. */
         cache_wait(zone, &x->ref, notify_slot);
         x->following = 1;
+        if (stats_global())
+            cache_count(&stats_global()->cache_collapsed);
         return CACHE_WAIT;
     }
     if (f != CACHE_CLAIMED) {
@@ -306,13 +348,17 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         return CACHE_PASS;
     }
     x->filling = 1;
+    if (stats_global())
+        cache_count(x->fwd == CACHE_FWD_STALE ? &stats_global()->cache_stale
+                                              : &stats_global()->cache_misses);
     return CACHE_FILL;
 }
 
 static void cache_status_field(struct cache_xfer *x, struct evbuffer *out)
 {
-    struct cache_status st = {(enum cache_fwd)x->fwd, 0, x->fwd == 0,
-                              x->ttl, x->storing, 0, x->detail};
+    struct cache_status st = {(enum cache_fwd)x->fwd, x->fwd_status,
+                              x->fwd == 0 || x->fwd_status, x->ttl,
+                              x->storing, 0, x->detail};
     char buf[256];
 
     if (cache_status_format("portico", &st, buf, sizeof(buf)) > 0)
@@ -573,6 +619,13 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
             free(pre);
         }
     }
+    if (x->filling && resp->status == 304) {
+        /* The client's own conditional request, answered upstream: no
+         * entry comes of it, and nothing is remembered against the key. */
+        cache_fill_abort(zone, &x->ref);
+        cache_notify(x);
+        x->filling = 0;
+    }
     if (x->filling) {
         cache_response_read(resp->status, resp->headers, resp->nheaders, now,
                             &cr);
@@ -611,7 +664,11 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
                                      (uint16_t)resp->status,
                                      CACHE_F_HIT_FOR_MISS};
             x->detail = why ? why : "not-storable";
+            if (stats_global())
+                cache_count(&stats_global()->cache_uncacheable);
             cache_fill_done(zone, &x->ref, &hfm);
+            if (x->has_old)
+                cache_kill(zone, &x->old); /* no longer a copy to keep */
             x->filling = 0;
         }
         cache_notify(x);
@@ -657,14 +714,82 @@ void cache_end(struct cache_xfer *x, int complete)
     if (zone == NULL)
         return;
     if (x->filling) {
-        if (complete && x->storing)
+        int stored = complete && x->storing;
+        if (stored)
             cache_fill_done(zone, &x->ref, &x->meta);
         else
             cache_fill_abort(zone, &x->ref);
         cache_notify(x);
+        if (stored && x->has_old)
+            cache_kill(zone, &x->old); /* the new copy replaces it */
     }
     if (x->pinned)
         cache_release(zone, &x->ref);
+    if (x->has_old)
+        cache_release(zone, &x->old);
+    free(x->validators);
     free(x->key);
     memset(x, 0, sizeof(*x));
+}
+
+/* ---- revalidation and stale-if-error ---- */
+
+const char *cache_revalidation_fields(const struct cache_xfer *x)
+{
+    return x->has_old ? x->validators : NULL;
+}
+
+/* Serve the kept stale copy from now on: the new fill goes. */
+static void cache_fall_back(struct cache_xfer *x, int status)
+{
+    if (x->filling) {
+        cache_fill_abort(zone, &x->ref);
+        cache_notify(x);
+        x->filling = 0;
+    }
+    if (x->pinned)
+        cache_release(zone, &x->ref);
+    x->ref = x->old;
+    x->meta = x->old_meta;
+    x->pinned = 1;
+    x->has_old = 0;
+    x->storing = 0;
+    x->fwd = CACHE_FWD_STALE;
+    x->fwd_status = status;
+}
+
+int cache_on_not_modified(struct cache_xfer *x,
+                          const struct http_response *resp)
+{
+    struct cache_response cr;
+    struct cache_meta m;
+    int64_t now = (int64_t)time(NULL), life;
+
+    if (!x->has_old || x->validators == NULL)
+        return 0;
+    /* Freshness from the 304 where it says, else as stored. */
+    cache_response_read(304, resp->headers, resp->nheaders, now, &cr);
+    life = cache_freshness_lifetime(&cr, now, NULL);
+    m = x->old_meta;
+    m.stored_at = now;
+    m.initial_age = cache_age_initial(&cr, x->request_time, now);
+    if (life > 0)
+        m.lifetime = life;
+    cache_refresh(zone, &x->old, &m);
+    x->old_meta = m;
+    cache_fall_back(x, 304);
+    x->ttl = m.lifetime - m.initial_age;
+    return 1;
+}
+
+int cache_on_error(struct cache_xfer *x, int status)
+{
+    if (!x->has_old ||
+        !cache_stale_if_error(&x->creq.cc, &x->stored_cc,
+                              x->old_meta.lifetime, x->old_age))
+        return 0;
+    cache_fall_back(x, status);
+    x->ttl = x->old_meta.lifetime - x->old_age;
+    x->detail = "stale-if-error";
+    return 1;
 }

@@ -47,6 +47,14 @@ struct cache_xfer {
     unsigned following : 1;  /* reading along another request's fill */
     unsigned head_sent : 1;  /* (following) the head went to the client */
     uint64_t off;            /* (following) next byte of the entry to send */
+    /* a stale entry kept while it is revalidated or refetched */
+    struct cache_ref old;
+    unsigned has_old : 1;
+    struct cache_meta old_meta;
+    struct cache_control stored_cc; /* the stale entry's Cache-Control */
+    int64_t old_age;
+    char *validators;        /* owns: fields to send upstream, or NULL */
+    int fwd_status;          /* Cache-Status fwd-status; 0 = none */
     int conditional;        /* 304 or 200 for a hit */
     int64_t request_time;
     struct cache_request creq;
@@ -94,6 +102,21 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
 int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
                  struct evbuffer *out, int keep_alive, int http10,
                  uint64_t *body_bytes, int *status);
+
+/* Conditional fields for the upstream request when a stale entry is
+ * revalidated ("If-None-Match: ...\r\n..."), or NULL. */
+const char *cache_revalidation_fields(const struct cache_xfer *x);
+
+/*
+ * The upstream answered 304 to a revalidation: the stale entry is fresh
+ * again (RFC 9111 4.3.4) and becomes the one to serve.  Or the upstream
+ * failed (status: 5xx, or ours for a failed exchange) and the stale
+ * entry may stand in (RFC 5861 stale-if-error).  Each returns 1 when the
+ * caller should now answer with cache_serve, 0 otherwise.
+ */
+int cache_on_not_modified(struct cache_xfer *x,
+                          const struct http_response *resp);
+int cache_on_error(struct cache_xfer *x, int status);
 
 /* Body bytes about to go to the client: copy them into the entry. */
 void cache_on_body(struct cache_xfer *x, const struct conf *conf,

@@ -696,6 +696,45 @@ void cache_store_stats(struct cache_store *s, struct cache_stats *out)
     store_unlock(s);
 }
 
+enum cache_found cache_claim_beside(struct cache_store *s, struct pt_str key,
+                                    struct cache_ref *ref)
+{
+    uint32_t i;
+
+    if (key.len == 0 || key.len > CACHE_KEY_MAX)
+        return CACHE_MISS;
+    store_lock(s);
+    i = store_claim(s, key, key_hash(key)); /* at the bucket's head */
+    if (i != NIL)
+        ref_set(s, ref, i);
+    store_unlock(s);
+    return i != NIL ? CACHE_CLAIMED : CACHE_MISS;
+}
+
+void cache_refresh(struct cache_store *s, const struct cache_ref *ref,
+                   const struct cache_meta *meta)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    store_lock(s);
+    if (e && atomic_load(&e->state) == E_READY) {
+        uint32_t head_len = e->meta.head_len;
+        e->meta = *meta;
+        e->meta.head_len = head_len;
+    }
+    store_unlock(s);
+}
+
+void cache_kill(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    store_lock(s);
+    if (e)
+        entry_kill(s, ref->entry);
+    store_unlock(s);
+}
+
 void cache_set_head_len(struct cache_store *s, const struct cache_ref *ref,
                         uint32_t len)
 {

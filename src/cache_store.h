@@ -119,6 +119,18 @@ size_t cache_expire(struct cache_store *s, struct pt_str prefix, int exact);
 void cache_store_stats(struct cache_store *s, struct cache_stats *out);
 
 /*
+ * Revalidation: a new entry for key, claimed while the stale one stays
+ * (new lookups find the new one first); cache_refresh gives a READY
+ * entry new freshness (its head length kept); cache_kill drops one entry
+ * by reference (readers finish first).
+ */
+enum cache_found cache_claim_beside(struct cache_store *s, struct pt_str key,
+                                    struct cache_ref *ref);
+void cache_refresh(struct cache_store *s, const struct cache_ref *ref,
+                   const struct cache_meta *meta);
+void cache_kill(struct cache_store *s, const struct cache_ref *ref);
+
+/*
  * Read-while-write: the filler publishes the head's length once the head
  * is in (cache_head_len is 0 before); readers in other workers register
  * their slot (0..63) with cache_wait, and the filler wakes every slot in

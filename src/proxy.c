@@ -335,6 +335,8 @@ static void px_build_head(struct proxy *px, const struct http_request *r)
     }
     if (r->chunked)
         evbuffer_add(b, PT_LIT("Transfer-Encoding: chunked\r\n"));
+    if (cache_revalidation_fields(&px->cx))
+        evbuffer_add_printf(b, "%s", cache_revalidation_fields(&px->cx));
     evbuffer_add(b, PT_LIT("\r\n"));
 }
 
@@ -347,11 +349,40 @@ static int px_may_retry(const struct proxy *px)
            px->attempts <= up->retries;
 }
 
+static int px_serve_cached(struct proxy *px);
+
+/* The upstream's answer sends us back to the stored copy (a 304 to a
+ * revalidation, or an error that stale-if-error covers). */
+static void px_answer_from_cache(struct proxy *px, int upstream_reusable)
+{
+    struct upconn *uc = px->uc;
+
+    px->uc = NULL;
+    if (px->counted_busy) {
+        ups_server_busy(px->srv, -1);
+        px->counted_busy = 0;
+    }
+    if (uc && upstream_reusable && px->req_done &&
+        evbuffer_get_length(bufferevent_get_input(uc->bev)) == 0)
+        ups_conn_put(&uc);
+    else
+        ups_conn_close(&uc);
+    if (px_serve_cached(px) < 0)
+        conn_proxy_error(px->c, 502, "the cached copy could not be read");
+}
+
 /* Nothing was sent to the client yet: answer with status and end. */
 static void px_fail(struct proxy *px, int status, const char *why)
 {
     const struct conf_upstream *up = px->route->upstream;
 
+    if (cache_on_error(&px->cx, status)) {
+        log_info("upstream %s: %s: %d; serving a stale copy "
+                 "(stale-if-error)",
+                 up->name, why, status);
+        px_answer_from_cache(px, 0);
+        return;
+    }
     log_warn("upstream %s: %s%s%s%s: %d", up->name, px->srv ? "server " : "",
              px->srv ? ups_server_conf(px->srv)->address : "",
              px->srv ? ": " : "", why, status);
@@ -775,6 +806,18 @@ static int px_read_head(struct proxy *px)
             px_relay_interim(px, &r);
             evbuffer_drain(in, (size_t)n);
             continue;
+        }
+        if (r.status == 304 && cache_on_not_modified(&px->cx, &r)) {
+            /* Revalidated: the stored copy is fresh again. */
+            px->up_keep = r.keep_alive;
+            evbuffer_drain(in, (size_t)n);
+            px_answer_from_cache(px, r.keep_alive);
+            return PT_ERROR; /* nothing more to read for this request */
+        }
+        if (r.status >= 500 && cache_on_error(&px->cx, r.status)) {
+            evbuffer_drain(in, (size_t)n);
+            px_answer_from_cache(px, 0);
+            return PT_ERROR;
         }
         px->status = r.status;
         px->body = px_body_mode(px, &r);

@@ -37,7 +37,11 @@ struct stats_global {
     _Atomic uint64_t retries_stale;       /* pooled connection closed */
     _Atomic uint64_t retries_next_server; /* another server tried */
     _Atomic uint64_t reloads_ok, reloads_rejected;
-    _Atomic uint64_t cache_hits;
+    _Atomic uint64_t cache_hits;       /* answered from a stored entry */
+    _Atomic uint64_t cache_misses;     /* fetched to fill an entry */
+    _Atomic uint64_t cache_stale;      /* found stale, fetched anew */
+    _Atomic uint64_t cache_collapsed;  /* read along another's fill */
+    _Atomic uint64_t cache_uncacheable; /* responses not stored */
     _Atomic uint64_t workers;             /* running, as the master saw */
     _Atomic uint64_t generation;
     _Atomic uint64_t started_unix;        /* master start, seconds */

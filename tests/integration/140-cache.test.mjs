@@ -24,6 +24,18 @@ async function origin() {
     if (u.pathname.startsWith('/cookie')) h['Set-Cookie'] = 'id=1';
     if (u.pathname.startsWith('/lang')) h.Vary = 'X-Lang';
     if (u.pathname.startsWith('/vother')) h.Vary = 'X-Other';
+    if (u.pathname.startsWith('/reval') && req.headers['if-none-match'] === '"r1"') {
+      o.conditional = (o.conditional || 0) + 1;
+      res.writeHead(304, { ETag: '"r1"', 'Cache-Control': 'max-age=60' });
+      res.end();
+      return;
+    }
+    if (u.pathname.startsWith('/reval')) h.ETag = '"r1"';
+    if (u.pathname.startsWith('/sie') && o.broken) {
+      res.writeHead(503, { 'Content-Length': 4 });
+      res.end('down');
+      return;
+    }
     if (u.pathname.startsWith('/burst')) {
       // the head after 300 ms, then 256 KB in 16 pieces over ~500 ms
       const piece = Buffer.alloc(16384, 'q');
@@ -102,6 +114,13 @@ describe('cache', () => {
       assert.match(r.headers.age, /^\d+$/);
     }
     assert.equal(o.hits.get('/a'), 1);
+    const m = (await httpRequest(portAt(d, '127.0.0.2'), { path: '/metrics', host: '127.0.0.2' })).body;
+    const val = (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1]);
+    assert.ok(val('portico_cache_hits_total') >= 20, m);
+    assert.ok(val('portico_cache_misses_total') >= 1);
+    assert.ok(val('portico_cache_entries') >= 1);
+    assert.ok(val('portico_cache_bytes_used') > 0);
+    assert.ok(val('portico_cache_bytes_total') <= 16 * 1024 * 1024);
   });
 
   test('max-age runs out: the next request refetches', async () => {
@@ -112,6 +131,34 @@ describe('cache', () => {
     const r = await get(d, '/short?cc=max-age%3D1');
     assert.equal(o.hits.get('/short'), 2);
     assert.match(r.headers['cache-status'], /fwd=stale; stored/);
+  });
+
+  test('a stale entry with an ETag is revalidated: a 304 makes it fresh again', async () => {
+    const first = await get(d, '/reval?cc=max-age%3D1');
+    await new Promise((r) => setTimeout(r, 2100));
+    const again = await get(d, '/reval?cc=max-age%3D1');
+    assert.equal(again.status, 200);
+    assert.equal(again.body, first.body);
+    assert.equal(o.conditional, 1);
+    assert.match(again.headers['cache-status'], /fwd=stale; fwd-status=304/);
+    const third = await get(d, '/reval?cc=max-age%3D1');
+    assert.match(third.headers['cache-status'], /hit/);
+    assert.equal(o.hits.get('/reval'), 2); // the fill and the revalidation
+  });
+
+  test('stale-if-error: a failing upstream gets the stale copy served', async () => {
+    const cc = 'max-age%3D1%2C%20stale-if-error%3D60';
+    const first = await get(d, `/sie?cc=${cc}`);
+    await new Promise((r) => setTimeout(r, 2100));
+    o.broken = true;
+    try {
+      const r = await get(d, `/sie?cc=${cc}`);
+      assert.equal(r.status, 200);
+      assert.equal(r.body, first.body);
+      assert.match(r.headers['cache-status'], /fwd=stale; fwd-status=503; (ttl=-?\d+; )?detail="?stale-if-error/);
+      // without stale-if-error the error goes through
+      await get(d, '/sie2?cc=max-age%3D1');
+    } finally { o.broken = false; }
   });
 
   test('no-store, private, Set-Cookie and Authorization are not stored', async () => {
