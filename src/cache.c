@@ -33,6 +33,7 @@
 
 #include "cache_key.h"
 #include "cache_policy.h"
+#include "route.h"
 #include "stats.h"
 
 static void cache_count(_Atomic uint64_t *c)
@@ -354,32 +355,65 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
     return CACHE_FILL;
 }
 
-static void cache_status_field(struct cache_xfer *x, struct evbuffer *out)
+/* "Cache-Status: ...\r\n" for x into buf; NULL if it does not fit. */
+static const char *cache_status_line(const struct cache_xfer *x, char *buf,
+                                     size_t cap)
 {
     struct cache_status st = {(enum cache_fwd)x->fwd, x->fwd_status,
                               x->fwd == 0 || x->fwd_status, x->ttl,
                               x->storing, 0, x->detail};
-    char buf[256];
+    int n = snprintf(buf, cap, "Cache-Status: ");
 
-    if (cache_status_format("portico", &st, buf, sizeof(buf)) > 0)
-        evbuffer_add_printf(out, "Cache-Status: %s\r\n", buf);
+    if (cache_status_format("portico", &st, buf + n, cap - (size_t)n - 2) < 0)
+        return NULL;
+    strcat(buf, "\r\n");
+    return buf;
 }
 
-static int cache_named(struct pt_str name, char *const *names, size_t n)
+static void cache_status_field(struct cache_xfer *x, struct evbuffer *out)
 {
-    for (size_t i = 0; i < n; i++)
-        if (pt_str_ieq(name, names[i]))
-            return 1;
-    return 0;
+    char buf[300];
+
+    if (cache_status_line(x, buf, sizeof(buf)))
+        evbuffer_add(out, buf, strlen(buf));
 }
 
-static int cache_named_h(struct pt_str name, const struct conf_header *h,
-                         size_t n)
+/*
+ * The head of a stored response to the client: status line, the stored
+ * fields as the route's headers.response rules have them, Age,
+ * Cache-Status (when given) and the connection's own field.
+ */
+static void cache_write_head(struct evbuffer *out,
+                             const struct http_response *resp, int status,
+                             const struct conf_header_ops *ops, int64_t age,
+                             const char *cache_status, int keep_alive,
+                             int http10)
 {
-    for (size_t i = 0; i < n; i++)
-        if (pt_str_ieq(name, h[i].name))
-            return 1;
-    return 0;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status,
+                        http_reason(status));
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        struct pt_str name = resp->headers[i].name;
+        if ((status == 304 && pt_str_ieq(name, "Content-Length")) ||
+            route_header_dropped(ops, name))
+            continue;
+        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)name.len, name.p,
+                            (int)resp->headers[i].value.len,
+                            resp->headers[i].value.p);
+    }
+    for (size_t i = 0; i < ops->nset; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", ops->set[i].name,
+                            ops->set[i].value);
+    for (size_t i = 0; i < ops->nadd; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", ops->add[i].name,
+                            ops->add[i].value);
+    evbuffer_add_printf(out, "Age: %lld\r\n", (long long)PT_MAX(age, 0));
+    if (cache_status)
+        evbuffer_add(out, cache_status, strlen(cache_status));
+    if (!keep_alive)
+        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
+    else if (http10)
+        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
+    evbuffer_add(out, PT_LIT("\r\n"));
 }
 
 int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
@@ -391,7 +425,8 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
     size_t len;
     char *head = cache_stored_head(x, &len);
     char *tmp = head ? malloc(len + 5) : NULL;
-    int status, age;
+    char cs[300];
+    int status;
 
     *body_bytes = 0;
     if (tmp == NULL || cache_parse_head(head, len, tmp, hdrs,
@@ -401,36 +436,9 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
         return -1;
     }
     status = x->conditional == 304 ? 304 : resp.status;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", status,
-                        status == 304 ? 12 : (int)resp.reason.len,
-                        status == 304 ? "Not Modified" : resp.reason.p);
-    for (size_t i = 0; i < resp.nheaders; i++) {
-        struct pt_str name = resp.headers[i].name;
-        /* the route's headers.response apply to hits as to misses */
-        if ((status == 304 && pt_str_ieq(name, "Content-Length")) ||
-            cache_named(name, ops->remove, ops->nremove) ||
-            cache_named_h(name, ops->set, ops->nset))
-            continue;
-        evbuffer_add_printf(out, "%.*s: %.*s\r\n",
-                            (int)resp.headers[i].name.len,
-                            resp.headers[i].name.p,
-                            (int)resp.headers[i].value.len,
-                            resp.headers[i].value.p);
-    }
-    for (size_t i = 0; i < ops->nset; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", ops->set[i].name,
-                            ops->set[i].value);
-    for (size_t i = 0; i < ops->nadd; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", ops->add[i].name,
-                            ops->add[i].value);
-    age = (int)PT_MAX(0, x->meta.lifetime - x->ttl);
-    evbuffer_add_printf(out, "Age: %d\r\n", age);
-    cache_status_field(x, out);
-    if (!keep_alive)
-        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
-    else if (http10)
-        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
-    evbuffer_add(out, PT_LIT("\r\n"));
+    cache_write_head(out, &resp, status, ops, x->meta.lifetime - x->ttl,
+                     cache_status_line(x, cs, sizeof(cs)), keep_alive,
+                     http10);
     free(head);
     free(tmp);
     if (status == 304 || x->head_only)
@@ -502,30 +510,9 @@ static int cache_follow_head(struct cache_xfer *x,
         return -1;
     }
     *status = resp.status;
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", resp.status,
-                        (int)resp.reason.len, resp.reason.p);
-    for (size_t i = 0; i < resp.nheaders; i++) {
-        struct pt_str name = resp.headers[i].name;
-        if (cache_named(name, ops->remove, ops->nremove) ||
-            cache_named_h(name, ops->set, ops->nset))
-            continue;
-        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)name.len, name.p,
-                            (int)resp.headers[i].value.len,
-                            resp.headers[i].value.p);
-    }
-    for (size_t i = 0; i < ops->nset; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", ops->set[i].name,
-                            ops->set[i].value);
-    for (size_t i = 0; i < ops->nadd; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", ops->add[i].name,
-                            ops->add[i].value);
-    evbuffer_add(out, PT_LIT("Age: 0\r\n"
-                             "Cache-Status: portico; fwd=uri-miss; collapsed\r\n"));
-    if (!keep_alive)
-        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
-    else if (http10)
-        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
-    evbuffer_add(out, PT_LIT("\r\n"));
+    cache_write_head(out, &resp, resp.status, ops, 0,
+                     "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
+                     keep_alive, http10);
     free(head);
     free(tmp);
     x->head_sent = 1;

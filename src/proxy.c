@@ -30,6 +30,7 @@
 #include "cache_key.h"
 #include "conn.h"
 #include "log.h"
+#include "route.h"
 #include "stats.h"
 #include "upstream.h"
 #include "util.h"
@@ -150,23 +151,6 @@ static struct bufferevent *px_client(struct proxy *px)
 
 /* ---- the upstream request head ------------------------------------------ */
 
-static int px_name_in(struct pt_str name, char *const *names, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (pt_str_ieq(name, names[i]))
-            return 1;
-    return 0;
-}
-
-static int px_name_in_headers(struct pt_str name, const struct conf_header *h,
-                              size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (pt_str_ieq(name, h[i].name))
-            return 1;
-    return 0;
-}
-
 /* Hop-by-hop fields (RFC 9110 7.6.1), and those portico sets itself. */
 static int px_hop_by_hop(struct pt_str name)
 {
@@ -231,8 +215,7 @@ static void px_copy_request_fields(struct proxy *px,
         struct pt_str name = r->headers[i].name;
         int skip = px_hop_by_hop(name) ||
                    px_connection_lists(r->headers, r->nheaders, name) ||
-                   px_name_in(name, ops->remove, ops->nremove) ||
-                   px_name_in_headers(name, ops->set, ops->nset);
+                   route_header_dropped(ops, name);
         for (size_t k = 0; k < PT_ARRAY_LEN(rewritten) && !skip; k++)
             skip = pt_str_ieq(name, rewritten[k]);
         if (!skip)
@@ -676,8 +659,7 @@ static void px_copy_response_fields(struct proxy *px,
         struct pt_str name = r->headers[i].name;
         if (px_hop_by_hop(name) ||
             px_connection_lists(r->headers, r->nheaders, name) ||
-            px_name_in(name, ops->remove, ops->nremove) ||
-            px_name_in_headers(name, ops->set, ops->nset))
+            route_header_dropped(ops, name))
             continue;
         /* portico frames the body itself */
         if (pt_str_ieq(name, "Content-Length") && px->body != BODY_LENGTH &&

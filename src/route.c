@@ -51,6 +51,18 @@ static int route_host_ok(const char *want, struct pt_str host)
     return host.len == wl && route_ieq_tail(host, want, wl);
 }
 
+int route_header_dropped(const struct conf_header_ops *ops,
+                         struct pt_str name)
+{
+    for (size_t i = 0; i < ops->nremove; i++)
+        if (pt_str_ieq(name, ops->remove[i]))
+            return 1;
+    for (size_t i = 0; i < ops->nset; i++)
+        if (pt_str_ieq(name, ops->set[i].name))
+            return 1;
+    return 0;
+}
+
 const struct conf_route *route_match(const struct conf *conf,
                                      struct pt_str host, struct pt_str path)
 {

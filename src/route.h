@@ -15,4 +15,8 @@
 const struct conf_route *route_match(const struct conf *conf,
                                      struct pt_str host, struct pt_str path);
 
+/* Does a rule set drop this field (named in remove, or replaced by set)? */
+int route_header_dropped(const struct conf_header_ops *ops,
+                         struct pt_str name);
+
 #endif

@@ -66,6 +66,20 @@ START_TEST(test_no_match)
 }
 END_TEST
 
+START_TEST(test_header_dropped)
+{
+    char *remove[] = {"X-Powered-By"};
+    struct conf_header set[] = {{"Cache-Control", "no-store"}};
+    struct conf_header_ops ops = {set, 1, NULL, 0, remove, 1};
+    struct conf_header_ops none = {0};
+
+    ck_assert(route_header_dropped(&ops, PT_STR("x-powered-by")));
+    ck_assert(route_header_dropped(&ops, PT_STR("CACHE-CONTROL")));
+    ck_assert(!route_header_dropped(&ops, PT_STR("X-Powered")));
+    ck_assert(!route_header_dropped(&none, PT_STR("X-Powered-By")));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("route");
@@ -77,6 +91,7 @@ int main(void)
     tcase_add_test(tc, test_host_forms);
     tcase_add_test(tc, test_wildcard);
     tcase_add_test(tc, test_no_match);
+    tcase_add_test(tc, test_header_dropped);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
