@@ -31,6 +31,8 @@ const server = http.createServer((req, res) => {
   res.writeHead(200, {
     'Content-Type': 'application/json',
     'Content-Length': Buffer.byteLength(body),
+    // /cached/... may be kept 10 s by a shared cache
+    ...(req.url.startsWith('/cached/') ? { 'Cache-Control': 's-maxage=10' } : {}),
   });
   res.end(body);
 });

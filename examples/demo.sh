@@ -13,6 +13,8 @@ cat <<TXT
   Try, from another terminal:
     curl -i http://127.0.0.1:8080/api/hello      (proxied to the Node.js app)
     curl -N http://127.0.0.1:8080/events         (Server-Sent Events, streamed)
+    curl -i http://127.0.0.1:8080/cached/x       (twice: the second is a cache hit)
+    curl http://127.0.0.1:9901/metrics           (Prometheus metrics)
     curl -i http://127.0.0.1:8080/healthz        (answered by portico itself)
     curl -i http://127.0.0.1:8080/old            (a 301 redirect)
     kill -HUP \$(pgrep -o porticod)               (reload, nothing dropped)
