@@ -1,0 +1,211 @@
+// report.mjs -- the tables of bench/RESULTS.md from bench/run's raw lines
+// (round, config, scenario, m1, m2, m3, cpu, note), medians over rounds.
+// Usage: node report.mjs RAW QUICK XFER_MB IDLE_N SSE_N WS_C HAVE_WS
+import fs from 'node:fs';
+
+const [rawFile, quick, xferMb, idleN, sseN, wsC, haveWs, idleWanted, nofile, cacheBuilt] = process.argv.slice(2);
+const rows = fs.readFileSync(rawFile, 'utf8').split('\n').filter(Boolean).map((l) => {
+  const [round, config, scenario, m1, m2, m3, cpu, note] = l.split('\t');
+  return { round, config, scenario, m: [m1, m2, m3, cpu].map(Number), note: note || '' };
+});
+
+const median = (a) => {
+  const v = a.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+  if (!v.length) return NaN;
+  const h = v.length >> 1;
+  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+};
+const peerOf = (config) => config.split(':')[0];
+const label = (config) => {
+  const [p, w] = config.split(':');
+  if (p === 'varnish') return 'varnish (2 thread pools)';
+  if (p === 'direct') return 'origin alone (no proxy)';
+  if (p === 'haproxy') return `haproxy (${w} thread${w === '1' ? '' : 's'})`;
+  return `${p} (${w} worker${w === '1' ? '' : 's'})`;
+};
+const fmt = (x, d = 0) => {
+  if (!Number.isFinite(x)) return 'n/a';
+  const s = x.toFixed(d);
+  return d === 0 && Math.abs(x) >= 1000 ? Number(s).toLocaleString('en-US') : s;
+};
+const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
+const PEERS = ['portico', 'nginx', 'haproxy', 'varnish'];
+
+// medians per (config, scenario)
+const stats = new Map();
+for (const r of rows) {
+  const k = `${r.config}|${r.scenario}`;
+  if (!stats.has(k)) stats.set(k, { config: r.config, scenario: r.scenario, runs: [], notes: [] });
+  const s = stats.get(k);
+  s.runs.push(r.m);
+  if (r.note) s.notes.push(r.note.trim());
+}
+for (const s of stats.values()) s.med = [0, 1, 2, 3].map((i) => median(s.runs.map((m) => m[i])));
+const of = (scenario) => [...stats.values()].filter((s) => s.scenario === scenario);
+// a peer's best configuration in a scenario: the highest median m1
+const bestOf = (scenario, peer, higher = true) => {
+  const c = of(scenario).filter((s) => peerOf(s.config) === peer);
+  if (!c.length) return null;
+  return c.reduce((a, b) => ((higher ? b.med[0] > a.med[0] : b.med[0] < a.med[0]) ? b : a));
+};
+
+const out = [];
+const p = (s = '') => out.push(s);
+const notes = [];
+
+const HTTP = [
+  ['node', 'pass-through to the Node.js origin, 1 KB JSON, c=50'],
+  ['static', 'pass-through to the fast origin, 1 KB, c=50'],
+  ['static200', 'pass-through to the fast origin, 1 KB, c=200'],
+  ['fixed', 'fixed response from the proxy, 1 KB, c=50 (NOT a cache hit)'],
+  ['close', 'fixed response, new connection per request (Connection: close), c=50 (NOT a cache hit)'],
+];
+
+p('## HTTP (wrk -t2 --latency, keep-alive unless stated)');
+p();
+p('Each peer at its best worker/thread count (highest median req/s); medians of the rounds. ' +
+  'CPU µs/req: utime+stime of all the proxy\'s processes and threads (master and workers, from ' +
+  '/proc) over the run, per completed request. Ratios are portico ÷ peer: above 1× is better ' +
+  'for req/s, below 1× is better for CPU µs/req and p99.');
+p();
+p('| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | portico ÷ peer: req/s | CPU µs/req | p99 |');
+p('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const [sc, title] of HTTP) {
+  const pt = bestOf(sc, 'portico');
+  let first = true;
+  for (const peer of PEERS) {
+    const b = bestOf(sc, peer);
+    if (!b) continue;
+    const isP = peer === 'portico';
+    p(`| ${first ? title : ''} | ${label(b.config)} | ${fmt(b.med[0])} | ${fmt(b.med[1], 2)} | ` +
+      `${fmt(b.med[2], 2)} | ${fmt(b.med[3], 1)} | ${isP || !pt ? '' : ratio(pt.med[0], b.med[0])} | ` +
+      `${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} | ${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} |`);
+    first = false;
+    for (const n of new Set(b.notes)) notes.push(`${label(b.config)}, ${sc}: wrk reported ${n}`);
+  }
+  if (sc === 'static') {
+    const d = of('static').find((s) => s.config === 'direct:-');
+    if (d) p(`| | ${label(d.config)}, for reference | ${fmt(d.med[0])} | ${fmt(d.med[1], 2)} | ${fmt(d.med[2], 2)} | ` +
+      `${fmt(d.med[3], 1)} (the origin's own) | | | |`);
+  }
+}
+p('| cache hit 100 B, 1 KB, 256 KB; cache hit with Connection: close | portico | ' +
+  (cacheBuilt === '1' ? 'not measured yet (this build accepts `cache:`; the harness has no cache scenarios yet)'
+    : 'not built yet') + ' | | | | | | |');
+p();
+p('### Every configuration');
+p();
+p('| scenario | configuration | req/s | p50 ms | p99 ms | CPU µs/req | rounds |');
+p('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+for (const [sc] of HTTP) {
+  for (const s of of(sc).filter((x) => x.config !== 'direct:-')) {
+    p(`| ${sc} | ${label(s.config)} | ${fmt(s.med[0])} | ${fmt(s.med[1], 2)} | ${fmt(s.med[2], 2)} | ` +
+      `${fmt(s.med[3], 1)} | ${s.runs.length} |`);
+  }
+}
+p();
+
+// ---- idle connections
+const heavyPeers = (sc) => PEERS.map((peer) => bestOf(sc, peer)).filter(Boolean);
+const pIdle = bestOf('idle', 'portico');
+if (of('idle').length) {
+  p(`## Memory per idle keep-alive connection (${idleN} connections)`);
+  p();
+  p(`${idleN} connections each send one \`GET /fixed\`, read the answer and stay open, idle. ` +
+    'Resident memory of all the proxy\'s processes (VmRSS from /proc) before and after, difference ÷ connections. ' +
+    'Kernel socket buffers are not in RSS and not counted.');
+  p();
+  p('| proxy | bytes per connection | RSS before, kB | RSS with the connections, kB | portico ÷ peer |');
+  p('| --- | ---: | ---: | ---: | ---: |');
+  for (const b of heavyPeers('idle')) {
+    p(`| ${label(b.config)} | ${fmt(b.med[0])} | ${fmt(b.med[1])} | ${fmt(b.med[2])} | ` +
+      `${peerOf(b.config) === 'portico' || !pIdle ? '' : ratio(pIdle.med[0], b.med[0])} |`);
+  }
+  p();
+}
+
+// ---- transfers
+if (of('upload').length || of('download').length) {
+  p(`## ${xferMb >= 1024 ? `${xferMb / 1024} GB` : `${xferMb} MB`} upload and download (curl, one request)`);
+  p();
+  p('Upload: `PUT /upload` of a file, streamed to the Node.js origin, which discards it. ' +
+    'Download: `GET /download`, streamed from the Node.js origin. Peak RSS: the largest sum of the ' +
+    'proxy\'s processes\' VmRSS, sampled every 50 ms. CPU: the proxy\'s CPU seconds per GB.');
+  p();
+  p('| proxy | upload MB/s | peak RSS MB | CPU s/GB | download MB/s | peak RSS MB | CPU s/GB | portico ÷ peer: up MB/s | down MB/s |');
+  p('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const pu = bestOf('upload', 'portico'), pd = bestOf('download', 'portico');
+  for (const peer of PEERS) {
+    const u = bestOf('upload', peer), d = bestOf('download', peer);
+    if (!u && !d) continue;
+    const cfg = (u || d).config, isP = peer === 'portico';
+    p(`| ${label(cfg)} | ${fmt(u?.med[0])} | ${fmt(u?.med[1])} | ${fmt(u?.med[3], 2)} | ` +
+      `${fmt(d?.med[0])} | ${fmt(d?.med[1])} | ${fmt(d?.med[3], 2)} | ` +
+      `${isP ? '' : ratio(pu?.med[0], u?.med[0])} | ${isP ? '' : ratio(pd?.med[0], d?.med[0])} |`);
+  }
+  p();
+}
+
+// ---- WebSocket, SSE
+const realtime = [
+  ['ws', `WebSocket echo (${wsC} connections, 64-byte messages, one in flight each)`, 'messages/s', 'round trip'],
+  ['sse', `${sseN} concurrent SSE streams (an event every 100 ms on each)`, 'events/s', 'delivery lag'],
+];
+for (const [sc, title, unit, lat] of realtime) {
+  if (!of(sc).length) continue;
+  const pt = bestOf(sc, 'portico');
+  p(`## ${title}`);
+  p();
+  if (sc === 'sse') {
+    p('Lag: from the origin\'s write of an event (its timestamp is the event) to the client\'s read, ' +
+      'through the proxy. Both the origin and the client are Node.js; they set the floor.');
+  } else {
+    p('Client and echo server are Node.js (the `ws` package); they, not the proxy, set the rate. ' +
+      'Varnish tunnels the upgrade with `return (pipe)`.');
+  }
+  p();
+  p(`| proxy | ${unit} | p50 ${lat} ms | p99 ${lat} ms | CPU µs per message | portico ÷ peer: rate | CPU |`);
+  p('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const b of heavyPeers(sc)) {
+    const isP = peerOf(b.config) === 'portico';
+    p(`| ${label(b.config)} | ${fmt(b.med[0])} | ${fmt(b.med[1], 2)} | ${fmt(b.med[2], 2)} | ${fmt(b.med[3], 1)} | ` +
+      `${isP || !pt ? '' : ratio(pt.med[0], b.med[0])} | ${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} |`);
+  }
+  p();
+}
+
+// ---- notes
+p('## Notes');
+p();
+p((cacheBuilt === '1'
+  ? '- **Cache hits are not measured.** This build of porticod accepts `cache:` (the cache is being built ' +
+    'in the tree), but bench/run has no cache scenarios yet. The rows '
+  : '- **Cache hits are not measured: portico has no cache yet** (`cache:` is rejected). The rows ') +
+  '"cache hit 100 B / 1 KB / 256 KB" and "cache hit, new connection per request" wait for ' +
+  (cacheBuilt === '1' ? 'cache scenarios in bench/run' : 'the shared-memory cache') +
+  '; the peers\' cache-hit rows will be measured with them, in the same run.');
+p('- The "fixed response" rows measure each engine without an origin (portico `respond:`, nginx ' +
+  '`return 200`, HAProxy `http-request return`, Varnish `synth`). They are **not cache hits**.');
+p('- Fast origin: `bench/origin.c`, a one-thread epoll responder answering every request head with ' +
+  'the same 1 KB JSON. Node.js origin: `bench/origin.mjs` (node\'s http; ws for WebSocket).');
+p('- Access logs are off for every peer; upstream keep-alive is on for every peer ' +
+  '(configs in `bench/conf/`). portico adds X-Forwarded-For, Via and an X-Request-Id to each ' +
+  'proxied request; nginx and HAProxy add X-Forwarded-For, Varnish X-Forwarded-For and X-Varnish.');
+p('- portico and nginx run with 1 and 2 worker processes, HAProxy with 1 and 2 threads; each is ' +
+  'reported at its best per scenario. The idle, transfer, WebSocket and SSE scenarios run on the ' +
+  '1-worker / 1-thread configurations only. Varnish runs its default 2 thread pools.');
+p('- Configurations run interleaved (portico, nginx, HAProxy, Varnish, then again) in each round.');
+if (idleWanted && idleWanted !== idleN) {
+  notes.push(`Idle connections: ${idleN}, not ${idleWanted}: the open-files limit here is ${nofile} and cannot be ` +
+    'raised; HAProxy reserves two descriptors per connection and will not start with a maxconn that does not fit, ' +
+    'so every peer is measured with the same, smaller count.');
+}
+if (haveWs !== '1') notes.push('WebSocket: n/a for every peer: the `ws` package is missing (run ./bootstrap).');
+if (quick === '1') notes.push('This is a --quick run (1 round, short loads, smaller transfers): for development, not for quoting.');
+for (const sc of ['node', 'static', 'static200', 'fixed', 'close', 'idle', 'upload', 'download', 'ws', 'sse']) {
+  const seen = new Set(of(sc).map((s) => peerOf(s.config)));
+  if (!of(sc).length) continue;
+  for (const peer of PEERS) if (!seen.has(peer)) notes.push(`${sc}: n/a for ${peer} (no successful run; see bench/run's log)`);
+}
+for (const n of notes) p(`- ${n}`);
+process.stdout.write(out.join('\n') + '\n');
