@@ -14,9 +14,12 @@
  * Stored object: the response head (status line and fields, without the
  * final empty line, without hop-by-hop fields and Age) then the body.
  *
- * Not yet: stale-while-revalidate (a background refresh); bodies without
- * Content-Length; Vary beyond the route's key (such responses are not
- * stored).
+ * A stale entry within its stale-while-revalidate window is served at
+ * once while one refresh (a proxy exchange with no client) fills beside
+ * it.
+ *
+ * Not yet: bodies without Content-Length; Vary beyond the route's key
+ * (such responses are not stored).
  *
  * Calls: cache_store.c, cache_policy.c, cache_key.c, http_parse.c.
  */
@@ -265,11 +268,37 @@ static enum cache_outcome cache_judge(struct cache_xfer *x,
                                        cr.etag, cr.last_modified, now);
     x->stored_cc = cr.cc;
     x->old_age = age;
+    x->reuse = use;
     cache_make_validators(x, &resp, r, now);
     free(head);
     free(tmp);
     return use == CACHE_FRESH || use == CACHE_STALE_OK ? CACHE_SERVE
                                                        : CACHE_FILL;
+}
+
+/* The key is being filled: is there a stale copy beside it that this
+ * request may have at once (stale-while-revalidate)?  On yes, x holds it
+ * pinned instead of the entry being filled. */
+static int cache_swr_sibling(struct cache_xfer *x, struct pt_str key,
+                             const struct http_request *r)
+{
+    struct cache_ref filling = x->ref, ready;
+    struct cache_meta fmeta = x->meta, meta;
+
+    if (cache_lookup_ready(zone, key, &ready, &meta) != CACHE_HIT)
+        return 0;
+    x->ref = ready;
+    x->meta = meta;
+    if (!(meta.flags & CACHE_F_HIT_FOR_MISS) &&
+        cache_judge(x, r) == CACHE_FILL &&
+        x->reuse == CACHE_STALE_WHILE_REVALIDATE) {
+        cache_release(zone, &filling);
+        return 1;
+    }
+    cache_release(zone, &ready);
+    x->ref = filling;
+    x->meta = fmeta;
+    return 0;
 }
 
 enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
@@ -316,6 +345,13 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
             x->fwd = CACHE_FWD_NONE;
             return CACHE_SERVE;
         }
+        if (x->reuse == CACHE_STALE_WHILE_REVALIDATE) {
+            /* RFC 5861 3: the stale copy now, a refresh behind it. */
+            x->fwd = CACHE_FWD_NONE;
+            x->detail = "stale-while-revalidate";
+            x->swr_refresh = 1;
+            return CACHE_SERVE;
+        }
         /* Stale, or the client asks for a fresh one: keep the stale copy
          * (to revalidate, or to stand in if the upstream fails) and fill
          * a new entry beside it. */
@@ -334,6 +370,12 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         x->fwd = CACHE_FWD_URI_MISS;
     } else {
         x->fwd = CACHE_FWD_URI_MISS;
+    }
+    if (f == CACHE_FILLING && cache_swr_sibling(x, key, r)) {
+        /* A refresh is under way: the stale copy, at once. */
+        x->fwd = CACHE_FWD_NONE;
+        x->detail = "stale-while-revalidate";
+        return CACHE_SERVE;
     }
     if (f == CACHE_FILLING && notify_slot >= 0) {
         /* One fill per key: read along as it arrives. */
@@ -779,4 +821,39 @@ int cache_on_error(struct cache_xfer *x, int status)
     x->ttl = x->old_meta.lifetime - x->old_age;
     x->detail = "stale-if-error";
     return 1;
+}
+
+int cache_begin_refresh(struct cache_xfer *x, const struct cache_xfer *fg)
+{
+    struct pt_str key = {fg->key, fg->key_len};
+
+    memset(x, 0, sizeof(*x));
+    x->request_time = fg->request_time;
+    x->creq = fg->creq;
+    x->key = malloc(fg->key_len);
+    if (zone == NULL || x->key == NULL)
+        return PT_ERROR;
+    memcpy(x->key, fg->key, fg->key_len);
+    x->key_len = fg->key_len;
+    /* the stale copy, pinned for itself: refreshed by a 304, or dropped
+     * when the new response is stored */
+    enum cache_found f = cache_lookup(zone, key, 0, &x->old, &x->old_meta);
+    if (f != CACHE_HIT) {
+        if (f == CACHE_FILLING)
+            cache_release(zone, &x->old); /* a refresh is under way */
+        return PT_ERROR;
+    }
+    x->has_old = 1;
+    x->stored_cc = fg->stored_cc;
+    x->old_age = fg->old_age;
+    if (fg->validators)
+        x->validators = strdup(fg->validators);
+    if (cache_claim_beside(zone, key, &x->ref) != CACHE_CLAIMED)
+        return PT_ERROR;
+    x->pinned = 1;
+    x->filling = 1;
+    x->fwd = CACHE_FWD_STALE;
+    if (stats_global())
+        cache_count(&stats_global()->cache_stale);
+    return PT_OK;
 }

@@ -54,6 +54,8 @@ struct cache_xfer {
     struct cache_control stored_cc; /* the stale entry's Cache-Control */
     int64_t old_age;
     char *validators;        /* owns: fields to send upstream, or NULL */
+    unsigned swr_refresh : 1; /* a stale hit served: refresh it behind */
+    int reuse;               /* cache_reuse's verdict on the stored copy */
     int fwd_status;          /* Cache-Status fwd-status; 0 = none */
     int conditional;        /* 304 or 200 for a hit */
     int64_t request_time;
@@ -102,6 +104,14 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
 int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
                  struct evbuffer *out, int keep_alive, int http10,
                  uint64_t *body_bytes, int *status);
+
+/*
+ * After a stale-while-revalidate hit (fg->swr_refresh): set x up as the
+ * refresh of fg's entry, a request of its own whose response only fills
+ * a new entry (or refreshes the stale one on 304).  Returns PT_OK, or
+ * PT_ERROR when a refresh is already under way or no room is left.
+ */
+int cache_begin_refresh(struct cache_xfer *x, const struct cache_xfer *fg);
 
 /* Conditional fields for the upstream request when a stale entry is
  * revalidated ("If-None-Match: ...\r\n..."), or NULL. */

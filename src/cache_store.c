@@ -696,6 +696,31 @@ void cache_store_stats(struct cache_store *s, struct cache_stats *out)
     store_unlock(s);
 }
 
+enum cache_found cache_lookup_ready(struct cache_store *s, struct pt_str key,
+                                    struct cache_ref *ref,
+                                    struct cache_meta *meta)
+{
+    struct entry *e = entries(s);
+    uint64_t h = key_hash(key);
+    uint32_t i;
+
+    if (key.len == 0 || key.len > CACHE_KEY_MAX)
+        return CACHE_MISS;
+    store_lock(s);
+    for (i = buckets(s)[h & (s->nbuckets - 1)]; i != NIL; i = e[i].hnext)
+        if (e[i].hash == h && e[i].key_len == key.len &&
+            atomic_load(&e[i].state) == E_READY &&
+            memcmp(block(s, e[i].first), key.p, key.len) == 0)
+            break;
+    if (i != NIL) {
+        e[i].refs++;
+        *meta = e[i].meta;
+        ref_set(s, ref, i);
+    }
+    store_unlock(s);
+    return i != NIL ? CACHE_HIT : CACHE_MISS;
+}
+
 enum cache_found cache_claim_beside(struct cache_store *s, struct pt_str key,
                                     struct cache_ref *ref)
 {

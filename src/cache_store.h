@@ -126,6 +126,11 @@ void cache_store_stats(struct cache_store *s, struct cache_stats *out);
  */
 enum cache_found cache_claim_beside(struct cache_store *s, struct pt_str key,
                                     struct cache_ref *ref);
+/* The complete entry of key when another is being filled beside it
+ * (pinned, HIT), else CACHE_MISS. */
+enum cache_found cache_lookup_ready(struct cache_store *s, struct pt_str key,
+                                    struct cache_ref *ref,
+                                    struct cache_meta *meta);
 void cache_refresh(struct cache_store *s, const struct cache_ref *ref,
                    const struct cache_meta *meta);
 void cache_kill(struct cache_store *s, const struct cache_ref *ref);

@@ -948,6 +948,11 @@ void conn_proxy_abort(struct conn *c)
 
 /* ---- life cycle -------------------------------------------------------- */
 
+struct gen *conn_gen(struct conn *c)
+{
+    return c->req.gen ? c->req.gen : worker_gen(c->w);
+}
+
 int conn_is_tls(const struct conn *c)
 {
     return c->tls;

@@ -15,6 +15,7 @@ struct worker;
 struct conn;
 
 struct gen_listener;
+struct gen;
 
 /* Take ownership of an socket accepted on lc (borrowed: read at once).
  * Returns PT_OK or PT_ERROR (the socket is closed then). */
@@ -22,6 +23,8 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
              int salen, const struct gen_listener *lc);
 /* The request's X-Request-Id: the client's, or one made for it. */
 struct pt_str conn_request_id(const struct conn *c);
+/* The generation the request in flight runs under (borrowed). */
+struct gen *conn_gen(struct conn *c);
 /* Did the request arrive over TLS? */
 int conn_is_tls(const struct conn *c);
 

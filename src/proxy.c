@@ -33,6 +33,7 @@
 #include "route.h"
 #include "stats.h"
 #include "upstream.h"
+#include "worker.h"
 #include "util.h"
 
 /* Unsent bytes one side may hold before the other side stops reading. */
@@ -111,6 +112,11 @@ struct proxy {
     struct cache_xfer cx;       /* the request's dealings with the cache */
     unsigned cache_hit : 1;     /* answered from the cache */
     unsigned cache_follow : 1;  /* reading along another request's fill */
+    unsigned bg_mode : 1;       /* a background refresh: no client */
+    struct proxy *bg;           /* owns until started: the refresh that
+                                   follows a stale-while-revalidate hit */
+    struct evbuffer *sink;      /* owns (bg_mode): the response, dropped */
+    struct gen *bg_gen;         /* ref (bg_mode): keeps route and pools */
     struct proxy *wprev, *wnext; /* the worker's followers */
     uint64_t follow_sent;
     int follow_status;
@@ -120,6 +126,11 @@ struct proxy {
 
 static void px_connect(struct proxy *px);
 static void px_follow_step(struct proxy *px);
+static struct proxy *px_new_refresh(struct conn *c, struct ups_set *ups,
+                                    const struct conf_route *route,
+                                    const struct http_request *r,
+                                    const struct conf *cf,
+                                    struct proxy *fg);
 static void px_follow_unlink(struct proxy *px);
 static void px_pump_request(struct proxy *px);
 static void px_pump_response(struct proxy *px);
@@ -147,6 +158,51 @@ static uint64_t px_elapsed_us(const struct timespec *t0)
 static struct bufferevent *px_client(struct proxy *px)
 {
     return conn_bev(px->c);
+}
+
+/* ---- the client side, or none (a background refresh) ------------------- */
+
+static void px_bg_finish(struct proxy *px);
+
+static struct evbuffer *px_out(struct proxy *px)
+{
+    return px->bg_mode ? px->sink : bufferevent_get_output(conn_bev(px->c));
+}
+
+static int px_keep(struct proxy *px)
+{
+    return !px->bg_mode && conn_client_keep_alive(px->c);
+}
+
+static void px_set_keep(struct proxy *px, int keep)
+{
+    if (!px->bg_mode)
+        conn_set_keep_alive(px->c, keep);
+}
+
+static void px_end_error(struct proxy *px, int status, const char *why)
+{
+    if (px->bg_mode)
+        px_bg_finish(px);
+    else
+        conn_proxy_error(px->c, status, why);
+}
+
+static void px_end_abort(struct proxy *px)
+{
+    if (px->bg_mode)
+        px_bg_finish(px);
+    else
+        conn_proxy_abort(px->c);
+}
+
+static void px_end_done(struct proxy *px, int status, uint64_t body_bytes,
+                        const char *upstream, uint64_t upstream_us)
+{
+    if (px->bg_mode)
+        px_bg_finish(px);
+    else
+        conn_proxy_done(px->c, status, body_bytes, upstream, upstream_us);
 }
 
 /* ---- the upstream request head ------------------------------------------ */
@@ -350,8 +406,12 @@ static void px_answer_from_cache(struct proxy *px, int upstream_reusable)
         ups_conn_put(&uc);
     else
         ups_conn_close(&uc);
+    if (px->bg_mode) { /* refreshed (or kept): nobody to answer */
+        px_bg_finish(px);
+        return;
+    }
     if (px_serve_cached(px) < 0)
-        conn_proxy_error(px->c, 502, "the cached copy could not be read");
+        px_end_error(px, 502, "the cached copy could not be read");
 }
 
 /* Nothing was sent to the client yet: answer with status and end. */
@@ -370,7 +430,7 @@ static void px_fail(struct proxy *px, int status, const char *why)
              px->srv ? ups_server_conf(px->srv)->address : "",
              px->srv ? ": " : "", why, status);
     ups_conn_close(&px->uc);
-    conn_proxy_error(px->c, status, why);
+    px_end_error(px, status, why);
 }
 
 /* The server could not be reached or answered with an error before the
@@ -511,12 +571,13 @@ static int px_pump_chunked(struct proxy *px, struct evbuffer *in,
 
 static void px_pump_request(struct proxy *px)
 {
-    struct bufferevent *cb = px_client(px);
-    struct evbuffer *in = bufferevent_get_input(cb);
-    struct evbuffer *out;
+    struct bufferevent *cb;
+    struct evbuffer *in, *out;
 
     if (px->req_done || px->uc == NULL || px->state == PX_CONNECT)
         return;
+    cb = px_client(px);
+    in = bufferevent_get_input(cb);
     out = bufferevent_get_output(px->uc->bev);
     if (px->req_chunked) {
         int rc = px_pump_chunked(px, in, out);
@@ -524,11 +585,11 @@ static void px_pump_request(struct proxy *px)
             /* Bad framing or too large: nothing more goes upstream. */
             ups_conn_close(&px->uc);
             if (px->state == PX_DELIVER)
-                conn_proxy_abort(px->c);
+                px_end_abort(px);
             else if (rc == PT_ERROR)
-                conn_proxy_error(px->c, 400, "invalid chunked body framing");
+                px_end_error(px, 400, "invalid chunked body framing");
             else
-                conn_proxy_error(px->c, 413, "request body exceeds "
+                px_end_error(px, 413, "request body exceeds "
                                              "limits.max_body_bytes");
             return;
         }
@@ -598,7 +659,7 @@ static void on_tunnel_idle(evutil_socket_t fd, short what, void *arg)
     log_info("upstream %s: tunnel idle for %llu ms (timeouts.websocket_idle);"
              " closing",
              px->route->upstream->name, (unsigned long long)idle);
-    conn_proxy_abort(px->c);
+    px_end_abort(px);
 }
 
 /* One side closed: what it sent still goes to the other side, then the
@@ -706,7 +767,7 @@ static void px_learn_keepalive(struct proxy *px, const struct http_response *r)
 /* Relay an interim response (100 Continue, 103 Early Hints). */
 static void px_relay_interim(struct proxy *px, const struct http_response *r)
 {
-    struct evbuffer *out = bufferevent_get_output(px_client(px));
+    struct evbuffer *out = px_out(px);
 
     if (px->client_http10 || r->status == 101)
         return; /* HTTP/1.0 has no interim responses */
@@ -720,9 +781,9 @@ static void px_relay_interim(struct proxy *px, const struct http_response *r)
 
 static void px_send_head(struct proxy *px, const struct http_response *r)
 {
-    struct evbuffer *out = bufferevent_get_output(px_client(px));
+    struct evbuffer *out = px_out(px);
     /* A body without framing for the client ends with the connection. */
-    int keep = conn_client_keep_alive(px->c) && px->body != BODY_CLOSE &&
+    int keep = px_keep(px) && px->body != BODY_CLOSE &&
                px->body != BODY_CHUNKED_TO_RAW;
 
     evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", r->status,
@@ -738,7 +799,7 @@ static void px_send_head(struct proxy *px, const struct http_response *r)
     else if (px->client_http10)
         evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
     evbuffer_add(out, PT_LIT("\r\n"));
-    conn_set_keep_alive(px->c, keep);
+    px_set_keep(px, keep);
 }
 
 /* Parse what the upstream sent so far.  Returns PT_OK once a final head
@@ -858,8 +919,7 @@ static int px_pump_resp_chunked(struct proxy *px, struct evbuffer *in,
 static void px_pump_response(struct proxy *px)
 {
     struct evbuffer *in = bufferevent_get_input(px->uc->bev);
-    struct bufferevent *cb = px_client(px);
-    struct evbuffer *out = bufferevent_get_output(cb);
+    struct evbuffer *out = px_out(px);
     size_t len = evbuffer_get_length(in);
 
     switch (px->body) {
@@ -882,7 +942,7 @@ static void px_pump_response(struct proxy *px)
                      px->route->upstream->name,
                      ups_server_conf(px->srv)->address);
             px->up_keep = 0;
-            conn_proxy_abort(px->c);
+            px_end_abort(px);
             return;
         }
         px->resp_done = px->resp_chunk.done;
@@ -913,8 +973,12 @@ static void px_pump_response(struct proxy *px)
         else
             ups_conn_close(&uc);
         cache_end(&px->cx, 1);
-        conn_proxy_done(px->c, px->status, px->sent,
+        px_end_done(px, px->status, px->sent,
                         ups_server_conf(px->srv)->address, px->upstream_us);
+        return;
+    }
+    if (px->bg_mode) {
+        evbuffer_drain(out, evbuffer_get_length(out)); /* stored, not sent */
         return;
     }
     /* Back-pressure: a slow client slows the upstream read. */
@@ -949,7 +1013,7 @@ static void on_up_write(struct bufferevent *bev, void *arg)
     if (px->closing) {
         if (px->flush_to == bev &&
             evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_proxy_abort(px->c);
+            px_end_abort(px);
         return;
     }
     px_move(px, px_client(px), bev);
@@ -998,7 +1062,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
         /* The upstream closed (or failed): flush to the client, end. */
         if ((what & BEV_EVENT_TIMEOUT) || px->closing ||
             !px_tunnel_close(px, bev, px_client(px)))
-            conn_proxy_abort(px->c);
+            px_end_abort(px);
         else
             bufferevent_disable(bev, EV_READ | EV_WRITE);
         return;
@@ -1008,7 +1072,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
             log_warn("upstream %s: server %s: read timeout mid-body",
                      px->route->upstream->name,
                      ups_server_conf(px->srv)->address);
-            conn_proxy_abort(px->c);
+            px_end_abort(px);
             return;
         }
         px_server_error(px, 504, px->state == PX_CONNECT
@@ -1037,7 +1101,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
                                    px->body == BODY_CLOSE_TO_CHUNKED)) {
         px_pump_response(px);
         if (px->body == BODY_CLOSE_TO_CHUNKED)
-            evbuffer_add(bufferevent_get_output(px_client(px)),
+            evbuffer_add(px_out(px),
                          "0\r\n\r\n", 5);
         px->up_keep = 0;
         px->resp_done = 1;
@@ -1047,7 +1111,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
     }
     log_warn("upstream %s: server %s: connection lost mid-body",
              px->route->upstream->name, ups_server_conf(px->srv)->address);
-    conn_proxy_abort(px->c);
+    px_end_abort(px);
 }
 
 /* ---- the client side ----------------------------------------------------------- */
@@ -1079,7 +1143,7 @@ void proxy_on_client_drained(struct proxy *px)
         if (!px->closing)
             px_move(px, px->uc->bev, px_client(px));
         else if (px->flush_to == px_client(px))
-            conn_proxy_abort(px->c);
+            px_end_abort(px);
         return;
     }
     if (px->state == PX_DELIVER && px->uc) {
@@ -1094,10 +1158,11 @@ int proxy_request_done(const struct proxy *px)
     return px->req_done;
 }
 
-struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
-                          const struct conf_route *route,
-                          const struct http_request *r,
-                          const struct conf *cf)
+/* A proxy for r with everything but the cache and the head settled. */
+static struct proxy *px_alloc(struct conn *c, struct ups_set *ups,
+                              const struct conf_route *route,
+                              const struct http_request *r,
+                              const struct conf *cf)
 {
     const struct conf_upstream *up = route->upstream;
     struct proxy *px = calloc(1, sizeof(*px));
@@ -1134,6 +1199,18 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
     }
     px->hash_key = ups_hash_key(px->group, &hin);
     px->conf = cf;
+    return px;
+}
+
+struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
+                          const struct conf_route *route,
+                          const struct http_request *r,
+                          const struct conf *cf)
+{
+    struct proxy *px = px_alloc(c, ups, route, r, cf);
+
+    if (px == NULL)
+        return NULL;
     enum cache_outcome co =
         route->cache.enabled ? cache_begin(&px->cx, cf, route, r,
                                            conn_is_tls(c))
@@ -1145,6 +1222,8 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
         px->cx.detail = "request-body";
     } else if (co == CACHE_SERVE) {
         px->cache_hit = 1;
+        if (px->cx.swr_refresh)
+            px->bg = px_new_refresh(c, ups, route, r, cf, px);
     }
     px_build_head(px, r);
     return px;
@@ -1172,8 +1251,8 @@ static void px_follow_unlink(struct proxy *px)
 /* Send what the fill has added; finish, wait, or fall back. */
 static void px_follow_step(struct proxy *px)
 {
-    struct evbuffer *out = bufferevent_get_output(px_client(px));
-    int keep = conn_client_keep_alive(px->c);
+    struct evbuffer *out = px_out(px);
+    int keep = px_keep(px);
     int rc = cache_follow(&px->cx, &px->route->response_headers, out, keep,
                           px->client_http10, &px->follow_sent,
                           &px->follow_status);
@@ -1191,12 +1270,12 @@ static void px_follow_step(struct proxy *px)
     }
     if (rc == -2) {
         cache_end(&px->cx, 0);
-        conn_proxy_abort(px->c);
+        px_end_abort(px);
         return;
     }
     cache_end(&px->cx, 0);
-    conn_set_keep_alive(px->c, keep);
-    conn_proxy_done(px->c, px->follow_status, px->follow_sent, NULL, 0);
+    px_set_keep(px, keep);
+    px_end_done(px, px->follow_status, px->follow_sent, NULL, 0);
 }
 
 /* A fill progressed somewhere (or the periodic check): every follower
@@ -1241,8 +1320,8 @@ static void px_follow_start(struct proxy *px)
 /* A fresh copy in the cache answers the request; no upstream involved. */
 static int px_serve_cached(struct proxy *px)
 {
-    struct evbuffer *out = bufferevent_get_output(px_client(px));
-    int keep = conn_client_keep_alive(px->c);
+    struct evbuffer *out = px_out(px);
+    int keep = px_keep(px);
     uint64_t bytes;
     int status = cache_serve(&px->cx, &px->route->response_headers, out,
                              keep, px->client_http10, &bytes);
@@ -1250,15 +1329,64 @@ static int px_serve_cached(struct proxy *px)
     if (status < 0)
         return PT_ERROR; /* unreadable entry: go upstream */
     cache_end(&px->cx, 0);
-    conn_set_keep_alive(px->c, keep);
+    px_set_keep(px, keep);
     if (stats_global())
         atomic_fetch_add(&stats_global()->cache_hits, 1);
-    conn_proxy_done(px->c, status, bytes, NULL, 0);
+    px_end_done(px, status, bytes, NULL, 0);
     return PT_OK;
+}
+
+/* ---- background refresh (stale-while-revalidate) ---- */
+
+static void px_bg_finish(struct proxy *px)
+{
+    struct gen *g = px->bg_gen;
+
+    px->bg_gen = NULL;
+    proxy_free(&px);
+    gen_release(&g);
+}
+
+/* The refresh a stale-while-revalidate hit asks for: a request of its own
+ * to the upstream, built now from r, whose response only goes into the
+ * cache.  NULL when it cannot be had (the next request will try). */
+static struct proxy *px_new_refresh(struct conn *c, struct ups_set *ups,
+                                    const struct conf_route *route,
+                                    const struct http_request *r,
+                                    const struct conf *cf,
+                                    struct proxy *fg)
+{
+    struct proxy *px = px_alloc(c, ups, route, r, cf);
+
+    if (px == NULL)
+        return NULL;
+    px->sink = evbuffer_new();
+    if (px->sink == NULL ||
+        cache_begin_refresh(&px->cx, &fg->cx) != PT_OK) {
+        proxy_free(&px);
+        return NULL;
+    }
+    px_build_head(px, r); /* with the stored validators */
+    return px;
+}
+
+/* Detach the prepared refresh from the client and send it. */
+static void px_bg_start(struct proxy *px, struct conn *c)
+{
+    px->bg_gen = gen_ref(conn_gen(c));
+    px->c = NULL;
+    px->bg_mode = 1;
+    px->client_http10 = 0;
+    px_connect(px);
 }
 
 void proxy_run(struct proxy *px)
 {
+    if (px->bg) {
+        struct proxy *bg = px->bg;
+        px->bg = NULL;
+        px_bg_start(bg, px->c);
+    }
     if (px->cache_hit && px_serve_cached(px) == PT_OK)
         return;
     if (px->cx.following) {
@@ -1282,6 +1410,10 @@ void proxy_free(struct proxy **pp)
         event_free(px->idle_ev);
     px_follow_unlink(px);
     cache_end(&px->cx, 0);
+    if (px->bg)
+        proxy_free(&px->bg);
+    if (px->sink)
+        evbuffer_free(px->sink);
     evbuffer_free(px->head);
     free(px);
 }

@@ -146,6 +146,20 @@ describe('cache', () => {
     assert.equal(o.hits.get('/reval'), 2); // the fill and the revalidation
   });
 
+  test('stale-while-revalidate: the stale copy at once, a refresh behind it', async () => {
+    const cc = 'max-age%3D1%2C%20stale-while-revalidate%3D60';
+    const first = await get(d, `/swr?cc=${cc}`);
+    assert.match(first.body, /#1/);
+    await new Promise((r) => setTimeout(r, 2100));
+    const stale = await get(d, `/swr?cc=${cc}`);
+    assert.match(stale.body, /#1/); // served stale, without waiting
+    assert.match(stale.headers['cache-status'], /hit; ttl=-\d+; detail="?stale-while-revalidate/);
+    await waitFor(() => o.hits.get('/swr') === 2, { what: 'the background refresh' });
+    await waitFor(async () => /#2/.test((await get(d, `/swr?cc=${cc}`)).body),
+      { what: 'the refreshed copy served' });
+    assert.equal(o.hits.get('/swr'), 2);
+  });
+
   test('stale-if-error: a failing upstream gets the stale copy served', async () => {
     const cc = 'max-age%3D1%2C%20stale-if-error%3D60';
     const first = await get(d, `/sie?cc=${cc}`);
