@@ -329,7 +329,19 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         return CACHE_PASS;
     }
     struct pt_str key = {x->key, x->key_len};
-    f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
+    /* only-if-cached (RFC 9111 5.2.1.7): never to the origin */
+    f = cache_lookup(zone, key, !x->creq.cc.only_if_cached, &x->ref,
+                     &x->meta);
+    if (x->creq.cc.only_if_cached) {
+        x->pinned = f != CACHE_MISS;
+        if (f == CACHE_HIT && !(x->meta.flags & CACHE_F_HIT_FOR_MISS) &&
+            cache_judge(x, r) == CACHE_SERVE) {
+            x->fwd = CACHE_FWD_NONE;
+            return CACHE_SERVE;
+        }
+        x->detail = "only-if-cached";
+        return CACHE_ONLY_IF_CACHED;
+    }
     x->pinned = f != CACHE_MISS;
     if (f == CACHE_HIT && (x->meta.flags & CACHE_F_HIT_FOR_MISS) &&
         x->request_time - x->meta.stored_at < x->meta.lifetime) {
@@ -856,4 +868,22 @@ int cache_begin_refresh(struct cache_xfer *x, const struct cache_xfer *fg)
     if (stats_global())
         cache_count(&stats_global()->cache_stale);
     return PT_OK;
+}
+
+const char *cache_log_status(const struct cache_xfer *x)
+{
+    if (x->following)
+        return "collapsed";
+    if (x->fwd == CACHE_FWD_NONE)
+        return x->swr_refresh || (x->detail && *x->detail) ? "stale" : "hit";
+    if (x->fwd_status == 304)
+        return "revalidated";
+    if (x->fwd_status)
+        return "stale";
+    if (x->storing)
+        return "miss";
+    if (x->fwd == CACHE_FWD_METHOD || x->fwd == CACHE_FWD_REQUEST ||
+        x->fwd == CACHE_FWD_BYPASS)
+        return "bypass";
+    return "uncacheable";
 }

@@ -23,6 +23,8 @@ enum cache_outcome {
     CACHE_SERVE, /* answer from the cache (cache_serve) */
     CACHE_FILL,  /* forward, and offer the response to the store */
     CACHE_WAIT,  /* another request fills it: read along (cache_follow) */
+    CACHE_ONLY_IF_CACHED, /* the client wants nothing but a stored copy,
+                             and there is none it may have: 504 */
 };
 
 /* Stored meta flag: "not cacheable", remembered briefly so that the next
@@ -112,6 +114,10 @@ int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
  * PT_ERROR when a refresh is already under way or no room is left.
  */
 int cache_begin_refresh(struct cache_xfer *x, const struct cache_xfer *fg);
+
+/* One word for the access log: hit, stale, revalidated, collapsed, miss,
+ * uncacheable or bypass. */
+const char *cache_log_status(const struct cache_xfer *x);
 
 /* Conditional fields for the upstream request when a stale entry is
  * revalidated ("If-None-Match: ...\r\n..."), or NULL. */

@@ -72,6 +72,7 @@ struct conn_req {
     /* access-log copies of method, target, referer, user agent */
     struct pt_str method, target, referer, user_agent;
     struct pt_str request_id; /* the client's X-Request-Id, or rid */
+    const char *cache;        /* static: what the cache did, or NULL */
     char rid[33];             /* one made for the request */
 };
 
@@ -284,6 +285,7 @@ static void conn_log_access_up(struct conn *c, int status, uint64_t bytes,
     e.upstream = upstream;
     e.upstream_us = upstream_us;
     e.request_id = c->req.request_id;
+    e.cache = c->req.cache;
     access_log_write(g->access_fd, (enum access_format)format, &e);
 }
 
@@ -947,6 +949,11 @@ void conn_proxy_abort(struct conn *c)
 }
 
 /* ---- life cycle -------------------------------------------------------- */
+
+void conn_set_cache_status(struct conn *c, const char *status)
+{
+    c->req.cache = status;
+}
 
 struct gen *conn_gen(struct conn *c)
 {

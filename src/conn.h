@@ -23,6 +23,9 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
              int salen, const struct gen_listener *lc);
 /* The request's X-Request-Id: the client's, or one made for it. */
 struct pt_str conn_request_id(const struct conn *c);
+/* What the cache did for the request in flight (a static string), for
+ * the json access log. */
+void conn_set_cache_status(struct conn *c, const char *status);
 /* The generation the request in flight runs under (borrowed). */
 struct gen *conn_gen(struct conn *c);
 /* Did the request arrive over TLS? */

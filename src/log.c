@@ -195,8 +195,12 @@ static int access_log_json(int fd, const struct access_entry *e,
     else
         n += (size_t)snprintf(line + n, cap - n,
                               "null,\"upstream_time\":null");
-    n += (size_t)snprintf(line + n, cap - n,
-                          ",\"cache\":null,\"request_id\":");
+    if (e->cache)
+        n += (size_t)snprintf(line + n, cap - n,
+                              ",\"cache\":\"%s\",\"request_id\":", e->cache);
+    else
+        n += (size_t)snprintf(line + n, cap - n,
+                              ",\"cache\":null,\"request_id\":");
     n += log_json_str(line + n, cap - n - 8, e->request_id);
     line[n++] = '}';
     line[n++] = '\n';

@@ -42,6 +42,7 @@ struct access_entry {
     uint64_t bytes_sent; /* body bytes */
     uint64_t duration_us;
     struct pt_str request_id;
+    const char *cache;    /* what the cache did ("hit", "miss", ...) */
     const char *upstream; /* server address, or NULL */
     uint64_t upstream_us; /* time to the upstream's response head */
 };

@@ -113,6 +113,7 @@ struct proxy {
     unsigned cache_hit : 1;     /* answered from the cache */
     unsigned cache_follow : 1;  /* reading along another request's fill */
     unsigned bg_mode : 1;       /* a background refresh: no client */
+    unsigned only_if_cached : 1; /* not in the cache, and must not go out */
     struct proxy *bg;           /* owns until started: the refresh that
                                    follows a stale-while-revalidate hit */
     struct evbuffer *sink;      /* owns (bg_mode): the response, dropped */
@@ -178,6 +179,13 @@ static void px_set_keep(struct proxy *px, int keep)
 {
     if (!px->bg_mode)
         conn_set_keep_alive(px->c, keep);
+}
+
+/* What the cache did, for the client's access log line. */
+static void px_log_cache(struct proxy *px)
+{
+    if (!px->bg_mode && px->route->cache.enabled)
+        conn_set_cache_status(px->c, cache_log_status(&px->cx));
 }
 
 static void px_end_error(struct proxy *px, int status, const char *why)
@@ -972,6 +980,7 @@ static void px_pump_response(struct proxy *px)
             ups_conn_put(&uc);
         else
             ups_conn_close(&uc);
+        px_log_cache(px);
         cache_end(&px->cx, 1);
         px_end_done(px, px->status, px->sent,
                         ups_server_conf(px->srv)->address, px->upstream_us);
@@ -1220,6 +1229,8 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
         cache_end(&px->cx, 0);
         px->cx.fwd = CACHE_FWD_REQUEST;
         px->cx.detail = "request-body";
+    } else if (co == CACHE_ONLY_IF_CACHED) {
+        px->only_if_cached = 1;
     } else if (co == CACHE_SERVE) {
         px->cache_hit = 1;
         if (px->cx.swr_refresh)
@@ -1273,6 +1284,7 @@ static void px_follow_step(struct proxy *px)
         px_end_abort(px);
         return;
     }
+    px_log_cache(px);
     cache_end(&px->cx, 0);
     px_set_keep(px, keep);
     px_end_done(px, px->follow_status, px->follow_sent, NULL, 0);
@@ -1328,6 +1340,7 @@ static int px_serve_cached(struct proxy *px)
 
     if (status < 0)
         return PT_ERROR; /* unreadable entry: go upstream */
+    px_log_cache(px);
     cache_end(&px->cx, 0);
     px_set_keep(px, keep);
     if (stats_global())
@@ -1389,6 +1402,11 @@ void proxy_run(struct proxy *px)
     }
     if (px->cache_hit && px_serve_cached(px) == PT_OK)
         return;
+    if (px->only_if_cached) {
+        px_log_cache(px);
+        px_end_error(px, 504, "only-if-cached: not in the cache");
+        return;
+    }
     if (px->cx.following) {
         px_follow_start(px);
         return;

@@ -201,6 +201,15 @@ describe('cache', () => {
     assert.equal(o.hits.get('/etag'), 1);
   });
 
+  test('only-if-cached: a stored copy, or 504 without going upstream', async () => {
+    assert.equal((await get(d, '/oic?cc=max-age%3D60', { 'Cache-Control': 'only-if-cached' })).status, 504);
+    assert.equal(o.hits.get('/oic'), undefined);
+    await get(d, '/oic?cc=max-age%3D60');
+    const r = await get(d, '/oic?cc=max-age%3D60', { 'Cache-Control': 'only-if-cached' });
+    assert.equal(r.status, 200);
+    assert.equal(o.hits.get('/oic'), 1);
+  });
+
   test('HEAD is answered from a stored GET', async () => {
     const g = await get(d, '/hd?cc=max-age%3D60');
     const h = await get(d, '/hd?cc=max-age%3D60', {}, 'HEAD');
@@ -345,6 +354,25 @@ test('one fill per key: 100 concurrent requests for a cold key, one upstream req
     }
     assert.equal(o.hits.get('/burst'), 21);
     agent.destroy();
+  } finally { await d.stop(); await o.close(); }
+});
+
+test('the json access log says what the cache did', async () => {
+  const o = await origin();
+  const dir = (await import('node:fs')).mkdtempSync('/tmp/portico-cachelog-');
+  const file = `${dir}/access.log`;
+  const d = await startPortico({ config: config(o, { workers: 1, access_log: { path: file, format: 'json' } }) });
+  try {
+    await get(d, '/l?cc=max-age%3D60');
+    await get(d, '/l?cc=max-age%3D60');
+    await get(d, '/l2?cc=no-store');
+    await get(d, '/nocache');
+    const fs = await import('node:fs');
+    await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('/nocache'), { what: 'log lines' });
+    const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => [l.path, l.cache]), [
+      ['/l?cc=max-age%3D60', 'miss'], ['/l?cc=max-age%3D60', 'hit'],
+      ['/l2?cc=no-store', 'uncacheable'], ['/nocache', null]]);
   } finally { await d.stop(); await o.close(); }
 });
 
