@@ -440,8 +440,8 @@ static void cache_status_field(struct cache_xfer *x, struct evbuffer *out)
 static void cache_write_head(struct evbuffer *out,
                              const struct http_response *resp, int status,
                              const struct conf_header_ops *ops, int64_t age,
-                             const char *cache_status, int keep_alive,
-                             int http10)
+                             const char *cache_status, const char *framing,
+                             int keep_alive, int http10)
 {
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status,
                         http_reason(status));
@@ -461,6 +461,8 @@ static void cache_write_head(struct evbuffer *out,
         evbuffer_add_printf(out, "%s: %s\r\n", ops->add[i].name,
                             ops->add[i].value);
     evbuffer_add_printf(out, "Age: %lld\r\n", (long long)PT_MAX(age, 0));
+    if (framing)
+        evbuffer_add(out, framing, strlen(framing));
     if (cache_status)
         evbuffer_add(out, cache_status, strlen(cache_status));
     if (!keep_alive)
@@ -490,9 +492,18 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
         return -1;
     }
     status = x->conditional == 304 ? 304 : resp.status;
+    /* stored from a chunked or close-delimited response: the length is
+     * known now */
+    char framing[64];
+    if (resp.content_length < 0 && status != 304 && status != 204)
+        snprintf(framing, sizeof(framing), "Content-Length: %llu\r\n",
+                 (unsigned long long)(cache_length(zone, &x->ref) -
+                                      x->meta.head_len));
+    else
+        framing[0] = '\0';
     cache_write_head(out, &resp, status, ops, x->meta.lifetime - x->ttl,
-                     cache_status_line(x, cs, sizeof(cs)), keep_alive,
-                     http10);
+                     cache_status_line(x, cs, sizeof(cs)),
+                     framing[0] ? framing : NULL, keep_alive, http10);
     free(head);
     free(tmp);
     if (status == 304 || x->head_only)
@@ -544,9 +555,13 @@ static int cache_vary_outside_key(const struct conf_route *rt,
 /* The head of an entry being filled, once it is in. */
 static int cache_follow_head(struct cache_xfer *x,
                              const struct conf_header_ops *ops,
-                             struct evbuffer *out, int keep_alive,
+                             struct evbuffer *out, int *keep_alive,
                              int http10, int *status)
 {
+    char framing[64];
+    const void *p;
+    int done = 0;
+
     struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
     struct http_response resp;
     size_t len;
@@ -564,9 +579,26 @@ static int cache_follow_head(struct cache_xfer *x,
         return -1;
     }
     *status = resp.status;
+    framing[0] = '\0';
+    if (resp.content_length < 0 && resp.status != 204 && !x->head_only) {
+        /* The length comes with the end of the fill: chunked for an
+         * HTTP/1.1 client, the connection's end for an HTTP/1.0 one --
+         * unless the fill is complete already. */
+        cache_read(zone, &x->ref, cache_length(zone, &x->ref), &p, &done);
+        if (done)
+            snprintf(framing, sizeof(framing), "Content-Length: %llu\r\n",
+                     (unsigned long long)(cache_length(zone, &x->ref) -
+                                          x->meta.head_len));
+        else if (!http10)
+            snprintf(framing, sizeof(framing),
+                     "Transfer-Encoding: chunked\r\n");
+        else
+            *keep_alive = 0;
+        x->follow_chunked = !done && !http10;
+    }
     cache_write_head(out, &resp, resp.status, ops, 0,
                      "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
-                     keep_alive, http10);
+                     framing[0] ? framing : NULL, *keep_alive, http10);
     free(head);
     free(tmp);
     x->head_sent = 1;
@@ -575,7 +607,7 @@ static int cache_follow_head(struct cache_xfer *x,
 }
 
 int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
-                 struct evbuffer *out, int keep_alive, int http10,
+                 struct evbuffer *out, int *keep_alive, int http10,
                  uint64_t *body_bytes, int *status)
 {
     const void *p;
@@ -601,9 +633,15 @@ int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
         k = cache_read(zone, &x->ref, x->off, &p, &done);
         if (k == (size_t)-1)
             return -2;
+        if (k == 0 && done && x->follow_chunked)
+            evbuffer_add(out, PT_LIT("0\r\n\r\n"));
         if (k == 0)
             return done ? 1 : cache_filler_alive(zone, &x->ref) ? 0 : -2;
+        if (x->follow_chunked)
+            evbuffer_add_printf(out, "%zx\r\n", k);
         evbuffer_add(out, p, k);
+        if (x->follow_chunked)
+            evbuffer_add(out, PT_LIT("\r\n"));
         x->off += k;
         *body_bytes += k;
     }
@@ -624,7 +662,8 @@ static int cache_store_head(struct cache_xfer *x, const struct conf *conf,
     for (size_t i = 0; i < resp->nheaders; i++) {
         struct pt_str name = resp->headers[i].name;
         if (!cache_header_storable(name, resp->headers, resp->nheaders) ||
-            pt_str_ieq(name, "Age") || pt_str_ieq(name, "Cache-Status"))
+            pt_str_ieq(name, "Age") || pt_str_ieq(name, "Cache-Status") ||
+            pt_str_ieq(name, "Transfer-Encoding"))
             continue;
         evbuffer_add_printf(b, "\r\n%.*s: %.*s", (int)name.len, name.p,
                             (int)resp->headers[i].value.len,
@@ -679,9 +718,10 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
         if (ok != CACHE_STORE_YES)
             ;
         else if (!body_framed)
-            why = "no-content-length";
-        else if ((uint64_t)resp->content_length >
-                 conf->cache.max_object_size)
+            why = "not-storable";
+        else if (resp->content_length >= 0 &&
+                 (uint64_t)resp->content_length >
+                     conf->cache.max_object_size)
             why = "too-large";
         else if (cache_vary_outside_key(route, resp))
             why = "vary-not-in-key";
@@ -718,6 +758,24 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
     }
     if (route->cache.enabled && zone)
         cache_status_field(x, fields);
+}
+
+void cache_on_data(struct cache_xfer *x, const struct conf *conf,
+                   const void *p, size_t n)
+{
+    if (!x->storing || n == 0)
+        return;
+    if (cache_fill_append(zone, &x->ref, p, n, conf->cache.max_object_size) !=
+        PT_OK) {
+        x->storing = 0;
+        x->filling = 0;
+    }
+}
+
+void cache_progress(struct cache_xfer *x)
+{
+    if (zone && (x->storing || x->pinned))
+        cache_notify(x);
 }
 
 void cache_on_body(struct cache_xfer *x, const struct conf *conf,

@@ -48,6 +48,7 @@ struct cache_xfer {
     unsigned invalidate : 1; /* unsafe method: drop the URI on success */
     unsigned following : 1;  /* reading along another request's fill */
     unsigned head_sent : 1;  /* (following) the head went to the client */
+    unsigned follow_chunked : 1; /* (following) length unknown: chunks */
     uint64_t off;            /* (following) next byte of the entry to send */
     /* a stale entry kept while it is revalidated or refetched */
     struct cache_ref old;
@@ -104,7 +105,7 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
  * what was queued.
  */
 int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
-                 struct evbuffer *out, int keep_alive, int http10,
+                 struct evbuffer *out, int *keep_alive, int http10,
                  uint64_t *body_bytes, int *status);
 
 /*
@@ -133,6 +134,12 @@ const char *cache_revalidation_fields(const struct cache_xfer *x);
 int cache_on_not_modified(struct cache_xfer *x,
                           const struct http_response *resp);
 int cache_on_error(struct cache_xfer *x, int status);
+
+/* Decoded body bytes (from a chunked response) into the entry; then
+ * cache_progress once per batch to wake the readers along. */
+void cache_on_data(struct cache_xfer *x, const struct conf *conf,
+                   const void *p, size_t n);
+void cache_progress(struct cache_xfer *x);
 
 /* Body bytes about to go to the client: copy them into the entry. */
 void cache_on_body(struct cache_xfer *x, const struct conf *conf,

@@ -776,6 +776,13 @@ uint32_t cache_head_len(struct cache_store *s, const struct cache_ref *ref)
     return e ? atomic_load_explicit(&e->head_len, memory_order_acquire) : 0;
 }
 
+uint64_t cache_length(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    return e ? atomic_load_explicit(&e->length, memory_order_acquire) : 0;
+}
+
 void cache_wait(struct cache_store *s, const struct cache_ref *ref, int slot)
 {
     struct entry *e = ref_entry(s, ref);

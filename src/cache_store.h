@@ -146,6 +146,8 @@ void cache_set_head_len(struct cache_store *s, const struct cache_ref *ref,
                         uint32_t len);
 uint32_t cache_head_len(struct cache_store *s, const struct cache_ref *ref);
 void cache_wait(struct cache_store *s, const struct cache_ref *ref, int slot);
+/* Bytes written so far (the whole object once it is complete). */
+uint64_t cache_length(struct cache_store *s, const struct cache_ref *ref);
 uint64_t cache_waiters(struct cache_store *s, const struct cache_ref *ref);
 int cache_filler_alive(struct cache_store *s, const struct cache_ref *ref);
 

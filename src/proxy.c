@@ -798,8 +798,7 @@ static void px_send_head(struct proxy *px, const struct http_response *r)
                         (int)r->reason.len, r->reason.p);
     px_copy_response_fields(px, r, out);
     px_add_ops(out, &px->route->response_headers);
-    cache_on_response(&px->cx, px->conf, px->route, r,
-                      px->body == BODY_LENGTH && !px->head_only, out);
+    cache_on_response(&px->cx, px->conf, px->route, r, !px->head_only, out);
     if (px->body == BODY_CHUNKED || px->body == BODY_CLOSE_TO_CHUNKED)
         evbuffer_add(out, PT_LIT("Transfer-Encoding: chunked\r\n"));
     if (!keep)
@@ -912,6 +911,7 @@ static int px_pump_resp_chunked(struct proxy *px, struct evbuffer *in,
         if (n < 0)
             return PT_ERROR;
         px->sent += data.len;
+        cache_on_data(&px->cx, px->conf, data.p, data.len);
         if (px->body == BODY_CHUNKED) {
             evbuffer_remove_buffer(in, out, (size_t)n);
         } else {
@@ -954,8 +954,10 @@ static void px_pump_response(struct proxy *px)
             return;
         }
         px->resp_done = px->resp_chunk.done;
+        cache_progress(&px->cx);
         break;
     case BODY_CLOSE_TO_CHUNKED:
+        cache_on_body(&px->cx, px->conf, in, len);
         if (len) {
             evbuffer_add_printf(out, "%zx\r\n", len);
             evbuffer_remove_buffer(in, out, len);
@@ -964,6 +966,7 @@ static void px_pump_response(struct proxy *px)
         }
         break;
     case BODY_CLOSE:
+        cache_on_body(&px->cx, px->conf, in, len);
         px->sent += len;
         evbuffer_remove_buffer(in, out, len);
         break;
@@ -1264,7 +1267,7 @@ static void px_follow_step(struct proxy *px)
 {
     struct evbuffer *out = px_out(px);
     int keep = px_keep(px);
-    int rc = cache_follow(&px->cx, &px->route->response_headers, out, keep,
+    int rc = cache_follow(&px->cx, &px->route->response_headers, out, &keep,
                           px->client_http10, &px->follow_sent,
                           &px->follow_status);
 

@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { httpRequest, startPortico, waitFor } from './lib/harness.mjs';
+import { httpRequest, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
 
 /** An upstream answering by path; counts requests per path. */
 async function origin() {
@@ -34,6 +34,13 @@ async function origin() {
     if (u.pathname.startsWith('/sie') && o.broken) {
       res.writeHead(503, { 'Content-Length': 4 });
       res.end('down');
+      return;
+    }
+    if (u.pathname.startsWith('/chunk')) {
+      // no Content-Length: node sends it chunked, in three pieces
+      res.writeHead(200, h);
+      res.write('one,');
+      setTimeout(() => { res.write('two,'); setTimeout(() => res.end('three'), 100); }, 100);
       return;
     }
     if (u.pathname.startsWith('/burst')) {
@@ -208,6 +215,20 @@ describe('cache', () => {
     const r = await get(d, '/oic?cc=max-age%3D60', { 'Cache-Control': 'only-if-cached' });
     assert.equal(r.status, 200);
     assert.equal(o.hits.get('/oic'), 1);
+  });
+
+  test('a chunked response is stored and served with its length; readers along get chunks', async () => {
+    const pending = [get(d, '/chunk?cc=max-age%3D60'), get(d, '/chunk?cc=max-age%3D60'),
+      get(d, '/chunk?cc=max-age%3D60')];
+    const rs = await Promise.all(pending);
+    for (const r of rs) assert.equal(r.body, 'one,two,three');
+    assert.equal(o.hits.get('/chunk'), 1);
+    const hit = await get(d, '/chunk?cc=max-age%3D60');
+    assert.equal(hit.body, 'one,two,three');
+    assert.equal(hit.headers['content-length'], '13');
+    assert.match(hit.headers['cache-status'], /hit/);
+    const { text } = await rawRequest(d.port, 'GET /chunk?cc=max-age%3D60 HTTP/1.0\r\n\r\n');
+    assert.match(text, /\r\n\r\none,two,three$/);
   });
 
   test('HEAD is answered from a stored GET', async () => {
