@@ -6,6 +6,7 @@
 #include "admin.h"
 
 #include <ctype.h>
+#include <strings.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <stdatomic.h>
@@ -337,8 +338,37 @@ static int admin_url_key(const char *url, char *key, size_t cap)
     return cache_key_build(&in, NULL, key, cap);
 }
 
+/* Does a stored head carry tag in Surrogate-Key (space-separated) or
+ * Cache-Tag (comma-separated)? */
+static int admin_has_tag(const char *head, size_t len, void *arg)
+{
+    const char *tag = arg, *end = head + len;
+    size_t tl = strlen(tag);
+
+    for (const char *line = head; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        const char *le = eol ? eol : end;
+        size_t nl = 0;
+        if ((size_t)(le - line) > 14 && strncasecmp(line, "Surrogate-Key:", 14) == 0)
+            nl = 14;
+        else if ((size_t)(le - line) > 10 && strncasecmp(line, "Cache-Tag:", 10) == 0)
+            nl = 10;
+        for (const char *p = line + nl; nl && p < le;) {
+            while (p < le && (*p == ' ' || *p == ',' || *p == '\t' || *p == '\r'))
+                p++;
+            const char *t = p;
+            while (p < le && *p != ' ' && *p != ',' && *p != '\t' && *p != '\r')
+                p++;
+            if ((size_t)(p - t) == tl && memcmp(t, tag, tl) == 0)
+                return 1;
+        }
+        line = le + 1;
+    }
+    return 0;
+}
+
 /*
- * POST /cache/purge?url=URL | prefix=URL | all [&soft]: drop (or, soft,
+ * POST /cache/purge?url=URL | prefix=URL | tag=TAG | all [&soft]: drop (or, soft,
  * make stale) the entries of one URL and all its variants, of every URL
  * under a prefix, or all of them.
  */
@@ -367,6 +397,8 @@ static void admin_purge(const struct http_request *r,
         n = soft ? cache_expire(z, exact, 1) + cache_expire(z, variants, 0)
                  : (size_t)cache_purge(z, exact) +
                        cache_purge_prefix(z, variants);
+    } else if (admin_param(r->query, "tag", url, sizeof(url)) > 0) {
+        n = cache_purge_if(z, admin_has_tag, url, soft);
     } else if (admin_param(r->query, "prefix", url, sizeof(url)) > 0 &&
                (klen = admin_url_key(url, key, sizeof(key))) > 0) {
         struct pt_str pre = {key, (size_t)klen};
@@ -375,7 +407,7 @@ static void admin_purge(const struct http_request *r,
         reply->status = 400;
         evbuffer_add(reply->body,
                      PT_LIT("usage: POST /cache/purge?url=URL | prefix=URL"
-                            " | all, and &soft to mark stale\n"));
+                            " | tag=TAG | all, and &soft to mark stale\n"));
         return;
     }
     reply->content_type = "application/json";

@@ -666,6 +666,57 @@ size_t cache_expire(struct cache_store *s, struct pt_str prefix, int exact)
     return n;
 }
 
+/* The head of entry i (after its key), copied into buf; its length. */
+static size_t entry_head(struct cache_store *s, uint32_t i, char *buf,
+                         size_t cap)
+{
+    struct entry *e = &entries(s)[i];
+    uint64_t want = PT_MIN((uint64_t)atomic_load(&e->head_len), cap);
+    uint64_t d = e->key_len, got = 0;
+    uint32_t b = e->first;
+
+    while (got < want && b != NIL) {
+        uint64_t in = d % CACHE_BLOCK;
+        uint64_t k = PT_MIN(CACHE_BLOCK - in, want - got);
+        memcpy(buf + got, block(s, b) + in, k);
+        got += k;
+        d += k;
+        if (d % CACHE_BLOCK == 0)
+            b = next_of(s)[b];
+    }
+    return (size_t)got;
+}
+
+size_t cache_purge_if(struct cache_store *s,
+                      int (*match)(const char *head, size_t len, void *arg),
+                      void *arg, int soft)
+{
+    struct entry *e = entries(s);
+    char *buf = malloc(64 * 1024);
+    size_t n = 0;
+
+    if (buf == NULL)
+        return 0;
+    store_lock(s);
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        if (atomic_load(&e[i].state) != E_READY)
+            continue;
+        size_t len = entry_head(s, i, buf, 64 * 1024);
+        if (len == 0 || !match(buf, len, arg))
+            continue;
+        if (soft) {
+            e[i].meta.lifetime = 0;
+            e[i].meta.stored_at = 0;
+        } else {
+            entry_kill(s, i);
+        }
+        n++;
+    }
+    store_unlock(s);
+    free(buf);
+    return n;
+}
+
 size_t cache_purge_prefix(struct cache_store *s, struct pt_str prefix)
 {
     struct entry *e = entries(s);

@@ -111,6 +111,16 @@ int cache_purge(struct cache_store *s, struct pt_str key);
  * many. */
 size_t cache_purge_prefix(struct cache_store *s, struct pt_str prefix);
 
+/*
+ * Drop (or, soft, make stale) every complete entry whose stored head
+ * (the caller's bytes up to its head length) match() accepts.  match
+ * runs with the zone's lock held: it must be quick and not call back.
+ * Returns how many.
+ */
+size_t cache_purge_if(struct cache_store *s,
+                      int (*match)(const char *head, size_t len, void *arg),
+                      void *arg, int soft);
+
 /* Soft purge: entries whose key starts with prefix (or equals it, with
  * exact) become stale, so the next request refetches them instead of
  * every client at once finding nothing.  Returns how many. */

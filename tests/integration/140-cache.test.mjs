@@ -20,6 +20,8 @@ async function origin() {
     const h = { 'Content-Type': 'text/plain', 'X-Seen': String(n) };
     const cc = u.searchParams.get('cc');
     if (cc) h['Cache-Control'] = cc;
+    if (u.pathname.startsWith('/tagged')) h['Surrogate-Key'] = `all-products product-${u.pathname.slice(8)}`;
+    if (u.pathname.startsWith('/ctag')) h['Cache-Tag'] = 'news,front';
     if (u.pathname.startsWith('/etag')) { h.ETag = '"v1"'; h['Last-Modified'] = 'Sat, 01 Nov 2025 00:00:00 GMT'; }
     if (u.pathname.startsWith('/cookie')) h['Set-Cookie'] = 'id=1';
     if (u.pathname.startsWith('/lang')) h.Vary = 'X-Lang';
@@ -320,6 +322,18 @@ describe('cache', () => {
     assert.ok(JSON.parse(r.body).purged >= 1);
     await get(d, '/q/three?cc=max-age%3D600');
     assert.equal(o.hits.get('/q/three'), 3);
+    // by tag: Surrogate-Key (space-separated) and Cache-Tag (commas)
+    for (const p of ['/tagged/1', '/tagged/2', '/ctag']) await get(d, `${p}?cc=max-age%3D600`);
+    r = await adm('tag=product-1');
+    assert.deepEqual(JSON.parse(r.body), { purged: 1, soft: false });
+    await get(d, '/tagged/1?cc=max-age%3D600');
+    await get(d, '/tagged/2?cc=max-age%3D600');
+    assert.equal(o.hits.get('/tagged/1'), 2);
+    assert.equal(o.hits.get('/tagged/2'), 1);
+    r = await adm('tag=front');
+    assert.equal(JSON.parse(r.body).purged, 1);
+    r = await adm('tag=all-products&soft');
+    assert.equal(JSON.parse(r.body).purged, 2);
     assert.equal((await adm('nothing')).status, 400);
     assert.equal((await httpRequest(portAt(d, '127.0.0.2'), { path: '/cache/purge?all', host: '127.0.0.2' })).status, 405);
   });
