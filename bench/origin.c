@@ -1,6 +1,11 @@
 /* origin.c -- the "fast static origin" of the benchmark: one thread, epoll,
  * answers every request head it reads with the same 1 KB JSON body
  * (keep-alive, pipelining-safe).  Requests must have no body (GET).
+ * Cacheable paths for the cache scenarios: /c100, /c1k and /c256k answer
+ * 100 B, 1 KB and 256 KB bodies with "Cache-Control: public, max-age=600"
+ * and a Content-Length; every request for a path starting with /c is
+ * counted, and GET /count answers that count (itself not counted), so
+ * bench/run can prove a cache hit run never reached the origin.
  * Usage: origin PORT BODYFILE.  Built by bench/run into its temp dir. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,6 +25,34 @@ struct c { char in[8192]; size_t inlen; };
 static struct c *conns[MAXFD];
 static char resp[4096];
 static size_t resplen;
+static char *cresp[3];          /* /c100, /c1k, /c256k */
+static size_t cresplen[3];
+static unsigned long long ccount; /* requests for /c... */
+
+static void mkcached(int i, size_t blen)
+{
+	char head[256];
+	int hl = snprintf(head, sizeof head,
+	    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+	    "Cache-Control: public, max-age=600\r\nContent-Length: %zu\r\n\r\n", blen);
+	cresp[i] = malloc((size_t)hl + blen);
+	memcpy(cresp[i], head, (size_t)hl);
+	memset(cresp[i] + hl, 'x', blen);
+	cresplen[i] = (size_t)hl + blen;
+}
+
+/* write all of buf (loopback: a short write is rare; wait it out) */
+static int writeall(int fd, const char *buf, size_t len)
+{
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = write(fd, buf + off, len - off);
+		if (w > 0) off += (size_t)w;
+		else if (w < 0 && errno == EAGAIN) usleep(100);
+		else return -1;
+	}
+	return 0;
+}
 
 static void drop(int ep, int fd)
 {
@@ -42,6 +75,9 @@ int main(int argc, char **argv)
 	    "Content-Length: %zu\r\n\r\n", blen);
 	memcpy(resp + resplen, body, blen);
 	resplen += blen;
+	mkcached(0, 100);
+	mkcached(1, 1024);
+	mkcached(2, 256 * 1024);
 	signal(SIGPIPE, SIG_IGN);
 
 	int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
@@ -73,25 +109,39 @@ int main(int argc, char **argv)
 			if (r <= 0) { if (r < 0 && errno == EAGAIN) continue; drop(ep, fd); continue; }
 			k->inlen += (size_t)r;
 			size_t olen = 0, used = 0;
-			char *p;
-			while ((p = memmem(k->in + used, k->inlen - used, "\r\n\r\n", 4))) {
+			char *p, cnt[128];
+			int dead = 0;
+			while (!dead && (p = memmem(k->in + used, k->inlen - used, "\r\n\r\n", 4))) {
+				/* the request target: after the method's space */
+				const char *q = memchr(k->in + used, ' ', (size_t)(p - (k->in + used)));
+				const char *rp = resp;
+				size_t rl = resplen;
+				if (q && q[1] == '/' && q[2] == 'c') {
+					if (!strncmp(q + 1, "/count ", 7)) {
+						int cl = snprintf(cnt + 64, 64, "%llu", ccount);
+						int hl = snprintf(cnt, 64, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", cl);
+						memmove(cnt + hl, cnt + 64, (size_t)cl + 1);
+						rp = cnt; rl = (size_t)(hl + cl);
+					} else {
+						ccount++;
+						int i = !strncmp(q + 1, "/c100", 5) ? 0 : !strncmp(q + 1, "/c256k", 6) ? 2 : 1;
+						rp = cresp[i]; rl = cresplen[i];
+					}
+				}
 				used = (size_t)(p - k->in) + 4;
-				if (olen + resplen > sizeof out) break;
-				memcpy(out + olen, resp, resplen);
-				olen += resplen;
+				if (olen + rl > sizeof out) {
+					if (olen && writeall(fd, out, olen)) { dead = 1; break; }
+					olen = 0;
+					if (rl > sizeof out) { if (writeall(fd, rp, rl)) dead = 1; continue; }
+				}
+				memcpy(out + olen, rp, rl);
+				olen += rl;
 			}
+			if (dead) { drop(ep, fd); continue; }
 			memmove(k->in, k->in + used, k->inlen - used);
 			k->inlen -= used;
 			if (k->inlen == sizeof k->in) { drop(ep, fd); continue; }
-			/* loopback with small answers: a short write is not expected;
-			 * if it happens, finish it blocking-ish rather than lose bytes */
-			size_t off = 0;
-			while (off < olen) {
-				ssize_t w = write(fd, out + off, olen - off);
-				if (w > 0) off += (size_t)w;
-				else if (w < 0 && errno == EAGAIN) usleep(100);
-				else { drop(ep, fd); break; }
-			}
+			if (olen && writeall(fd, out, olen)) drop(ep, fd);
 		}
 	}
 }

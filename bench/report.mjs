@@ -1,13 +1,23 @@
 // report.mjs -- the tables of bench/RESULTS.md from bench/run's raw lines
-// (round, config, scenario, m1, m2, m3, cpu, note), medians over rounds.
-// Usage: node report.mjs RAW QUICK XFER_MB IDLE_N SSE_N WS_C HAVE_WS
+// (round, config, scenario, m1, m2, m3, cpu, note, run), medians over rounds.
+// "run" is the date and mode of the run that measured the line; lines of
+// another run than this one (STAMP) are kept from earlier runs and marked.
+// A note starting with FAILED is a cache-hit load that reached the origin:
+// no figures, listed as a failure.
+// Usage: node report.mjs RAW QUICK XFER_MB IDLE_N SSE_N WS_C HAVE_WS IDLE_WANTED NOFILE CACHE_BUILT STAMP
 import fs from 'node:fs';
 
-const [rawFile, quick, xferMb, idleN, sseN, wsC, haveWs, idleWanted, nofile, cacheBuilt] = process.argv.slice(2);
-const rows = fs.readFileSync(rawFile, 'utf8').split('\n').filter(Boolean).map((l) => {
-  const [round, config, scenario, m1, m2, m3, cpu, note] = l.split('\t');
-  return { round, config, scenario, m: [m1, m2, m3, cpu].map(Number), note: note || '' };
+const [rawFile, quick, xferMb, idleN, sseN, wsC, haveWs, idleWanted, nofile, cacheBuilt, stamp] = process.argv.slice(2);
+const allRows = fs.readFileSync(rawFile, 'utf8').split('\n').filter(Boolean).map((l) => {
+  const [round, config, scenario, m1, m2, m3, cpu, note, run] = l.split('\t');
+  return { round, config, scenario, m: [m1, m2, m3, cpu].map(Number), note: note || '', run: run || stamp };
 });
+const failed = allRows.filter((r) => r.note.startsWith('FAILED'));
+const rows = allRows.filter((r) => !r.note.startsWith('FAILED'));
+// the run of each scenario's rows, when not this one
+const runOf = new Map();
+for (const r of rows) if (r.run !== stamp) runOf.set(r.scenario, r.run);
+const dated = (sc, title) => (runOf.has(sc) ? `${title} *(earlier run: ${runOf.get(sc)})*` : title);
 
 const median = (a) => {
   const v = a.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
@@ -77,7 +87,7 @@ for (const [sc, title] of HTTP) {
     const b = bestOf(sc, peer);
     if (!b) continue;
     const isP = peer === 'portico';
-    p(`| ${first ? title : ''} | ${label(b.config)} | ${fmt(b.med[0])} | ${fmt(b.med[1], 2)} | ` +
+    p(`| ${first ? dated(sc, title) : ''} | ${label(b.config)} | ${fmt(b.med[0])} | ${fmt(b.med[1], 2)} | ` +
       `${fmt(b.med[2], 2)} | ${fmt(b.med[3], 1)} | ${isP || !pt ? '' : ratio(pt.med[0], b.med[0])} | ` +
       `${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} | ${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} |`);
     first = false;
@@ -89,15 +99,54 @@ for (const [sc, title] of HTTP) {
       `${fmt(d.med[3], 1)} (the origin's own) | | | |`);
   }
 }
-p('| cache hit 100 B, 1 KB, 256 KB; cache hit with Connection: close | portico | ' +
-  (cacheBuilt === '1' ? 'not measured yet (this build accepts `cache:`; the harness has no cache scenarios yet)'
-    : 'not built yet') + ' | | | | | | |');
+p();
+
+// ---- cache hits
+const CACHE = [
+  ['hit100', 'cache hit 100 B, c=50'],
+  ['hit1k', 'cache hit 1 KB, c=50'],
+  ['hit1k200', 'cache hit 1 KB, c=200'],
+  ['hit256k', 'cache hit 256 KB, c=50'],
+  ['hitclose', 'cache hit 1 KB, new connection per request (Connection: close), c=50'],
+];
+const cacheRan = CACHE.some(([sc]) => of(sc).length || failed.some((f) => f.scenario === sc));
+p('## Cache hits (wrk -t2 --latency, keep-alive unless stated)');
+p();
+if (cacheRan) {
+  p('`GET /c100`, `/c1k`, `/c256k` through each proxy\'s cache: the fast origin answers them with ' +
+    '`Cache-Control: public, max-age=600` and a Content-Length. Each proxy\'s cache is filled before ' +
+    'the loads, and the origin counts the requests it gets: a load during which the origin got more ' +
+    'than 0.1% of the requests is not reported (see Notes). Caches: portico `cache: { size: 256m }`; ' +
+    'nginx `proxy_cache` (keys_zone, max_size 256m, `proxy_cache_lock on`, the origin\'s Cache-Control ' +
+    'honoured); HAProxy `cache` (total-max-size 256 MB, max-object-size 1 MB, `cache-use`/`cache-store`); ' +
+    'Varnish its default caching (`return (hash)`, malloc 256 MB). Same columns and ratios as above.');
+  p();
+  p('| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | portico ÷ peer: req/s | CPU µs/req | p99 |');
+  p('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const [sc, title] of CACHE) {
+    const pt = bestOf(sc, 'portico');
+    let first = true;
+    for (const peer of PEERS) {
+      const b = bestOf(sc, peer);
+      if (!b) continue;
+      const isP = peer === 'portico';
+      p(`| ${first ? dated(sc, title) : ''} | ${label(b.config)} | ${fmt(b.med[0])} | ${fmt(b.med[1], 2)} | ` +
+        `${fmt(b.med[2], 2)} | ${fmt(b.med[3], 1)} | ${isP || !pt ? '' : ratio(pt.med[0], b.med[0])} | ` +
+        `${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} | ${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} |`);
+      first = false;
+      for (const n of new Set(b.notes)) notes.push(`${label(b.config)}, ${sc}: wrk reported ${n}`);
+    }
+  }
+} else {
+  p(cacheBuilt === '1' ? 'Not measured in this run nor kept from an earlier one (`bench/run --cache`).'
+    : 'Not measured: this porticod has no cache (`cache:` is rejected).');
+}
 p();
 p('### Every configuration');
 p();
 p('| scenario | configuration | req/s | p50 ms | p99 ms | CPU µs/req | rounds |');
 p('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
-for (const [sc] of HTTP) {
+for (const [sc] of [...HTTP, ...CACHE]) {
   for (const s of of(sc).filter((x) => x.config !== 'direct:-')) {
     p(`| ${sc} | ${label(s.config)} | ${fmt(s.med[0])} | ${fmt(s.med[1], 2)} | ${fmt(s.med[2], 2)} | ` +
       `${fmt(s.med[3], 1)} | ${s.runs.length} |`);
@@ -109,7 +158,7 @@ p();
 const heavyPeers = (sc) => PEERS.map((peer) => bestOf(sc, peer)).filter(Boolean);
 const pIdle = bestOf('idle', 'portico');
 if (of('idle').length) {
-  p(`## Memory per idle keep-alive connection (${idleN} connections)`);
+  p(`## ${dated('idle', `Memory per idle keep-alive connection (${idleN} connections)`)}`);
   p();
   p(`${idleN} connections each send one \`GET /fixed\`, read the answer and stay open, idle. ` +
     'Resident memory of all the proxy\'s processes (VmRSS from /proc) before and after, difference ÷ connections. ' +
@@ -126,7 +175,7 @@ if (of('idle').length) {
 
 // ---- transfers
 if (of('upload').length || of('download').length) {
-  p(`## ${xferMb >= 1024 ? `${xferMb / 1024} GB` : `${xferMb} MB`} upload and download (curl, one request)`);
+  p(`## ${dated(runOf.has('upload') ? 'upload' : 'download', `${xferMb >= 1024 ? `${xferMb / 1024} GB` : `${xferMb} MB`} upload and download (curl, one request)`)}`);
   p();
   p('Upload: `PUT /upload` of a file, streamed to the Node.js origin, which discards it. ' +
     'Download: `GET /download`, streamed from the Node.js origin. Peak RSS: the largest sum of the ' +
@@ -154,7 +203,7 @@ const realtime = [
 for (const [sc, title, unit, lat] of realtime) {
   if (!of(sc).length) continue;
   const pt = bestOf(sc, 'portico');
-  p(`## ${title}`);
+  p(`## ${dated(sc, title)}`);
   p();
   if (sc === 'sse') {
     p('Lag: from the origin\'s write of an event (its timestamp is the event) to the client\'s read, ' +
@@ -177,13 +226,16 @@ for (const [sc, title, unit, lat] of realtime) {
 // ---- notes
 p('## Notes');
 p();
-p((cacheBuilt === '1'
-  ? '- **Cache hits are not measured.** This build of porticod accepts `cache:` (the cache is being built ' +
-    'in the tree), but bench/run has no cache scenarios yet. The rows '
-  : '- **Cache hits are not measured: portico has no cache yet** (`cache:` is rejected). The rows ') +
-  '"cache hit 100 B / 1 KB / 256 KB" and "cache hit, new connection per request" wait for ' +
-  (cacheBuilt === '1' ? 'cache scenarios in bench/run' : 'the shared-memory cache') +
-  '; the peers\' cache-hit rows will be measured with them, in the same run.');
+for (const f of failed) {
+  p(`- **${label(f.config)}, ${f.scenario}, round ${f.round}: ${f.note}** — the proxy did not serve ` +
+    'these from its cache; the load is left out of the table.');
+}
+if (runOf.size) {
+  const byRun = new Map();
+  for (const [sc, r] of runOf) byRun.set(r, [...(byRun.get(r) || []), sc]);
+  p(`- Rows kept from earlier runs (not re-measured in this one): ${[...byRun].map(([r, scs]) => `${scs.join(', ')} (run of ${r})`).join('; ')}. ` +
+    'Ratios between rows of different runs are not made: every ratio is within one scenario, so within one run.');
+}
 p('- The "fixed response" rows measure each engine without an origin (portico `respond:`, nginx ' +
   '`return 200`, HAProxy `http-request return`, Varnish `synth`). They are **not cache hits**.');
 p('- Fast origin: `bench/origin.c`, a one-thread epoll responder answering every request head with ' +
@@ -201,8 +253,12 @@ if (idleWanted && idleWanted !== idleN) {
     'so every peer is measured with the same, smaller count.');
 }
 if (haveWs !== '1') notes.push('WebSocket: n/a for every peer: the `ws` package is missing (run ./bootstrap).');
-if (quick === '1') notes.push('This is a --quick run (1 round, short loads, smaller transfers): for development, not for quoting.');
-for (const sc of ['node', 'static', 'static200', 'fixed', 'close', 'idle', 'upload', 'download', 'ws', 'sse']) {
+if (quick === '1') {
+  notes.push(runOf.size ? 'This run is a --quick run (1 round, short loads): its rows (those not marked as kept from an earlier run) are for development, not for quoting.'
+    : 'This is a --quick run (1 round, short loads, smaller transfers): for development, not for quoting.');
+}
+for (const sc of ['node', 'static', 'static200', 'fixed', 'close', 'hit100', 'hit1k', 'hit1k200', 'hit256k', 'hitclose',
+  'idle', 'upload', 'download', 'ws', 'sse']) {
   const seen = new Set(of(sc).map((s) => peerOf(s.config)));
   if (!of(sc).length) continue;
   for (const peer of PEERS) if (!seen.has(peer)) notes.push(`${sc}: n/a for ${peer} (no successful run; see bench/run's log)`);
