@@ -472,6 +472,23 @@ static void cache_write_head(struct evbuffer *out,
     evbuffer_add(out, PT_LIT("\r\n"));
 }
 
+/* One served body's hold on its entry: released with its last piece. */
+struct cache_serve_pin {
+    struct cache_ref ref;
+    unsigned pieces;
+};
+
+static void cache_unpin(const void *data, size_t len, void *arg)
+{
+    struct cache_serve_pin *pin = arg;
+
+    if (--pin->pieces > 0)
+        return;
+    if (zone)
+        cache_release(zone, &pin->ref);
+    free(pin);
+}
+
 int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                 struct evbuffer *out, int keep_alive, int http10,
                 uint64_t *body_bytes)
@@ -508,17 +525,30 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
     free(tmp);
     if (status == 304 || x->head_only)
         return status;
-    /* The body, from the zone (copied: the pin ends with the request). */
+    /* The body goes out straight from the zone: the output buffer holds
+     * references to the blocks, and a pin of its own keeps them until
+     * the last one is written (or the connection goes). */
+    struct cache_serve_pin *pin = malloc(sizeof(*pin));
+    if (pin == NULL)
+        return -1;
+    pin->ref = x->ref;
+    pin->pieces = 1; /* this loop's own, dropped at its end */
+    cache_addref(zone, &pin->ref);
     for (uint64_t off = x->meta.head_len;;) {
         const void *p;
         int done;
         size_t k = cache_read(zone, &x->ref, off, &p, &done);
         if (k == 0 || k == (size_t)-1)
             break;
-        evbuffer_add(out, p, k);
+        pin->pieces++;
+        if (evbuffer_add_reference(out, p, k, cache_unpin, pin) < 0) {
+            pin->pieces--;
+            evbuffer_add(out, p, k);
+        }
         off += k;
         *body_bytes += k;
     }
+    cache_unpin(NULL, 0, pin);
     return status;
 }
 

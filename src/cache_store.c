@@ -623,6 +623,16 @@ size_t cache_read(struct cache_store *s, struct cache_ref *ref, uint64_t off,
                           e->key_len + len - d);
 }
 
+void cache_addref(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    store_lock(s);
+    if (e)
+        e->refs++;
+    store_unlock(s);
+}
+
 void cache_release(struct cache_store *s, struct cache_ref *ref)
 {
     struct entry *e = ref_entry(s, ref);

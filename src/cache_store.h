@@ -101,6 +101,9 @@ void cache_fill_abort(struct cache_store *s, const struct cache_ref *ref);
 size_t cache_read(struct cache_store *s, struct cache_ref *ref,
                   uint64_t off, const void **p, int *done);
 
+/* Pin an entry one more time (each pin is released on its own). */
+void cache_addref(struct cache_store *s, const struct cache_ref *ref);
+
 /* Unpin. */
 void cache_release(struct cache_store *s, struct cache_ref *ref);
 
