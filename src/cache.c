@@ -317,7 +317,22 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         return CACHE_PASS;
     }
     if (!cache_safe(r->method_id)) {
+        /* what its success invalidates is known with the response */
         x->invalidate = 1;
+        x->tls = tls;
+        x->method = r->method_id;
+        x->target = malloc(r->host.len + r->path.len + r->query.len + 3);
+        if (x->target) {
+            char *t = x->target;
+            memcpy(t, r->host.p, r->host.len);
+            t += r->host.len;
+            *t++ = '\0';
+            memcpy(t, r->path.p, r->path.len);
+            t += r->path.len;
+            *t++ = '\0';
+            memcpy(t, r->query.p, r->query.len);
+            t[r->query.len] = '\0';
+        }
         x->fwd = CACHE_FWD_METHOD;
         return CACHE_PASS;
     }
@@ -708,6 +723,51 @@ static int cache_store_head(struct cache_xfer *x, const struct conf *conf,
     return rc;
 }
 
+/* Drop the entries of one URI, each variant ("key\n...") included. */
+static void cache_drop_uri(const struct conf_route *rt,
+                           const struct cache_key_in *in)
+{
+    struct pt_str drop[64];
+    struct cache_key_opts o = {rt->cache.sort_query, drop,
+                               PT_MIN(rt->cache.ndrop_query, 64), NULL, 0,
+                               0};
+    char key[CACHE_KEY_MAX + 1];
+    int n;
+
+    for (size_t i = 0; i < o.ndrop; i++)
+        drop[i] = (struct pt_str){rt->cache.drop_query[i],
+                                  strlen(rt->cache.drop_query[i])};
+    n = cache_key_build(in, &o, key, sizeof(key) - 1);
+    if (n <= 0)
+        return;
+    cache_purge(zone, (struct pt_str){key, (size_t)n});
+    key[n] = '\n';
+    cache_purge_prefix(zone, (struct pt_str){key, (size_t)n + 1});
+}
+
+/* RFC 9111 4.4: a successful unsafe request invalidates its target, and
+ * its Location and Content-Location when they share its origin. */
+static void cache_invalidate(struct cache_xfer *x,
+                             const struct conf_route *route,
+                             const struct http_response *resp)
+{
+    const char *host = x->target, *path = host + strlen(host) + 1;
+    const char *query = path + strlen(path) + 1;
+    struct cache_key_in in = {PT_STR("GET"),
+                              x->tls ? PT_STR("https") : PT_STR("http"),
+                              {host, strlen(host)}, {path, strlen(path)},
+                              {query, strlen(query)}, NULL, 0};
+    struct cache_uri uris[3];
+    int n = cache_invalidations(x->method, resp->status, &in, resp->headers,
+                                resp->nheaders, uris);
+
+    for (int i = 0; i < n; i++) {
+        in.path = uris[i].path;
+        in.query = uris[i].query;
+        cache_drop_uri(route, &in);
+    }
+}
+
 void cache_on_response(struct cache_xfer *x, const struct conf *conf,
                        const struct conf_route *route,
                        const struct http_response *resp, int body_framed,
@@ -717,18 +777,8 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
     int64_t now = (int64_t)time(NULL);
     const char *why = NULL;
 
-    if (x->invalidate && resp->status >= 200 && resp->status < 400) {
-        /* The URI itself, and each of its variants ("key\n..."). */
-        struct pt_str key = {x->key, x->key_len};
-        char *pre = malloc(x->key_len + 1);
-        cache_purge(zone, key);
-        if (pre) {
-            memcpy(pre, x->key, x->key_len);
-            pre[x->key_len] = '\n';
-            cache_purge_prefix(zone, (struct pt_str){pre, x->key_len + 1});
-            free(pre);
-        }
-    }
+    if (x->invalidate && x->target)
+        cache_invalidate(x, route, resp);
     if (x->filling && resp->status == 304) {
         /* The client's own conditional request, answered upstream: no
          * entry comes of it, and nothing is remembered against the key. */
@@ -739,8 +789,9 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
     if (x->filling) {
         cache_response_read(resp->status, resp->headers, resp->nheaders, now,
                             &cr);
+        /* heuristic freshness (RFC 9111 4.2.2) up to a day */
         struct cache_lifetime_opts lo = {
-            0, route->cache.ttl ? (int64_t)(route->cache.ttl / 1000)
+            86400, route->cache.ttl ? (int64_t)(route->cache.ttl / 1000)
                : conf->cache.default_ttl ? (int64_t)(conf->cache.default_ttl / 1000)
                                          : -1};
         enum cache_storability ok = cache_storable(&x->creq, &cr, &why);
@@ -857,6 +908,7 @@ void cache_end(struct cache_xfer *x, int complete)
     if (x->has_old)
         cache_release(zone, &x->old);
     free(x->validators);
+    free(x->target);
     free(x->key);
     memset(x, 0, sizeof(*x));
 }

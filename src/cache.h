@@ -46,6 +46,9 @@ struct cache_xfer {
     unsigned storing : 1;   /* the response is going in */
     unsigned head_only : 1;
     unsigned invalidate : 1; /* unsafe method: drop the URI on success */
+    unsigned tls : 1;
+    enum http_method method;
+    char *target;            /* owns (invalidate): "host\0path\0query" */
     unsigned following : 1;  /* reading along another request's fill */
     unsigned head_sent : 1;  /* (following) the head went to the client */
     unsigned follow_chunked : 1; /* (following) length unknown: chunks */

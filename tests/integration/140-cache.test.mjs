@@ -26,6 +26,12 @@ async function origin() {
     if (u.pathname.startsWith('/cookie')) h['Set-Cookie'] = 'id=1';
     if (u.pathname.startsWith('/lang')) h.Vary = 'X-Lang';
     if (u.pathname.startsWith('/vother')) h.Vary = 'X-Other';
+    if (req.method === 'POST' && u.pathname === '/locpost') {
+      res.writeHead(201, { Location: '/loct?cc=max-age%3D600', 'Content-Location': '/loct2?cc=max-age%3D600',
+        'Content-Length': 0 });
+      res.end();
+      return;
+    }
     if (u.pathname.startsWith('/reval') && req.headers['if-none-match'] === '"r1"') {
       o.conditional = (o.conditional || 0) + 1;
       res.writeHead(304, { ETag: '"r1"', 'Cache-Control': 'max-age=60' });
@@ -287,6 +293,18 @@ describe('cache', () => {
       headers: { 'Content-Length': 1 } });
     await get(d, '/inv?cc=max-age%3D60');
     assert.equal(o.hits.get('/inv'), 3);
+  });
+
+  test("a POST's Location and Content-Location on the same origin are dropped too", async () => {
+    await get(d, '/loct?cc=max-age%3D600');
+    await get(d, '/loct2?cc=max-age%3D600');
+    await get(d, '/loct?cc=max-age%3D600');
+    assert.equal(o.hits.get('/loct'), 1);
+    await httpRequest(d.port, { path: '/locpost', method: 'POST', body: 'x', headers: { 'Content-Length': 1 } });
+    await get(d, '/loct?cc=max-age%3D600');
+    await get(d, '/loct2?cc=max-age%3D600');
+    assert.equal(o.hits.get('/loct'), 2);
+    assert.equal(o.hits.get('/loct2'), 2);
   });
 
   test('larger than max_object_size passes through uncached', async () => {
