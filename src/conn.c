@@ -823,6 +823,9 @@ static void on_write(struct bufferevent *bev, void *arg)
     } else if (c->state == CONN_FLUSH) {
         c->state = CONN_HEAD;
         conn_process(c);
+    } else if (c->state == CONN_HEAD && c->stop_after && !c->head_started) {
+        /* the answer a graceful stop waited for is out: close now */
+        conn_process(c);
     } else if (c->state == CONN_PROXY) {
         proxy_on_client_drained(c->req.px);
     }
@@ -1053,13 +1056,16 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 }
 
 /* Idle: between requests with nothing buffered, here or in the kernel
- * (bytes that arrived but were not read yet are a request in flight). */
+ * (bytes that arrived but were not read yet are a request in flight),
+ * and the last response written out: a keep-alive answer can still sit
+ * in the output buffer in CONN_HEAD, and closing then would lose it. */
 static int conn_is_idle(struct conn *c)
 {
     int pending = 0;
 
     if (c->state != CONN_HEAD || c->head_started ||
-        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
         return 0;
     if (ioctl(bufferevent_getfd(c->bev), FIONREAD, &pending) < 0)
         return 1;

@@ -277,6 +277,7 @@ class Daemon {
   addLine(line) {
     this.logs.push(line);
     if (process.env.PORTICO_TEST_VERBOSE) process.stderr.write(`[porticod] ${line}\n`);
+    if (process.env.PORTICO_TEST_LOGFILE) fs.appendFileSync(process.env.PORTICO_TEST_LOGFILE, line + "\n");
     const m = LISTENING.exec(line);
     if (m) this.addresses.push(m[1]);
     this.notify();
