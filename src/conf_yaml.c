@@ -118,15 +118,21 @@ static void set_listen(struct walk *w, const struct slot *at)
     }
 }
 
+/* A required key of a mapping: report it missing, with a hint of what
+ * goes there.  Other node types have been reported by walk_map. */
+static void walk_require(struct walk *w, const struct ynode *map,
+                         const char *key, const char *hint)
+{
+    if (map->type == YNODE_MAP && ynode_get(map, key) == NULL)
+        walk_error(w, map, "missing key \"%s\" (%s)", key, hint);
+}
+
 static void walk_listener(struct walk *w, const struct ynode *item,
                           const struct key_spec *keys, struct conf_listener *l)
 {
     l->pos = item->pos;
     walk_map(w, item, keys, l);
-    if (item->type == YNODE_MAP && ynode_get(item, "listen") == NULL)
-        walk_error(w, item,
-                   "missing key \"listen\" (an address like "
-                   "\"127.0.0.1:8080\")");
+    walk_require(w, item, "listen", "an address like \"127.0.0.1:8080\"");
 }
 
 static void set_listeners(struct walk *w, const struct slot *at)
@@ -158,16 +164,8 @@ static void walk_cert(struct walk *w, const struct ynode *item,
 {
     cert->pos = item->pos;
     walk_map(w, item, keys, cert);
-    if (item->type != YNODE_MAP)
-        return;
-    if (ynode_get(item, "cert") == NULL)
-        walk_error(w, item,
-                   "missing key \"cert\" (the certificate file, PEM, "
-                   "chain after it)");
-    if (ynode_get(item, "key") == NULL)
-        walk_error(w, item,
-                   "missing key \"key\" (the certificate's private key "
-                   "file, PEM)");
+    walk_require(w, item, "cert", "the certificate file, PEM, chain after it");
+    walk_require(w, item, "key", "the certificate's private key file, PEM");
 }
 
 static void set_certificates(struct walk *w, const struct slot *at)
@@ -222,11 +220,8 @@ static void set_listener_tls(struct walk *w, const struct slot *at)
     l->tls.enabled = 1;
     l->tls.pos = at->key->pos;
     walk_set_section(w, at);
-    if (at->val->type == YNODE_MAP &&
-        ynode_get(at->val, "certificates") == NULL)
-        walk_error(w, at->val,
-                   "missing key \"certificates\" (a sequence like "
-                   "[{ cert: site.crt, key: site.key }])");
+    walk_require(w, at->val, "certificates",
+                 "a sequence like [{ cert: site.crt, key: site.key }]");
 }
 
 /* ---- host names, header fields, upstream names ---- */
@@ -394,10 +389,7 @@ static void walk_server(struct walk *w, const struct ynode *item,
 {
     s->pos = item->pos;
     walk_map(w, item, keys, s);
-    if (item->type == YNODE_MAP && ynode_get(item, "address") == NULL)
-        walk_error(w, item,
-                   "missing key \"address\" (an address like "
-                   "\"127.0.0.1:3000\")");
+    walk_require(w, item, "address", "an address like \"127.0.0.1:3000\"");
 }
 
 static void set_servers(struct walk *w, const struct slot *at)
@@ -621,10 +613,8 @@ static void walk_upstream(struct walk *w, const struct ynode *name,
                    UPSTREAM_NAME_RULE);
     mark = walk_push(w, ".%s", u->name ? u->name : q.s);
     walk_map(w, val, keys, u);
-    if (val->type == YNODE_MAP && ynode_get(val, "servers") == NULL)
-        walk_error(w, val,
-                   "missing key \"servers\" (a sequence like "
-                   "[{ address: \"127.0.0.1:3000\" }])");
+    walk_require(w, val, "servers",
+                 "a sequence like [{ address: \"127.0.0.1:3000\" }]");
     if (val->type == YNODE_MAP)
         check_hash_key(w, val, u);
     walk_pop(w, mark);
