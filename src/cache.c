@@ -173,45 +173,42 @@ static int cache_make_key(struct cache_xfer *x, const struct conf_route *rt,
     return PT_OK;
 }
 
-/* The stored head, copied out of the zone (it may span blocks). */
-static char *cache_stored_head(struct cache_xfer *x, size_t *len)
+/*
+ * The stored head, copied out of the zone (it may span blocks) with the
+ * final empty line it is stored without, and parsed in that copy: resp's
+ * views point into the returned buffer, which the caller frees.  NULL
+ * when it cannot be read or parsed.
+ */
+static char *cache_load_head(struct cache_xfer *x, struct http_header *hdrs,
+                             size_t cap, struct http_response *resp)
 {
-    char *head = malloc(x->meta.head_len + 1);
-    size_t n = 0;
+    size_t len = x->meta.head_len, n = 0;
+    struct http_limits lim = {len + 4, len + 4, cap};
+    char *head = malloc(len + 4);
     int done;
 
     if (head == NULL)
         return NULL;
-    while (n < x->meta.head_len) {
+    while (n < len) {
         const void *p;
         size_t k = cache_read(zone, &x->ref, n, &p, &done);
         if (k == 0 || k == (size_t)-1) {
             free(head);
             return NULL;
         }
-        k = PT_MIN(k, x->meta.head_len - n);
+        k = PT_MIN(k, len - n);
         memcpy(head + n, p, k);
         n += k;
     }
-    head[n] = '\0';
-    *len = n;
-    return head;
-}
-
-/* Parse a stored head (it has no final empty line: one is added). */
-static int cache_parse_head(const char *head, size_t len, char *tmp,
-                            struct http_header *hdrs, size_t cap,
-                            struct http_response *resp)
-{
-    struct http_limits lim = {len + 4, len + 4, cap};
-
-    memcpy(tmp, head, len);
-    memcpy(tmp + len, "\r\n\r\n", 4);
+    memcpy(head + len, "\r\n\r\n", 4);
     memset(resp, 0, sizeof(*resp));
     resp->headers = hdrs;
     resp->headers_cap = cap;
-    return http_parse_response(tmp, len + 4, &lim, resp) > 0 ? PT_OK
-                                                              : PT_ERROR;
+    if (http_parse_response(head, len + 4, &lim, resp) <= 0) {
+        free(head);
+        return NULL;
+    }
+    return head;
 }
 
 /* The stored validators, to ask the upstream whether the stale copy is
@@ -246,19 +243,12 @@ static enum cache_outcome cache_judge(struct cache_xfer *x,
     struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
     struct http_response resp;
     struct cache_response cr;
-    size_t len;
-    char *head = cache_stored_head(x, &len), *tmp;
+    char *head = cache_load_head(x, hdrs, CACHE_MAX_STORED_HEADERS, &resp);
     int64_t now = x->request_time, age;
     enum cache_reuse use;
 
-    tmp = head ? malloc(len + 5) : NULL;
-    if (tmp == NULL ||
-        cache_parse_head(head, len, tmp, hdrs, CACHE_MAX_STORED_HEADERS,
-                         &resp) < 0) {
-        free(head);
-        free(tmp);
+    if (head == NULL)
         return CACHE_PASS;
-    }
     cache_response_read(resp.status, resp.headers, resp.nheaders,
                         x->meta.stored_at, &cr);
     age = cache_age_current(x->meta.initial_age, x->meta.stored_at, now);
@@ -271,7 +261,6 @@ static enum cache_outcome cache_judge(struct cache_xfer *x,
     x->reuse = use;
     cache_make_validators(x, &resp, r, now);
     free(head);
-    free(tmp);
     return use == CACHE_FRESH || use == CACHE_STALE_OK ? CACHE_SERVE
                                                        : CACHE_FILL;
 }
@@ -510,19 +499,13 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
 {
     struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
     struct http_response resp;
-    size_t len;
-    char *head = cache_stored_head(x, &len);
-    char *tmp = head ? malloc(len + 5) : NULL;
+    char *head = cache_load_head(x, hdrs, CACHE_MAX_STORED_HEADERS, &resp);
     char cs[300];
     int status;
 
     *body_bytes = 0;
-    if (tmp == NULL || cache_parse_head(head, len, tmp, hdrs,
-                                        CACHE_MAX_STORED_HEADERS, &resp) < 0) {
-        free(head);
-        free(tmp);
+    if (head == NULL)
         return -1;
-    }
     status = x->conditional == 304 ? 304 : resp.status;
     /* stored from a chunked or close-delimited response: the length is
      * known now */
@@ -537,7 +520,6 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                      cache_status_line(x, cs, sizeof(cs)),
                      framing[0] ? framing : NULL, keep_alive, http10);
     free(head);
-    free(tmp);
     if (status == 304 || x->head_only)
         return status;
     /* The body goes out straight from the zone: the output buffer holds
@@ -609,20 +591,14 @@ static int cache_follow_head(struct cache_xfer *x,
 
     struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
     struct http_response resp;
-    size_t len;
-    char *head, *tmp;
+    char *head;
 
     x->meta.head_len = cache_head_len(zone, &x->ref);
     if (x->meta.head_len == 0)
         return 0;
-    head = cache_stored_head(x, &len);
-    tmp = head ? malloc(len + 5) : NULL;
-    if (tmp == NULL || cache_parse_head(head, len, tmp, hdrs,
-                                        CACHE_MAX_STORED_HEADERS, &resp) < 0) {
-        free(head);
-        free(tmp);
+    head = cache_load_head(x, hdrs, CACHE_MAX_STORED_HEADERS, &resp);
+    if (head == NULL)
         return -1;
-    }
     *status = resp.status;
     framing[0] = '\0';
     if (resp.content_length < 0 && resp.status != 204 && !x->head_only) {
@@ -645,7 +621,6 @@ static int cache_follow_head(struct cache_xfer *x,
                      "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
                      framing[0] ? framing : NULL, *keep_alive, http10);
     free(head);
-    free(tmp);
     x->head_sent = 1;
     x->off = x->meta.head_len;
     return 1;
