@@ -80,7 +80,8 @@ p('Each peer at its best worker/thread count (highest median req/s); medians of 
 p();
 p('| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | portico ÷ peer: req/s | CPU µs/req | p99 |');
 p('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-for (const [sc, title] of HTTP) {
+// One scenario's rows: each peer at its best, with the ratios to portico.
+const peerRows = (sc, title) => {
   const pt = bestOf(sc, 'portico');
   let first = true;
   for (const peer of PEERS) {
@@ -93,6 +94,9 @@ for (const [sc, title] of HTTP) {
     first = false;
     for (const n of new Set(b.notes)) notes.push(`${label(b.config)}, ${sc}: wrk reported ${n}`);
   }
+};
+for (const [sc, title] of HTTP) {
+  peerRows(sc, title);
   if (sc === 'static') {
     const d = of('static').find((s) => s.config === 'direct:-');
     if (d) p(`| | ${label(d.config)}, for reference | ${fmt(d.med[0])} | ${fmt(d.med[1], 2)} | ${fmt(d.med[2], 2)} | ` +
@@ -123,20 +127,7 @@ if (cacheRan) {
   p();
   p('| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | portico ÷ peer: req/s | CPU µs/req | p99 |');
   p('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-  for (const [sc, title] of CACHE) {
-    const pt = bestOf(sc, 'portico');
-    let first = true;
-    for (const peer of PEERS) {
-      const b = bestOf(sc, peer);
-      if (!b) continue;
-      const isP = peer === 'portico';
-      p(`| ${first ? dated(sc, title) : ''} | ${label(b.config)} | ${fmt(b.med[0])} | ${fmt(b.med[1], 2)} | ` +
-        `${fmt(b.med[2], 2)} | ${fmt(b.med[3], 1)} | ${isP || !pt ? '' : ratio(pt.med[0], b.med[0])} | ` +
-        `${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} | ${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} |`);
-      first = false;
-      for (const n of new Set(b.notes)) notes.push(`${label(b.config)}, ${sc}: wrk reported ${n}`);
-    }
-  }
+  for (const [sc, title] of CACHE) peerRows(sc, title);
 } else {
   p(cacheBuilt === '1' ? 'Not measured in this run nor kept from an earlier one (`bench/run --cache`).'
     : 'Not measured: this porticod has no cache (`cache:` is rejected).');
