@@ -18,8 +18,10 @@
  * once while one refresh (a proxy exchange with no client) fills beside
  * it.
  *
- * Not yet: bodies without Content-Length; Vary beyond the route's key
- * (such responses are not stored).
+ * A response that varies on request fields outside the route's key turns
+ * the URL's entry into a marker that lists them; each variant is an entry
+ * of its own, keyed by the URL's key and the request's values of those
+ * fields (at most the route's max_variants of them per URL).
  *
  * Calls: cache_store.c, cache_policy.c, cache_key.c, http_parse.c.
  */
@@ -169,8 +171,217 @@ static int cache_make_key(struct cache_xfer *x, const struct conf_route *rt,
     if (x->key == NULL)
         return PT_ERROR;
     memcpy(x->key, buf, (size_t)n);
-    x->key_len = (size_t)n;
+    x->key_len = x->primary_len = (size_t)n;
     return PT_OK;
+}
+
+/* The first len bytes of an entry, copied out of the zone into dst
+ * (they may span blocks).  PT_ERROR when they are not all there. */
+static int cache_copy_out(struct cache_ref *ref, char *dst, size_t len)
+{
+    for (size_t n = 0; n < len;) {
+        const void *p;
+        int done;
+        size_t k = cache_read(zone, ref, n, &p, &done);
+        if (k == 0 || k == (size_t)-1)
+            return PT_ERROR;
+        k = PT_MIN(k, len - n);
+        memcpy(dst + n, p, k);
+        n += k;
+    }
+    return PT_OK;
+}
+
+/* ---- Vary beyond the route's key: markers and variants ---- */
+
+#define CACHE_VARY_MAX 512 /* bytes of a marker's field list */
+#define CACHE_VARY_FIELDS 16
+
+/* A copy of the request's fields in one allocation (names and values
+ * after the array), for a variant key made when the response says what
+ * it varies on. */
+static void cache_save_fields(struct cache_xfer *x,
+                              const struct http_request *r)
+{
+    size_t bytes = r->nheaders * sizeof(struct http_header);
+    struct http_header *h;
+    char *p;
+
+    for (size_t i = 0; i < r->nheaders; i++)
+        bytes += r->headers[i].name.len + r->headers[i].value.len;
+    h = malloc(bytes ? bytes : 1);
+    if (h == NULL)
+        return;
+    p = (char *)(h + r->nheaders);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const struct http_header *f = &r->headers[i];
+        memcpy(p, f->name.p, f->name.len);
+        h[i].name = (struct pt_str){p, f->name.len};
+        p += f->name.len;
+        memcpy(p, f->value.p, f->value.len);
+        h[i].value = (struct pt_str){p, f->value.len};
+        p += f->value.len;
+    }
+    x->saved = h;
+    x->nsaved = r->nheaders;
+}
+
+/* x->key becomes the key of the variant that the fields h select among
+ * `fields` (the marker's list); x->vary keeps the list. */
+static int cache_variant_key(struct cache_xfer *x,
+                             const struct http_header *h, size_t nh,
+                             const char *fields)
+{
+    char buf[CACHE_KEY_MAX];
+    char *k, *v;
+    int n;
+
+    if (x->primary_len > sizeof(buf))
+        return PT_ERROR;
+    memcpy(buf, x->key, x->primary_len);
+    n = cache_key_vary(h, nh, (struct pt_str){fields, strlen(fields)}, buf,
+                       x->primary_len, sizeof(buf));
+    if (n <= 0)
+        return PT_ERROR;
+    k = malloc((size_t)n);
+    v = strdup(fields);
+    if (k == NULL || v == NULL) {
+        free(k);
+        free(v);
+        return PT_ERROR;
+    }
+    memcpy(k, buf, (size_t)n);
+    free(x->key);
+    free(x->vary);
+    x->key = k;
+    x->key_len = (size_t)n;
+    x->vary = v;
+    x->variant = 1;
+    return PT_OK;
+}
+
+/* A marker's field list, copied out of the zone (NUL-terminated). */
+static char *cache_marker_fields(const struct cache_ref *marker,
+                                 const struct cache_meta *m)
+{
+    struct cache_ref ref = *marker; /* its own read cursor */
+    size_t len = m->head_len;
+    char *s;
+
+    if (len == 0 || len > CACHE_VARY_MAX || (s = malloc(len + 1)) == NULL)
+        return NULL;
+    if (cache_copy_out(&ref, s, len) < 0) {
+        free(s);
+        return NULL;
+    }
+    s[len] = '\0';
+    return s;
+}
+
+/*
+ * The URL's entry x->ref is a marker: look the request's variant up
+ * instead (claiming it when absent and claim is set).  A new variant
+ * past the route's max_variants drops the URL's others first, so a
+ * spread of field values cannot fill the zone.  Returns PT_ERROR when no
+ * variant key can be made (nothing pinned then).
+ */
+static int cache_enter_variant(struct cache_xfer *x,
+                               const struct conf_route *rt,
+                               const struct http_request *r, int claim,
+                               enum cache_found *found)
+{
+    struct cache_ref marker = x->ref;
+    char *fields = cache_marker_fields(&marker, &x->meta);
+    enum cache_found f;
+
+    if (fields == NULL ||
+        cache_variant_key(x, r->headers, r->nheaders, fields) < 0) {
+        free(fields);
+        cache_release(zone, &marker);
+        return PT_ERROR;
+    }
+    free(fields);
+    struct pt_str key = {x->key, x->key_len};
+    f = cache_lookup(zone, key, 0, &x->ref, &x->meta);
+    if (f == CACHE_MISS && claim) {
+        if (cache_count_up(zone, &marker,
+                           (uint16_t)PT_MAX(rt->cache.max_variants, 1)) ==
+            0) {
+            char pre[CACHE_KEY_MAX + 2];
+            memcpy(pre, x->key, x->primary_len);
+            memcpy(pre + x->primary_len, "\n*", 2);
+            cache_purge_prefix(zone,
+                               (struct pt_str){pre, x->primary_len + 2});
+        }
+        f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
+    }
+    cache_release(zone, &marker);
+    *found = f;
+    return PT_OK;
+}
+
+/*
+ * The Vary fields of resp that the route's key leaves out (it holds its
+ * key.headers and, normalised, Accept-Encoding): lower-case, sorted,
+ * without repeats, joined by ',' into buf.  Returns how many; -1 for
+ * "Vary: *" (no request can match it), -2 for too many.
+ */
+static int cache_vary_fields(const struct conf_route *rt,
+                             const struct http_response *resp, char *buf,
+                             size_t cap)
+{
+    struct pt_str f[CACHE_VARY_FIELDS];
+    int n = 0;
+    size_t len = 0;
+
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        if (!pt_str_ieq(resp->headers[i].name, "Vary"))
+            continue;
+        struct pt_str v = resp->headers[i].value;
+        for (size_t a = 0, b; a < v.len; a = b + 1) {
+            for (b = a; b < v.len && v.p[b] != ','; b++)
+                ;
+            struct pt_str t = {v.p + a, b - a};
+            while (t.len && (t.p[0] == ' ' || t.p[0] == '\t'))
+                t.p++, t.len--;
+            while (t.len && (t.p[t.len - 1] == ' ' || t.p[t.len - 1] == '\t'))
+                t.len--;
+            if (t.len == 1 && t.p[0] == '*')
+                return -1;
+            int known = t.len == 0 || pt_str_ieq(t, "Accept-Encoding");
+            for (size_t k = 0; !known && k < rt->cache.nheaders; k++)
+                known = pt_str_ieq(t, rt->cache.headers[k]);
+            for (int k = 0; !known && k < n; k++)
+                known = f[k].len == t.len &&
+                        strncasecmp(f[k].p, t.p, t.len) == 0;
+            if (known)
+                continue;
+            if (n == CACHE_VARY_FIELDS)
+                return -2;
+            /* insertion sort, case-insensitively */
+            int at = n;
+            while (at > 0) {
+                int c = strncasecmp(f[at - 1].p, t.p,
+                                    PT_MIN(f[at - 1].len, t.len));
+                if (c < 0 || (c == 0 && f[at - 1].len < t.len))
+                    break;
+                f[at] = f[at - 1];
+                at--;
+            }
+            f[at] = t;
+            n++;
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        if (len + f[k].len + 2 > cap)
+            return -2;
+        if (k)
+            buf[len++] = ',';
+        for (size_t i = 0; i < f[k].len; i++)
+            buf[len++] = pt_lower(f[k].p[i]);
+    }
+    buf[len] = '\0';
+    return n;
 }
 
 /*
@@ -182,23 +393,15 @@ static int cache_make_key(struct cache_xfer *x, const struct conf_route *rt,
 static char *cache_load_head(struct cache_xfer *x, struct http_header *hdrs,
                              size_t cap, struct http_response *resp)
 {
-    size_t len = x->meta.head_len, n = 0;
+    size_t len = x->meta.head_len;
     struct http_limits lim = {len + 4, len + 4, cap};
     char *head = malloc(len + 4);
-    int done;
 
     if (head == NULL)
         return NULL;
-    while (n < len) {
-        const void *p;
-        size_t k = cache_read(zone, &x->ref, n, &p, &done);
-        if (k == 0 || k == (size_t)-1) {
-            free(head);
-            return NULL;
-        }
-        k = PT_MIN(k, len - n);
-        memcpy(head + n, p, k);
-        n += k;
+    if (cache_copy_out(&x->ref, head, len) < 0) {
+        free(head);
+        return NULL;
     }
     memcpy(head + len, "\r\n\r\n", 4);
     memset(resp, 0, sizeof(*resp));
@@ -336,6 +539,17 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
     /* only-if-cached (RFC 9111 5.2.1.7): never to the origin */
     f = cache_lookup(zone, key, !x->creq.cc.only_if_cached, &x->ref,
                      &x->meta);
+    if (f == CACHE_HIT && (x->meta.flags & CACHE_F_VARY)) {
+        /* The URL's responses vary: the request's variant instead. */
+        if (cache_enter_variant(x, route, r, !x->creq.cc.only_if_cached,
+                                &f) < 0) {
+            x->detail = "key-too-long";
+            return CACHE_PASS;
+        }
+        key = (struct pt_str){x->key, x->key_len};
+    }
+    enum cache_fwd miss = x->variant ? CACHE_FWD_VARY_MISS
+                                     : CACHE_FWD_URI_MISS;
     if (x->creq.cc.only_if_cached) {
         x->pinned = f != CACHE_MISS;
         if (f == CACHE_HIT && !(x->meta.flags & CACHE_F_HIT_FOR_MISS) &&
@@ -352,7 +566,7 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         /* Known to be uncacheable: straight upstream, nobody waits. */
         cache_release(zone, &x->ref);
         x->pinned = 0;
-        x->fwd = CACHE_FWD_URI_MISS;
+        x->fwd = miss;
         x->detail = "uncacheable";
         return CACHE_PASS;
     }
@@ -383,9 +597,9 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         cache_purge(zone, key);
         f = cache_lookup(zone, key, 1, &x->ref, &x->meta);
         x->pinned = f != CACHE_MISS;
-        x->fwd = CACHE_FWD_URI_MISS;
+        x->fwd = miss;
     } else {
-        x->fwd = CACHE_FWD_URI_MISS;
+        x->fwd = miss;
     }
     if (f == CACHE_FILLING && cache_swr_sibling(x, key, r)) {
         /* A refresh is under way: the stale copy, at once. */
@@ -393,6 +607,8 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         x->detail = "stale-while-revalidate";
         return CACHE_SERVE;
     }
+    if (!x->variant && (f == CACHE_FILLING || f == CACHE_CLAIMED))
+        cache_save_fields(x, r); /* the response may turn out to vary */
     if (f == CACHE_FILLING && notify_slot >= 0) {
         /* One fill per key: read along as it arrives. */
         cache_wait(zone, &x->ref, notify_slot);
@@ -549,34 +765,105 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
     return status;
 }
 
-/* Does the response vary on a field the route's key leaves out?  Then a
- * stored copy could reach the wrong client: it is not stored. */
-static int cache_vary_outside_key(const struct conf_route *rt,
-                                  const struct http_response *resp)
+/*
+ * Where a response that varies goes (RFC 9111 4.1).  Fields in the
+ * route's key need nothing more.  For others, the URL's entry (claimed
+ * by x) becomes a marker that lists them, and the response goes in under
+ * its variant's key instead; a request keyed through a marker stores its
+ * response only if it varies the same way.  Returns NULL when x->ref is
+ * where to store it, else why it is not stored.
+ */
+static const char *cache_vary_place(struct cache_xfer *x,
+                                    const struct conf_route *rt,
+                                    const struct http_response *resp,
+                                    int64_t now, int64_t life)
 {
-    for (size_t i = 0; i < resp->nheaders; i++) {
-        if (!pt_str_ieq(resp->headers[i].name, "Vary"))
-            continue;
-        struct pt_str v = resp->headers[i].value;
-        size_t a = 0;
-        while (a < v.len) {
-            size_t b = a;
-            while (b < v.len && v.p[b] != ',')
-                b++;
-            struct pt_str t = {v.p + a, b - a};
-            while (t.len && (t.p[0] == ' ' || t.p[0] == '\t'))
-                t.p++, t.len--;
-            while (t.len && (t.p[t.len - 1] == ' ' || t.p[t.len - 1] == '\t'))
-                t.len--;
-            int known = t.len == 0 || pt_str_ieq(t, "Accept-Encoding");
-            for (size_t k = 0; !known && k < rt->cache.nheaders; k++)
-                known = pt_str_ieq(t, rt->cache.headers[k]);
-            if (!known)
-                return 1;
-            a = b + 1;
-        }
+    char fields[CACHE_VARY_MAX];
+    int n = cache_vary_fields(rt, resp, fields, sizeof(fields));
+    struct cache_ref marker = x->ref, vref;
+    struct cache_meta vm;
+    enum cache_found f;
+
+    if (n < 0)
+        return n == -1 ? "vary-star" : "vary-too-many";
+    if (x->variant) {
+        if (n == 0 || strcmp(fields, x->vary) == 0)
+            return NULL;
+        /* The server varies on other fields now: the marker goes, and
+         * the next request for the URL makes a new one. */
+        cache_purge(zone, (struct pt_str){x->key, x->primary_len});
+        return "vary-changed";
     }
-    return 0;
+    if (n == 0)
+        return NULL;
+    if (x->saved == NULL) /* a refresh: no request fields to key by */
+        return "vary-not-in-key";
+    if (cache_variant_key(x, x->saved, x->nsaved, fields) < 0)
+        return "key-too-long";
+    struct pt_str key = {x->key, x->key_len};
+    f = cache_lookup(zone, key, 1, &vref, &vm);
+    if (f == CACHE_HIT || f == CACHE_FILLING) {
+        /* left by an earlier marker of the URL: this one replaces it */
+        cache_release(zone, &vref);
+        cache_purge(zone, key);
+        f = cache_lookup(zone, key, 1, &vref, &vm);
+    }
+    if (f != CACHE_CLAIMED) {
+        if (f != CACHE_MISS)
+            cache_release(zone, &vref);
+        return "no-space";
+    }
+    struct cache_meta mm = {now, life, 0, (uint32_t)strlen(fields), 1,
+                            CACHE_F_VARY};
+    if (cache_fill_append(zone, &marker, fields, mm.head_len, UINT64_MAX) !=
+            PT_OK ||
+        cache_fill_done(zone, &marker, &mm) != PT_OK) {
+        cache_fill_abort(zone, &vref);
+        cache_release(zone, &vref);
+        return "no-space";
+    }
+    cache_notify(x); /* those reading along the URL go to their variant */
+    cache_release(zone, &x->ref);
+    x->ref = vref;
+    if (x->has_old)
+        cache_kill(zone, &x->old); /* a stale copy the marker replaces */
+    return NULL;
+}
+
+/* Reading along the URL's own entry, which became a marker: read along
+ * the request's variant instead, when it is there or being filled. */
+static int cache_follow_variant(struct cache_xfer *x)
+{
+    struct pt_str primary = {x->key, x->primary_len};
+    struct cache_ref m, v;
+    struct cache_meta mm, vm;
+    enum cache_found f;
+    char *fields;
+
+    if (x->variant || x->saved == NULL)
+        return PT_ERROR;
+    f = cache_lookup(zone, primary, 0, &m, &mm);
+    if (f == CACHE_MISS)
+        return PT_ERROR;
+    fields = f == CACHE_HIT && (mm.flags & CACHE_F_VARY)
+                 ? cache_marker_fields(&m, &mm)
+                 : NULL;
+    cache_release(zone, &m);
+    if (fields == NULL ||
+        cache_variant_key(x, x->saved, x->nsaved, fields) < 0) {
+        free(fields);
+        return PT_ERROR;
+    }
+    free(fields);
+    f = cache_lookup(zone, (struct pt_str){x->key, x->key_len}, 0, &v, &vm);
+    if (f == CACHE_MISS)
+        return PT_ERROR;
+    cache_release(zone, &x->ref);
+    x->ref = v;
+    x->meta = vm;
+    if (f == CACHE_FILLING)
+        cache_wait(zone, &x->ref, notify_slot);
+    return PT_OK;
 }
 
 /* The head of an entry being filled, once it is in. */
@@ -639,9 +926,14 @@ int cache_follow(struct cache_xfer *x, const struct conf_header_ops *ops,
         if (rc < 0)
             return -1;
         if (rc == 0) {
-            /* no head yet: an entry marked uncacheable, a dead filler or
-             * an aborted fill sends this request upstream */
-            k = cache_read(zone, &x->ref, 0, &p, &done);
+            /* No head yet.  A marker: on to the request's variant.  An
+             * entry marked uncacheable, a dead filler or an aborted fill
+             * sends this request upstream. */
+            k = cache_read(zone, &x->ref, cache_length(zone, &x->ref), &p,
+                           &done);
+            if (done && cache_follow_variant(x) == PT_OK)
+                return cache_follow(x, ops, out, keep_alive, http10,
+                                    body_bytes, status);
             if (k == (size_t)-1 || done || !cache_filler_alive(zone, &x->ref))
                 return -1;
             return 0;
@@ -779,10 +1071,10 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
                  (uint64_t)resp->content_length >
                      conf->cache.max_object_size)
             why = "too-large";
-        else if (cache_vary_outside_key(route, resp))
-            why = "vary-not-in-key";
         else if (life <= 0)
             why = "not-fresh";
+        else if ((why = cache_vary_place(x, route, resp, now, life)))
+            ;
         else {
             x->meta.stored_at = now;
             x->meta.lifetime = life;
@@ -809,8 +1101,8 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
             x->filling = 0;
         }
         cache_notify(x);
-        x->fwd = x->fwd == CACHE_FWD_STALE ? CACHE_FWD_STALE
-                                           : CACHE_FWD_URI_MISS;
+        if (x->fwd != CACHE_FWD_STALE && x->fwd != CACHE_FWD_VARY_MISS)
+            x->fwd = CACHE_FWD_URI_MISS;
     }
     if (route->cache.enabled && zone)
         cache_status_field(x, fields);
@@ -885,6 +1177,8 @@ void cache_end(struct cache_xfer *x, int complete)
     free(x->validators);
     free(x->target);
     free(x->key);
+    free(x->vary);
+    free(x->saved);
     memset(x, 0, sizeof(*x));
 }
 
@@ -962,6 +1256,10 @@ int cache_begin_refresh(struct cache_xfer *x, const struct cache_xfer *fg)
         return PT_ERROR;
     memcpy(x->key, fg->key, fg->key_len);
     x->key_len = fg->key_len;
+    x->primary_len = fg->primary_len;
+    x->variant = fg->variant;
+    if (fg->vary && (x->vary = strdup(fg->vary)) == NULL)
+        return PT_ERROR;
     /* the stale copy, pinned for itself: refreshed by a 304, or dropped
      * when the new response is stored */
     enum cache_found f = cache_lookup(zone, key, 0, &x->old, &x->old_meta);

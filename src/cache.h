@@ -31,6 +31,12 @@ enum cache_outcome {
  * burst of requests for the key goes straight upstream. */
 #define CACHE_F_HIT_FOR_MISS 1
 #define CACHE_HIT_FOR_MISS_SECONDS 10
+/* Stored meta flag: a URL's marker entry.  Its responses vary on request
+ * fields outside the route's key; the entry lists them ("a,b", sorted,
+ * lower-case), and each variant is stored under the URL's key joined
+ * with the request's values of those fields (cache_key_vary).  Its
+ * meta.status counts the variants made since the count last started. */
+#define CACHE_F_VARY 2
 
 /* Worker start: the socket other workers' fills wake this one through
  * (an abstract unix datagram socket named after the master and slot).
@@ -72,6 +78,13 @@ struct cache_xfer {
     struct cache_meta meta;
     char *key;              /* owns */
     size_t key_len;
+    size_t primary_len;     /* key[0..primary_len): the URL's own key */
+    unsigned variant : 1;   /* key is a variant's (through a marker) */
+    char *vary;             /* owns (variant): the marker's field list */
+    struct http_header *saved; /* owns: the request's fields, kept while
+                                  filling or following the URL's own key
+                                  (a variant key may be needed later) */
+    size_t nsaved;
 };
 
 /* Look the request up (route has cache: on).  tls: the request came

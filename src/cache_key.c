@@ -408,3 +408,24 @@ int cache_key_build(const struct cache_key_in *in,
         key_header(&o, opts->vary[i], in, opts);
     return out_result(&o);
 }
+
+int cache_key_vary(const struct http_header *h, size_t nh,
+                   struct pt_str names, char *buf, size_t len, size_t cap)
+{
+    static const struct cache_key_opts none = {0};
+    struct cache_key_in in = {{"", 0}, {"", 0}, {"", 0}, {"", 0}, {"", 0},
+                              h, nh};
+    struct out o = {buf, cap, len, len > cap};
+    size_t a = 0;
+
+    out_str(&o, "\n*");
+    while (a < names.len) {
+        size_t b = a;
+        while (b < names.len && names.p[b] != ',')
+            b++;
+        if (b > a)
+            key_header(&o, (struct pt_str){names.p + a, b - a}, &in, &none);
+        a = b + 1;
+    }
+    return out_result(&o);
+}

@@ -65,4 +65,14 @@ int cache_status_format(const char *name, const struct cache_status *st,
 int cache_key_build(const struct cache_key_in *in,
                     const struct cache_key_opts *opts, char *buf, size_t cap);
 
+/*
+ * A variant's key (RFC 9111 4.1): to the key in buf[0..len) append "\n*"
+ * then, for each name of the comma-separated list `names` (lower-case),
+ * the request's values as cache_key_build writes them ("\nname: v1,v2",
+ * "\nname" when absent).  Every variant key of a URL starts with that
+ * URL's key and "\n".  Returns the new length, or -1 past cap.
+ */
+int cache_key_vary(const struct http_header *h, size_t nh,
+                   struct pt_str names, char *buf, size_t len, size_t cap);
+
 #endif

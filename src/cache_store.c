@@ -821,6 +821,25 @@ void cache_kill(struct cache_store *s, const struct cache_ref *ref)
     store_unlock(s);
 }
 
+int cache_count_up(struct cache_store *s, const struct cache_ref *ref,
+                   uint16_t max)
+{
+    struct entry *e = ref_entry(s, ref);
+    int rc = -1;
+
+    store_lock(s);
+    if (e && atomic_load(&e->state) == E_READY) {
+        if (e->meta.status >= max) {
+            e->meta.status = 1;
+            rc = 0;
+        } else {
+            rc = ++e->meta.status;
+        }
+    }
+    store_unlock(s);
+    return rc;
+}
+
 void cache_set_head_len(struct cache_store *s, const struct cache_ref *ref,
                         uint32_t len)
 {

@@ -149,6 +149,15 @@ void cache_refresh(struct cache_store *s, const struct cache_ref *ref,
 void cache_kill(struct cache_store *s, const struct cache_ref *ref);
 
 /*
+ * A counter kept in a complete entry's meta.status, for the caller's own
+ * bookkeeping entries: one more, atomically.  Returns the new count; 0
+ * when it would pass max (it starts again at 1); -1 when the entry is
+ * gone.
+ */
+int cache_count_up(struct cache_store *s, const struct cache_ref *ref,
+                   uint16_t max);
+
+/*
  * Read-while-write: the filler publishes the head's length once the head
  * is in (cache_head_len is 0 before); readers in other workers register
  * their slot (0..63) with cache_wait, and the filler wakes every slot in

@@ -1088,6 +1088,7 @@ static void dump_route_cache(const struct conf_route_cache *rc, FILE *out)
             rc->sort_query ? "true" : "false");
     dump_list(out, "drop_query", rc->drop_query, rc->ndrop_query);
     dump_list(out, "headers", rc->headers, rc->nheaders);
+    fprintf(out, "      max_variants: %u\n", rc->max_variants);
 }
 
 static void dump_cache(const struct conf *c, FILE *out)

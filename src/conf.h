@@ -195,6 +195,7 @@ struct conf_route_cache {
     size_t ndrop_query;
     char **headers;       /* owns; key.headers: request fields in the key */
     size_t nheaders;
+    unsigned max_variants; /* stored variants per URL (Vary); 16 */
     struct conf_pos pos;
 };
 

@@ -1293,6 +1293,8 @@ static const struct key_spec route_cache_keys[] = {
     NUM("ttl", walk_set_duration, struct conf_route_cache, ttl, 1000,
         365 * DAY_MS, "cache lifetimes are counted in seconds"),
     SECTION("key", walk_set_section, route_cache_key_keys),
+    NUM("max_variants", walk_set_uint, struct conf_route_cache, max_variants,
+        1, 1000, "each variant is an entry of its own"),
     {0},
 };
 
@@ -1302,6 +1304,7 @@ static void set_route_cache(struct walk *w, const struct slot *at)
     struct conf_route *r = at->base;
 
     r->cache.pos = at->key->pos;
+    r->cache.max_variants = 16;
     if (at->val->type == YNODE_SCALAR) {
         walk_bool(w, at->val, "true, false or a mapping", &r->cache.enabled);
         return;

@@ -25,7 +25,11 @@ async function origin() {
     if (u.pathname.startsWith('/etag')) { h.ETag = '"v1"'; h['Last-Modified'] = 'Sat, 01 Nov 2025 00:00:00 GMT'; }
     if (u.pathname.startsWith('/cookie')) h['Set-Cookie'] = 'id=1';
     if (u.pathname.startsWith('/lang')) h.Vary = 'X-Lang';
-    if (u.pathname.startsWith('/vother')) h.Vary = 'X-Other';
+    if (u.pathname.startsWith('/vother') || u.pathname.startsWith('/capv') ||
+        u.pathname.startsWith('/burstv')) h.Vary = 'X-Other, Accept-Encoding';
+    if (u.pathname.startsWith('/vmany')) h.Vary = 'x-b, X-A';
+    if (u.pathname.startsWith('/vstar')) h.Vary = '*';
+    if (u.pathname.startsWith('/vchg')) h.Vary = o.vchg || 'X-Other';
     if (req.method === 'POST' && u.pathname === '/locpost') {
       res.writeHead(201, { Location: '/loct?cc=max-age%3D600', 'Content-Location': '/loct2?cc=max-age%3D600',
         'Content-Length': 0 });
@@ -77,7 +81,7 @@ async function origin() {
       return;
     }
     const size = Number(u.searchParams.get('size') || 0);
-    const body = size ? 'b'.repeat(size) : `${u.pathname} #${n} lang=${req.headers['x-lang'] || ''}\n`;
+    const body = size ? 'b'.repeat(size) : `${u.pathname} #${n} lang=${req.headers['x-lang'] || ''} other=${req.headers['x-other'] || ''}\n`;
     h['Content-Length'] = Buffer.byteLength(body);
     res.writeHead(200, h);
     res.end(req.method === 'HEAD' ? undefined : body);
@@ -102,6 +106,7 @@ function config(o, extra = {}) {
       { match: { path_prefix: '/lang' }, upstream: 'app',
         cache: { ttl: '60s', key: { headers: ['X-Lang'] } } },
       { match: { path_prefix: '/nocache' }, upstream: 'app' },
+      { match: { path_prefix: '/capv' }, upstream: 'app', cache: { max_variants: 2 } },
       { match: { path_prefix: '/hdr' }, upstream: 'app', cache: true,
         headers: { response: { set: { 'X-Route': 'r1' }, remove: ['X-Seen'] } } },
       { upstream: 'app', cache: true },
@@ -263,17 +268,91 @@ describe('cache', () => {
     assert.equal(o.hits.get('/lang'), 2);
   });
 
-  test('Vary on a field outside the key is not stored; encodings are kept apart', async () => {
-    const first = await get(d, '/vother?cc=max-age%3D60');
-    assert.match(first.headers['cache-status'], /detail="?vary-not-in-key/);
-    const r = await get(d, '/vother?cc=max-age%3D60'); // remembered as such
+  test('Vary beyond the key: each variant stored and served to its own requests', async () => {
+    const v = (val, extra = {}) => get(d, '/vother?cc=max-age%3D60', val === undefined ? extra : { 'X-Other': val, ...extra });
+    const a = await v('a');
+    assert.match(a.headers['cache-status'], /fwd=uri-miss; stored/);
+    assert.match(a.body, /other=a\n/);
+    let r = await v('a');
+    assert.match(r.headers['cache-status'], /hit/);
+    assert.equal(r.body, a.body);
+    r = await v('b');
+    assert.match(r.headers['cache-status'], /fwd=vary-miss; stored/);
+    assert.match(r.body, /other=b\n/);
+    r = await v(undefined); // absent is a value of its own
+    assert.match(r.body, /other=\n/);
+    assert.equal(o.hits.get('/vother'), 3);
+    for (const [val, want] of [['a', 'a'], ['b', 'b'], [undefined, '']]) {
+      r = await v(val);
+      assert.match(r.headers['cache-status'], /hit/, `X-Other: ${val}`);
+      assert.match(r.body, new RegExp(`other=${want}\n`));
+    }
+    // Accept-Encoding stays in the key, beside the marker's fields
+    r = await v('a', { 'Accept-Encoding': 'gzip' });
+    assert.match(r.headers['cache-status'], /fwd=uri-miss/);
+    assert.match((await v('a', { 'Accept-Encoding': 'gzip' })).headers['cache-status'], /hit/);
+    assert.equal(o.hits.get('/vother'), 4);
+    // HEAD is answered from the variant, a 304 too
+    r = await get(d, '/vother?cc=max-age%3D60', { 'X-Other': 'b' }, 'HEAD');
+    assert.match(r.headers['cache-status'], /hit/);
+    assert.equal(o.hits.get('/vother'), 4);
+    // the purge API takes every variant of the URL with it
+    const adm = (q) => httpRequest(portAt(d, '127.0.0.2'), { path: `/cache/purge?${q}`, method: 'POST',
+      host: '127.0.0.2' });
+    r = await adm(`url=${encodeURIComponent(`http://127.0.0.1:${d.port}/vother?cc=max-age%3D60`)}`);
+    assert.equal(JSON.parse(r.body).purged, 6, r.body); // two markers, four variants
+    await v('a');
+    assert.equal(o.hits.get('/vother'), 5);
+    // field names are matched whatever their case and order
+    await get(d, '/vmany?cc=max-age%3D60', { 'x-a': '1', 'X-B': '2' });
+    r = await get(d, '/vmany?cc=max-age%3D60', { 'X-B': '2', 'X-A': '1' });
+    assert.match(r.headers['cache-status'], /hit/);
+    r = await get(d, '/vmany?cc=max-age%3D60', { 'X-B': '2', 'X-A': '3' });
+    assert.match(r.headers['cache-status'], /vary-miss/);
+    assert.equal(o.hits.get('/vmany'), 2);
+  });
+
+  test('Vary: * is never stored; encodings are kept apart', async () => {
+    const first = await get(d, '/vstar?cc=max-age%3D60');
+    assert.match(first.headers['cache-status'], /detail="Vary: \*"/);
+    const r = await get(d, '/vstar?cc=max-age%3D60'); // remembered as such
     assert.match(r.headers['cache-status'], /detail="?uncacheable/);
-    assert.equal(o.hits.get('/vother'), 2);
+    assert.equal(o.hits.get('/vstar'), 2);
     await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'gzip' });
     await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'gzip, deflate' });
     assert.equal(o.hits.get('/enc'), 1);
     await get(d, '/enc?cc=max-age%3D60', { 'Accept-Encoding': 'identity' });
     assert.equal(o.hits.get('/enc'), 2);
+  });
+
+  test('max_variants caps the variants of one URL: a new one past it drops the others', async () => {
+    const v = (val) => get(d, '/capv?cc=max-age%3D60', { 'X-Other': val });
+    await v('a');
+    await v('b');
+    assert.match((await v('a')).headers['cache-status'], /hit/);
+    assert.match((await v('b')).headers['cache-status'], /hit/);
+    assert.equal(o.hits.get('/capv'), 2);
+    await v('c'); // the third: a and b go
+    assert.equal(o.hits.get('/capv'), 3);
+    assert.match((await v('c')).headers['cache-status'], /hit/);
+    assert.match((await v('a')).headers['cache-status'], /vary-miss/);
+    assert.equal(o.hits.get('/capv'), 4);
+    assert.match((await v('a')).headers['cache-status'], /hit/);
+  });
+
+  test('a server that changes its Vary: the old marker goes, the new fields are used', async () => {
+    await get(d, '/vchg?cc=max-age%3D60', { 'X-Other': 'a' });
+    assert.match((await get(d, '/vchg?cc=max-age%3D60', { 'X-Other': 'a' })).headers['cache-status'], /hit/);
+    o.vchg = 'X-Lang';
+    let r = await get(d, '/vchg?cc=max-age%3D60', { 'X-Other': 'b', 'X-Lang': 'fr' });
+    assert.match(r.headers['cache-status'], /vary-changed/);
+    r = await get(d, '/vchg?cc=max-age%3D60', { 'X-Lang': 'fr' });
+    assert.match(r.headers['cache-status'], /fwd=uri-miss; stored/);
+    r = await get(d, '/vchg?cc=max-age%3D60', { 'X-Lang': 'fr', 'X-Other': 'z' });
+    assert.match(r.headers['cache-status'], /hit/);
+    assert.match(r.body, /lang=fr/);
+    assert.equal(o.hits.get('/vchg'), 3);
+    delete o.vchg;
   });
 
   test("a route's headers.response rules apply to hits too", async () => {
@@ -406,6 +485,22 @@ test('one fill per key: 100 concurrent requests for a cold key, one upstream req
       assert.match(r.cs, /uncacheable/);
     }
     assert.equal(o.hits.get('/burst'), 21);
+    // a response that varies: the first burst reads along through the
+    // URL's marker into its variant; a burst for another value makes one
+    // more fill
+    const vb = (val) => new Promise((resolve, reject) => {
+      http.get({ port: d.port, path: '/burstv?cc=max-age%3D60', agent, headers: { 'X-Other': val } }, (res) => {
+        let n = 0;
+        res.on('data', (c) => { n += c.length; });
+        res.on('end', () => resolve({ n, status: res.statusCode }));
+      }).on('error', reject);
+    });
+    for (const r of await Promise.all(Array.from({ length: 20 }, () => vb('one'))))
+      assert.equal(r.n, 16 * 16384);
+    assert.equal(o.hits.get('/burstv'), 1);
+    for (const r of await Promise.all(Array.from({ length: 20 }, () => vb('two'))))
+      assert.equal(r.n, 16 * 16384);
+    assert.equal(o.hits.get('/burstv'), 2);
     agent.destroy();
   } finally { await d.stop(); await o.close(); }
 });

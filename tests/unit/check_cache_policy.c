@@ -1072,6 +1072,32 @@ START_TEST(test_key_defaults)
 }
 END_TEST
 
+/* A variant's key: the URL's key, "\n*", then each listed field's
+ * values from the request (joined, absent distinct from empty). */
+START_TEST(test_key_vary)
+{
+    struct http_header h[] = {
+        {PT_STR("X-A"), PT_STR("1")},
+        {PT_STR("x-b"), PT_STR("")},
+        {PT_STR("X-A"), PT_STR("2")},
+    };
+    const char *want = "K\n*\nx-a: 1,2\nx-b: \nx-c";
+    char buf[64] = "K";
+    int n = cache_key_vary(h, 3, PT_STR("x-a,x-b,x-c"), buf, 1, sizeof(buf));
+
+    ck_assert_int_eq(n, (int)strlen(want));
+    ck_assert(memcmp(buf, want, (size_t)n) == 0);
+    /* an empty list still marks the key as a variant's */
+    ck_assert_int_eq(cache_key_vary(h, 3, PT_STR(""), buf, 1, sizeof(buf)), 3);
+    ck_assert(memcmp(buf, "K\n*", 3) == 0);
+    /* too small a buffer, or a key already past it */
+    ck_assert_int_eq(cache_key_vary(h, 3, PT_STR("x-a,x-b,x-c"), buf, 1,
+                                    strlen(want) - 1),
+                     -1);
+    ck_assert_int_eq(cache_key_vary(h, 3, PT_STR("x-a"), buf, 10, 8), -1);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------- */
 
 #define LOOP(tc, fn, table)                                                   \
@@ -1113,6 +1139,7 @@ static Suite *cache_policy_suite(void)
     tcase_add_test(tc, test_cache_status_name);
     LOOP(tc, test_key, key_cases);
     tcase_add_test(tc, test_key_defaults);
+    tcase_add_test(tc, test_key_vary);
     suite_add_tcase(s, tc);
     return s;
 }
