@@ -623,6 +623,8 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
         return CACHE_PASS;
     }
     x->filling = 1;
+    /* A HEAD miss is fetched as a GET (proxy.c) and stored as one. */
+    x->creq.method = HTTP_M_GET;
     if (stats_global())
         cache_count(x->fwd == CACHE_FWD_STALE ? &stats_global()->cache_stale
                                               : &stats_global()->cache_misses);
@@ -1251,6 +1253,7 @@ int cache_begin_refresh(struct cache_xfer *x, const struct cache_xfer *fg)
     memset(x, 0, sizeof(*x));
     x->request_time = fg->request_time;
     x->creq = fg->creq;
+    x->creq.method = HTTP_M_GET; /* a refresh after a HEAD goes as GET */
     x->key = malloc(fg->key_len);
     if (zone == NULL || x->key == NULL)
         return PT_ERROR;

@@ -114,9 +114,12 @@ struct proxy {
     unsigned cache_follow : 1;  /* reading along another request's fill */
     unsigned bg_mode : 1;       /* a background refresh: no client */
     unsigned only_if_cached : 1; /* not in the cache, and must not go out */
+    unsigned head_fill : 1;     /* a HEAD miss fetched as GET to fill the
+                                   cache: the body is stored, not sent */
     struct proxy *bg;           /* owns until started: the refresh that
                                    follows a stale-while-revalidate hit */
-    struct evbuffer *sink;      /* owns (bg_mode): the response, dropped */
+    struct evbuffer *sink;      /* owns (bg_mode, head_fill): the body,
+                                   dropped once stored */
     struct gen *bg_gen;         /* ref (bg_mode): keeps route and pools */
     struct proxy *wprev, *wnext; /* the worker's followers */
     uint64_t follow_sent;
@@ -343,8 +346,12 @@ static void px_build_head(struct proxy *px, const struct http_request *r)
     const struct conf_upstream *up = px->route->upstream;
     struct evbuffer *b = px->head;
 
-    evbuffer_add(b, r->method.p, r->method.len);
-    evbuffer_add(b, PT_LIT(" "));
+    if (px->head_fill)
+        evbuffer_add(b, PT_LIT("GET "));
+    else {
+        evbuffer_add(b, r->method.p, r->method.len);
+        evbuffer_add(b, PT_LIT(" "));
+    }
     if (r->target.len && r->target.p[0] != '/' && r->target.p[0] != '*') {
         /* absolute-form: the upstream gets origin-form */
         if (r->path.len)
@@ -741,7 +748,8 @@ static void px_copy_response_fields(struct proxy *px,
 static enum px_body px_body_mode(struct proxy *px,
                                  const struct http_response *r)
 {
-    if (px->head_only || r->status == 204 || r->status == 304)
+    if ((px->head_only && !px->head_fill) || r->status == 204 ||
+        r->status == 304)
         return BODY_NONE;
     if (r->chunked)
         return px->client_http10 ? BODY_CHUNKED_TO_RAW : BODY_CHUNKED;
@@ -798,7 +806,8 @@ static void px_send_head(struct proxy *px, const struct http_response *r)
                         (int)r->reason.len, r->reason.p);
     px_copy_response_fields(px, r, out);
     px_add_ops(out, &px->route->response_headers);
-    cache_on_response(&px->cx, px->conf, px->route, r, !px->head_only, out);
+    cache_on_response(&px->cx, px->conf, px->route, r,
+                      !px->head_only || px->head_fill, out);
     if (px->body == BODY_CHUNKED || px->body == BODY_CLOSE_TO_CHUNKED)
         evbuffer_add(out, PT_LIT("Transfer-Encoding: chunked\r\n"));
     if (!keep)
@@ -887,6 +896,12 @@ static int px_read_head(struct proxy *px)
         }
         px_learn_keepalive(px, &r);
         px_send_head(px, &r);
+        if (px->head_fill && !px->cx.storing) {
+            /* Not stored after all: the HEAD's client needs no body,
+             * and the upstream connection goes rather than read it. */
+            px->body = BODY_NONE;
+            px->up_keep = 0;
+        }
         evbuffer_drain(in, (size_t)n);
         ups_server_ok(px->srv);
         px->state = PX_DELIVER;
@@ -927,7 +942,7 @@ static int px_pump_resp_chunked(struct proxy *px, struct evbuffer *in,
 static void px_pump_response(struct proxy *px)
 {
     struct evbuffer *in = bufferevent_get_input(px->uc->bev);
-    struct evbuffer *out = px_out(px);
+    struct evbuffer *out = px->head_fill ? px->sink : px_out(px);
     size_t len = evbuffer_get_length(in);
 
     switch (px->body) {
@@ -971,6 +986,8 @@ static void px_pump_response(struct proxy *px)
         evbuffer_remove_buffer(in, out, len);
         break;
     }
+    if (px->head_fill)
+        evbuffer_drain(out, evbuffer_get_length(out)); /* stored, not sent */
     if (px->resp_done) {
         struct upconn *uc = px->uc;
         px->uc = NULL;
@@ -985,7 +1002,7 @@ static void px_pump_response(struct proxy *px)
             ups_conn_close(&uc);
         px_log_cache(px);
         cache_end(&px->cx, 1);
-        px_end_done(px, px->status, px->sent,
+        px_end_done(px, px->status, px->head_fill ? 0 : px->sent,
                         ups_server_conf(px->srv)->address, px->upstream_us);
         return;
     }
@@ -1238,6 +1255,11 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
         px->cache_hit = 1;
         if (px->cx.swr_refresh)
             px->bg = px_new_refresh(c, ups, route, r, cf, px);
+    } else if (co == CACHE_FILL && px->head_only &&
+               (px->sink = evbuffer_new()) != NULL) {
+        /* A HEAD miss fills the entry a GET would: the server is asked
+         * for the whole response once, and later GETs and HEADs hit. */
+        px->head_fill = 1;
     }
     px_build_head(px, r);
     return px;
@@ -1382,6 +1404,7 @@ static struct proxy *px_new_refresh(struct conn *c, struct ups_set *ups,
         proxy_free(&px);
         return NULL;
     }
+    px->head_fill = px->head_only; /* after a HEAD hit: refreshed as GET */
     px_build_head(px, r); /* with the stored validators */
     return px;
 }

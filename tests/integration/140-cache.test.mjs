@@ -7,13 +7,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { httpRequest, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
+import { httpRequest, parseResponses, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
 
 /** An upstream answering by path; counts requests per path. */
 async function origin() {
   const o = { hits: new Map(), total: 0 };
   o.server = http.createServer((req, res) => {
     o.total++;
+    o.lastMethod = req.method;
     const u = new URL(req.url, 'http://x');
     o.hits.set(u.pathname, (o.hits.get(u.pathname) || 0) + 1);
     const n = o.hits.get(u.pathname);
@@ -251,6 +252,35 @@ describe('cache', () => {
     assert.equal(h.body, '');
     assert.equal(h.headers['content-length'], String(Buffer.byteLength(g.body)));
     assert.equal(o.hits.get('/hd'), 1);
+  });
+
+  test('a HEAD miss fills the entry as a GET; its client gets the head alone', async () => {
+    // HEAD then GET on one connection: the HEAD's answer carries no body
+    // bytes, and the GET is a hit from what the HEAD stored
+    const p = '/hm?cc=max-age%3D60&size=70000';
+    const r = await rawRequest(d.port, `HEAD ${p} HTTP/1.1\r\nHost: a\r\n\r\n` +
+      `GET ${p} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+    const { responses, rest } = parseResponses(r.data, { isHead: (i) => i === 0 });
+    assert.equal(responses.length, 2, r.text.slice(0, 400));
+    assert.equal(rest.length, 0);
+    const [h, g] = responses;
+    assert.equal(h.status, 200);
+    assert.equal(h.body.length, 0);
+    assert.equal(h.headers['content-length'], '70000');
+    assert.match(h.headers['cache-status'], /fwd=uri-miss; stored/);
+    assert.equal(o.lastMethod, 'GET');
+    assert.match(g.headers['cache-status'], /hit/);
+    assert.equal(g.body.length, 70000);
+    assert.equal(o.hits.get('/hm'), 1);
+    // not storable: the HEAD still gets its head, and the next request on
+    // the connection its answer
+    const n = await rawRequest(d.port, 'HEAD /hm2?cc=no-store&size=70000 HTTP/1.1\r\nHost: a\r\n\r\n' +
+      'GET /hm2?cc=no-store HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    const two = parseResponses(n.data, { isHead: (i) => i === 0 });
+    assert.equal(two.responses.length, 2, n.text.slice(0, 400));
+    assert.equal(two.responses[0].headers['content-length'], '70000');
+    assert.equal(two.responses[0].body.length, 0);
+    assert.match(two.responses[1].body.toString(), /\/hm2 #2/);
   });
 
   test('key options: dropped and sorted query parameters, a request header', async () => {
