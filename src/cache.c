@@ -654,10 +654,40 @@ static void cache_status_field(struct cache_xfer *x, struct evbuffer *out)
         evbuffer_add(out, buf, strlen(buf));
 }
 
+/* Bytes written at a cursor in space the caller reserved for them. */
+static char *cache_put(char *at, const void *p, size_t n)
+{
+    memcpy(at, p, n);
+    return at + n;
+}
+
+static char *cache_put_field(char *at, const char *name, size_t nlen,
+                             const char *value, size_t vlen)
+{
+    at = cache_put(at, name, nlen);
+    at = cache_put(at, ": ", 2);
+    at = cache_put(at, value, vlen);
+    return cache_put(at, "\r\n", 2);
+}
+
+static char *cache_put_uint(char *at, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return cache_put(at, tmp + i, sizeof(tmp) - i);
+}
+
 /*
  * The head of a stored response to the client: status line, the stored
  * fields as the route's headers.response rules have them, Age,
- * Cache-Status (when given) and the connection's own field.
+ * Cache-Status (when given) and the connection's own field.  Written in
+ * one piece of out's own space (its size counted first): no format
+ * strings, no copy through a scratch buffer.
  */
 static void cache_write_head(struct evbuffer *out,
                              const struct http_response *resp, int status,
@@ -665,33 +695,53 @@ static void cache_write_head(struct evbuffer *out,
                              const char *cache_status, const char *framing,
                              int keep_alive, int http10)
 {
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status,
-                        http_reason(status));
+    const char *reason = http_reason(status);
+    const char *conn = !keep_alive ? "Connection: close\r\n"
+                       : http10    ? "Connection: keep-alive\r\n"
+                                   : "";
+    size_t fl = framing ? strlen(framing) : 0;
+    size_t cl = cache_status ? strlen(cache_status) : 0;
+    size_t need = 9 + 4 + strlen(reason) + 2 + 5 + 20 + 2 + fl + cl +
+                  strlen(conn) + 2;
+    struct evbuffer_iovec v;
+    char *at;
+
+    for (size_t i = 0; i < resp->nheaders; i++)
+        need += resp->headers[i].name.len + resp->headers[i].value.len + 4;
+    for (size_t i = 0; i < ops->nset; i++)
+        need += strlen(ops->set[i].name) + strlen(ops->set[i].value) + 4;
+    for (size_t i = 0; i < ops->nadd; i++)
+        need += strlen(ops->add[i].name) + strlen(ops->add[i].value) + 4;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)need, &v, 1) < 1)
+        return;
+    at = cache_put(v.iov_base, "HTTP/1.1 ", 9);
+    at = cache_put_uint(at, (uint64_t)status);
+    at = cache_put(at, " ", 1);
+    at = cache_put(at, reason, strlen(reason));
+    at = cache_put(at, "\r\n", 2);
     for (size_t i = 0; i < resp->nheaders; i++) {
         struct pt_str name = resp->headers[i].name;
         if ((status == 304 && pt_str_ieq(name, "Content-Length")) ||
             route_header_dropped(ops, name))
             continue;
-        evbuffer_add_printf(out, "%.*s: %.*s\r\n", (int)name.len, name.p,
-                            (int)resp->headers[i].value.len,
-                            resp->headers[i].value.p);
+        at = cache_put_field(at, name.p, name.len, resp->headers[i].value.p,
+                             resp->headers[i].value.len);
     }
     for (size_t i = 0; i < ops->nset; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", ops->set[i].name,
-                            ops->set[i].value);
+        at = cache_put_field(at, ops->set[i].name, strlen(ops->set[i].name),
+                             ops->set[i].value, strlen(ops->set[i].value));
     for (size_t i = 0; i < ops->nadd; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", ops->add[i].name,
-                            ops->add[i].value);
-    evbuffer_add_printf(out, "Age: %lld\r\n", (long long)PT_MAX(age, 0));
-    if (framing)
-        evbuffer_add(out, framing, strlen(framing));
-    if (cache_status)
-        evbuffer_add(out, cache_status, strlen(cache_status));
-    if (!keep_alive)
-        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
-    else if (http10)
-        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
-    evbuffer_add(out, PT_LIT("\r\n"));
+        at = cache_put_field(at, ops->add[i].name, strlen(ops->add[i].name),
+                             ops->add[i].value, strlen(ops->add[i].value));
+    at = cache_put(at, "Age: ", 5);
+    at = cache_put_uint(at, (uint64_t)PT_MAX(age, 0));
+    at = cache_put(at, "\r\n", 2);
+    at = cache_put(at, framing ? framing : "", fl);
+    at = cache_put(at, cache_status ? cache_status : "", cl);
+    at = cache_put(at, conn, strlen(conn));
+    at = cache_put(at, "\r\n", 2);
+    v.iov_len = (size_t)(at - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
 }
 
 /* One served body's hold on its entry: released with its last piece. */

@@ -201,22 +201,42 @@ static struct pt_str conn_keep(char **dst, struct pt_str s)
     return out;
 }
 
-/* Copy what the access log needs out of the head before it is drained. */
-/* 128 random bits in hex: an X-Request-Id for a request that has none. */
+/* splitmix64's finaliser: a bijection, so distinct inputs stay distinct. */
+static uint64_t conn_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/*
+ * An X-Request-Id for a request that has none: 128 bits in hex, 64 drawn
+ * at random once per worker process and 64 from a counter
+ * scrambled by a bijection, so ids never repeat within a process and
+ * differ across processes -- without a getrandom call per request.
+ */
 static void conn_make_rid(char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char rnd[16];
+    static uint64_t seed[2], counter;
+    static int seeded; /* workers only: each seeds after its fork */
+    uint64_t v[2];
 
-    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-        for (size_t i = 0; i < sizeof(rnd); i++)
-            rnd[i] = (unsigned char)random();
-    for (size_t i = 0; i < sizeof(rnd); i++) {
-        out[2 * i] = hex[rnd[i] >> 4];
-        out[2 * i + 1] = hex[rnd[i] & 15];
+    if (!seeded) {
+        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
+            seed[0] = ((uint64_t)random() << 32) ^ (uint64_t)random() ^
+                      (uint64_t)getpid(),
+            seed[1] = ((uint64_t)random() << 32) ^ (uint64_t)random();
+        seeded = 1;
     }
+    v[0] = seed[0];
+    v[1] = conn_mix64(seed[1] + counter++);
+    for (size_t i = 0; i < 32; i++)
+        out[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 15];
     out[32] = '\0';
 }
+
+/* Copy what the access log needs out of the head before it is drained. */
 
 struct pt_str conn_request_id(const struct conn *c)
 {

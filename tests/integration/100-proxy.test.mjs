@@ -173,6 +173,13 @@ describe('forwarding', () => {
     assert.equal(h['x-request-id'], 'abc-123');
     const r2 = await httpRequest(d.port, { path: '/h2' });
     assert.match(JSON.parse(r2.body).headers['x-request-id'], /^[0-9a-f]{32}$/);
+    // made ones never repeat, in one worker or across workers
+    const ids = new Set();
+    for (let i = 0; i < 40; i++) {
+      const r = await httpRequest(d.port, { path: '/h2' });
+      ids.add(JSON.parse(r.body).headers['x-request-id']);
+    }
+    assert.equal(ids.size, 40);
   });
 
   test('hop-by-hop response fields are dropped', async () => {
