@@ -385,33 +385,48 @@ static int cache_vary_fields(const struct conf_route *rt,
 }
 
 /*
- * The stored head, copied out of the zone (it may span blocks) with the
- * final empty line it is stored without, and parsed in that copy: resp's
- * views point into the returned buffer, which the caller frees.  NULL
- * when it cannot be read or parsed.
+ * The stored head of x->ref, copied out of the zone (it may span blocks)
+ * with the final empty line it is stored without, and parsed in that
+ * copy, once per request: x->hresp's views point into x->head, which one
+ * allocation holds with the field array (sized by the head's lines).
+ * PT_ERROR when it cannot be read or parsed.
  */
-static char *cache_load_head(struct cache_xfer *x, struct http_header *hdrs,
-                             size_t cap, struct http_response *resp)
+static int cache_head_load(struct cache_xfer *x)
 {
-    size_t len = x->meta.head_len;
-    struct http_limits lim = {len + 4, len + 4, cap};
-    char *head = malloc(len + 4);
+    size_t len = x->meta.head_len, lines = 1;
+    struct http_header *hdrs;
+    char *head;
 
+    if (x->head && x->head_of.entry == x->ref.entry &&
+        x->head_of.version == x->ref.version)
+        return PT_OK;
+    free(x->head);
+    x->head = NULL;
+    /* room for the head, its last CRLFs, and a field per line */
+    head = malloc(((len + 4 + 7) & ~(size_t)7) +
+                  sizeof(struct http_header) * CACHE_MAX_STORED_HEADERS);
     if (head == NULL)
-        return NULL;
+        return PT_ERROR;
     if (cache_copy_out(&x->ref, head, len) < 0) {
         free(head);
-        return NULL;
+        return PT_ERROR;
     }
+    for (size_t i = 0; i < len; i++)
+        lines += head[i] == '\n';
+    lines = PT_MIN(lines, CACHE_MAX_STORED_HEADERS);
+    hdrs = (struct http_header *)(head + ((len + 4 + 7) & ~(size_t)7));
     memcpy(head + len, "\r\n\r\n", 4);
-    memset(resp, 0, sizeof(*resp));
-    resp->headers = hdrs;
-    resp->headers_cap = cap;
-    if (http_parse_response(head, len + 4, &lim, resp) <= 0) {
+    struct http_limits lim = {len + 4, len + 4, lines};
+    memset(&x->hresp, 0, sizeof(x->hresp));
+    x->hresp.headers = hdrs;
+    x->hresp.headers_cap = lines;
+    if (http_parse_response(head, len + 4, &lim, &x->hresp) <= 0) {
         free(head);
-        return NULL;
+        return PT_ERROR;
     }
-    return head;
+    x->head = head;
+    x->head_of = x->ref;
+    return PT_OK;
 }
 
 /* The stored validators, to ask the upstream whether the stale copy is
@@ -443,16 +458,14 @@ static void cache_make_validators(struct cache_xfer *x,
 static enum cache_outcome cache_judge(struct cache_xfer *x,
                                       const struct http_request *r)
 {
-    struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
-    struct http_response resp;
+    const struct http_response *resp = &x->hresp;
     struct cache_response cr;
-    char *head = cache_load_head(x, hdrs, CACHE_MAX_STORED_HEADERS, &resp);
     int64_t now = x->request_time, age;
     enum cache_reuse use;
 
-    if (head == NULL)
+    if (cache_head_load(x) < 0)
         return CACHE_PASS;
-    cache_response_read(resp.status, resp.headers, resp.nheaders,
+    cache_response_read(resp->status, resp->headers, resp->nheaders,
                         x->meta.stored_at, &cr);
     age = cache_age_current(x->meta.initial_age, x->meta.stored_at, now);
     use = cache_reuse(&x->creq.cc, &cr.cc, x->meta.lifetime, age);
@@ -462,8 +475,7 @@ static enum cache_outcome cache_judge(struct cache_xfer *x,
     x->stored_cc = cr.cc;
     x->old_age = age;
     x->reuse = use;
-    cache_make_validators(x, &resp, r, now);
-    free(head);
+    cache_make_validators(x, resp, r, now);
     return use == CACHE_FRESH || use == CACHE_STALE_OK ? CACHE_SERVE
                                                        : CACHE_FILL;
 }
@@ -765,29 +777,26 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                 struct evbuffer *out, int keep_alive, int http10,
                 uint64_t *body_bytes)
 {
-    struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
-    struct http_response resp;
-    char *head = cache_load_head(x, hdrs, CACHE_MAX_STORED_HEADERS, &resp);
+    const struct http_response *resp = &x->hresp;
     char cs[300];
     int status;
 
     *body_bytes = 0;
-    if (head == NULL)
+    if (cache_head_load(x) < 0)
         return -1;
-    status = x->conditional == 304 ? 304 : resp.status;
+    status = x->conditional == 304 ? 304 : resp->status;
     /* stored from a chunked or close-delimited response: the length is
      * known now */
     char framing[64];
-    if (resp.content_length < 0 && status != 304 && status != 204)
+    if (resp->content_length < 0 && status != 304 && status != 204)
         snprintf(framing, sizeof(framing), "Content-Length: %llu\r\n",
                  (unsigned long long)(cache_length(zone, &x->ref) -
                                       x->meta.head_len));
     else
         framing[0] = '\0';
-    cache_write_head(out, &resp, status, ops, x->meta.lifetime - x->ttl,
+    cache_write_head(out, resp, status, ops, x->meta.lifetime - x->ttl,
                      cache_status_line(x, cs, sizeof(cs)),
                      framing[0] ? framing : NULL, keep_alive, http10);
-    free(head);
     if (status == 304 || x->head_only)
         return status;
     /* The body goes out straight from the zone: the output buffer holds
@@ -928,19 +937,16 @@ static int cache_follow_head(struct cache_xfer *x,
     const void *p;
     int done = 0;
 
-    struct http_header hdrs[CACHE_MAX_STORED_HEADERS];
-    struct http_response resp;
-    char *head;
+    const struct http_response *resp = &x->hresp;
 
     x->meta.head_len = cache_head_len(zone, &x->ref);
     if (x->meta.head_len == 0)
         return 0;
-    head = cache_load_head(x, hdrs, CACHE_MAX_STORED_HEADERS, &resp);
-    if (head == NULL)
+    if (cache_head_load(x) < 0)
         return -1;
-    *status = resp.status;
+    *status = resp->status;
     framing[0] = '\0';
-    if (resp.content_length < 0 && resp.status != 204 && !x->head_only) {
+    if (resp->content_length < 0 && resp->status != 204 && !x->head_only) {
         /* The length comes with the end of the fill: chunked for an
          * HTTP/1.1 client, the connection's end for an HTTP/1.0 one --
          * unless the fill is complete already. */
@@ -956,10 +962,9 @@ static int cache_follow_head(struct cache_xfer *x,
             *keep_alive = 0;
         x->follow_chunked = !done && !http10;
     }
-    cache_write_head(out, &resp, resp.status, ops, 0,
+    cache_write_head(out, resp, resp->status, ops, 0,
                      "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
                      framing[0] ? framing : NULL, *keep_alive, http10);
-    free(head);
     x->head_sent = 1;
     x->off = x->meta.head_len;
     return 1;
@@ -1231,6 +1236,7 @@ void cache_end(struct cache_xfer *x, int complete)
     free(x->key);
     free(x->vary);
     free(x->saved);
+    free(x->head);
     memset(x, 0, sizeof(*x));
 }
 
