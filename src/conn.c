@@ -44,6 +44,7 @@
 /* Past this much unsent output, pipelined requests wait their turn. */
 #define CONN_OUTPUT_HIGH (64 * 1024)
 #define CONN_MAX_SINGLE_WRITE (1024 * 1024) /* bytes per write turn */
+#define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
 /* How long a closing connection keeps reading so the client gets our
  * last response instead of a reset. */
 #define CONN_LINGER_MS 2000
@@ -1043,9 +1044,10 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
         free(c);
         return PT_ERROR;
     }
-    /* libevent writes 16 KB per turn by default: a 256 KB answer would
-     * take 16 loop turns and as many writev calls. */
+    /* libevent moves 16 KB per turn by default: a 256 KB answer would
+     * take 16 loop turns and as many writev calls, an upload likewise. */
     bufferevent_set_max_single_write(c->bev, CONN_MAX_SINGLE_WRITE);
+    bufferevent_set_max_single_read(c->bev, CONN_MAX_SINGLE_READ);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     conn_read_timeout(c, 0);
     c->admin = lc->admin;

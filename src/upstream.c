@@ -498,6 +498,18 @@ fail:
     return NULL;
 }
 
+
+/* libevent moves 16 KB per read or write turn by default: a large body
+ * would take a loop turn (and an epoll round) per 16 KB. */
+#define UPS_MAX_SINGLE_READ (256 * 1024)
+#define UPS_MAX_SINGLE_WRITE (1024 * 1024)
+
+static void ups_conn_tune(struct bufferevent *bev)
+{
+    bufferevent_set_max_single_read(bev, UPS_MAX_SINGLE_READ);
+    bufferevent_set_max_single_write(bev, UPS_MAX_SINGLE_WRITE);
+}
+
 struct upconn *ups_conn_get(struct ups_server *s)
 {
     struct ups_set *set = s->group->set;
@@ -525,6 +537,7 @@ struct upconn *ups_conn_get(struct ups_server *s)
             errno = saved;
             return NULL;
         }
+        ups_conn_tune(uc->bev);
         return uc;
     }
     uc->bev = bufferevent_socket_new(set->base, -1, BEV_OPT_CLOSE_ON_FREE);
@@ -532,6 +545,7 @@ struct upconn *ups_conn_get(struct ups_server *s)
         free(uc);
         return NULL;
     }
+    ups_conn_tune(uc->bev);
     if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&s->cf->addr,
                                    (int)s->cf->addrlen) < 0) {
         int saved = errno;
