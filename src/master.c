@@ -11,7 +11,9 @@
  * unchanged listeners keep their socket, so no connect is ever refused.
  * Only a lower worker count or another user retires workers, gracefully.
  *
- * Calls: worker.c, listener.c, channel.c, conf.c, log.c, sdnotify.c.
+ * Calls: worker.c, listener.c, channel.c, conf.c, log.c, sdnotify.c,
+ * cache_store.c (it maps the cache zone and gives back the pins of the
+ * workers it reaps).
  */
 #include "master.h"
 
@@ -243,12 +245,25 @@ static int master_retiree_died(struct master *m, pid_t pid, int status)
     return 0;
 }
 
+/* A worker is gone: the cache pins it held (entries it was serving or
+ * filling when it was killed) are given back.  Before any new fork, so
+ * that no process using the zone can have its pid yet. */
+static void master_forget_pins(pid_t pid)
+{
+    size_t n = cache_store_forget(cache_zone(), pid);
+
+    if (n)
+        log_notice("worker (pid %d) left %zu cache pin%s: given back", (int)pid,
+                   n, n == 1 ? "" : "s");
+}
+
 static void master_reap(struct master *m)
 {
     int status;
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        master_forget_pins(pid);
         if (master_retiree_died(m, pid, status))
             continue;
         for (size_t i = 0; i < m->nslots; i++) {

@@ -2,11 +2,12 @@
 // counts its requests: hits never reach it (whichever worker answers),
 // freshness and expiry, what is not stored, 304s from the cache, key
 // options, invalidation by unsafe methods, max_object_size, a small zone
-// that evicts, a reload that keeps the cache, and a worker killed in the
-// middle of a fill.
+// that evicts, a reload that keeps the cache, a worker killed in the
+// middle of a fill, and one killed while a client reads a hit.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { httpRequest, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
 
 /** An upstream answering by path; counts requests per path. */
@@ -470,5 +471,44 @@ test('kill -9 of a worker during a fill leaves the cache usable', async () => {
     assert.equal(b.body.length, 64 * 8192);
     assert.match(b.headers['cache-status'], /hit/);
     assert.match((await get(d, '/other?cc=max-age%3D60')).headers['cache-status'], /stored/);
+  } finally { await d.stop(); await o.close(); }
+});
+
+test('kill -9 of a worker serving a hit: the master gives its pins back', async () => {
+  const o = await origin();
+  const d = await startPortico({
+    config: config(o, { workers: 1, cache: { size: '64m', max_object_size: '16m' } }),
+  });
+  const admin = (p, method = 'GET') => httpRequest(portAt(d, '127.0.0.2'), { path: p, method, host: '127.0.0.2' });
+  const metric = async (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await admin('/metrics')).body)?.[1]);
+  try {
+    const big = '/big?cc=max-age%3D600&size=16000000';
+    assert.equal((await get(d, big)).body.length, 16000000);
+    assert.ok(await metric('portico_cache_bytes_used') >= 16000000);
+    // a client that reads the head and then nothing: the worker holds the
+    // entry pinned while the rest of the body waits to be written
+    const [pid] = d.workerPids();
+    const sock = net.connect({ port: d.port, host: '127.0.0.1' });
+    await new Promise((resolve, reject) => {
+      sock.once('error', reject);
+      sock.once('data', (c) => {
+        sock.pause();
+        const head = c.toString('latin1').split('\r\n\r\n')[0];
+        if (/^HTTP\/1\.1 200[^]*Cache-Status: portico; hit/.test(head)) resolve();
+        else reject(new Error(`not a hit: ${head}`));
+      });
+      sock.write(`GET ${big} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n\r\n`);
+    });
+    const from = d.logs.length;
+    process.kill(pid, 'SIGKILL');
+    const m = await d.waitForLog(/master notice: worker \(pid (\d+)\) left (\d+) cache pins?: given back/, undefined, from);
+    assert.equal(Number(m[1]), pid);
+    assert.ok(Number(m[2]) >= 1, m.line);
+    sock.destroy();
+    await waitFor(() => d.workerPids().length === 1 && d.workerPids()[0] !== pid, { what: 'a new worker' });
+    // purged, the entry is freed at once: nobody holds it any more
+    assert.equal((await admin('/cache/purge?all', 'POST')).status, 200);
+    assert.equal(await metric('portico_cache_entries'), 0);
+    assert.equal(await metric('portico_cache_bytes_used'), 0);
   } finally { await d.stop(); await o.close(); }
 });
