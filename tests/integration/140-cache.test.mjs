@@ -2,13 +2,14 @@
 // counts its requests: hits never reach it (whichever worker answers),
 // freshness and expiry, what is not stored, 304s from the cache, key
 // options, invalidation by unsafe methods, max_object_size, a small zone
-// that evicts, a reload that keeps the cache, a worker killed in the
-// middle of a fill, and one killed while a client reads a hit.
+// that evicts, a reload that keeps the cache, reloads that resize, add and
+// remove the zone, a worker killed in the middle of a fill, and one
+// killed while a client reads a hit.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { httpRequest, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
+import { httpRequest, pidAlive, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
 
 /** An upstream answering by path; counts requests per path. */
 async function origin() {
@@ -357,17 +358,79 @@ describe('cache', () => {
     assert.equal((await httpRequest(portAt(d, '127.0.0.2'), { path: '/cache/purge?all', host: '127.0.0.2' })).status, 405);
   });
 
-  test('a reload keeps the cache; resizing the zone is refused', async () => {
+  test('a reload that keeps cache.size keeps the cache and the workers', async () => {
     await get(d, '/kept?cc=max-age%3D600');
-    let r = await d.reload(config(o, { access_log: { format: 'combined' } }));
+    const workers = d.workerPids().sort();
+    const r = await d.reload(config(o, { access_log: { format: 'combined' } }));
     assert.ok(r.ok, r.lines.join('\n'));
+    assert.ok(!r.lines.some((l) => /cache zone/.test(l)), r.lines.join('\n'));
     assert.match((await get(d, '/kept?cc=max-age%3D600')).headers['cache-status'], /hit/);
     assert.equal(o.hits.get('/kept'), 1);
-    r = await d.reload(config(o, { cache: { size: '32m' } }));
-    assert.equal(r.ok, false);
-    assert.ok(r.lines.some((l) => /needs a restart/.test(l)), r.lines.join('\n'));
-    assert.match((await get(d, '/kept?cc=max-age%3D600')).headers['cache-status'], /hit/);
+    assert.deepEqual(d.workerPids().sort(), workers);
   });
+});
+
+test('cache.size changes on reload: new workers get a new, empty zone; the cache added and removed by reload', async () => {
+  const o = await origin();
+  const d = await startPortico({ config: config(o) });
+  const adminPort = () => portAt(d, '127.0.0.2');
+  const metric = async (name) => {
+    const m = (await httpRequest(adminPort(), { path: '/metrics', host: '127.0.0.2' })).body;
+    return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1]);
+  };
+  const cs = async (p) => (await get(d, p)).headers['cache-status'];
+  // The reload is complete once the new workers run; the old ones finish
+  // (and serve from the old zone) until they exit.
+  const reloadReplacing = async (conf, line) => {
+    const old = await d.waitWorkers(2);
+    const r = await d.reload(conf);
+    assert.ok(r.ok, r.lines.join('\n'));
+    assert.ok(r.lines.some((l) => line.test(l)), r.lines.join('\n'));
+    assert.ok(r.lines.some((l) => /cache zone changed: replacing all workers gracefully/.test(l)),
+      r.lines.join('\n'));
+    await waitFor(() => old.every((p) => !pidAlive(p)), { what: 'the old workers to exit' });
+    const now = await d.waitWorkers(2);
+    assert.ok(now.every((p) => !old.includes(p)));
+    return now;
+  };
+  const p = '/sized?cc=max-age%3D600';
+  try {
+    assert.match(await cs(p), /stored/);
+    assert.match(await cs(p), /hit/);
+    const before = await metric('portico_cache_bytes_total');
+    assert.ok(before > 15 * 2 ** 20 && before <= 16 * 2 ** 20, String(before));
+
+    // resized: a new zone, empty
+    await reloadReplacing(config(o, { cache: { size: '32m', max_object_size: '1m' } }),
+      /cache zone resized from 16m to 32m; new workers start with an empty cache/);
+    assert.match(await cs(p), /fwd=uri-miss; stored/);
+    assert.match(await cs(p), /hit/);
+    assert.equal(o.hits.get('/sized'), 2);
+    const after = await metric('portico_cache_bytes_total');
+    assert.ok(after > 31 * 2 ** 20 && after <= 32 * 2 ** 20, String(after));
+
+    // removed: routes still asking for it make the file invalid
+    const bare = config(o, { cache: undefined });
+    const r = await d.reload(bare);
+    assert.equal(r.ok, false);
+    assert.ok(r.lines.some((l) => /no cache zone/.test(l)), r.lines.join('\n'));
+    assert.match(await cs(p), /hit/);
+    bare.routes = bare.routes.map(({ cache, ...rest }) => rest);
+    await reloadReplacing(bare, /cache zone removed/);
+    assert.equal(await cs(p), undefined);
+    assert.equal(await cs(p), undefined);
+    assert.equal(o.hits.get('/sized'), 4);
+    assert.equal(await metric('portico_cache_bytes_total'), 0);
+    const purge = await httpRequest(adminPort(), { path: '/cache/purge?all', method: 'POST', host: '127.0.0.2' });
+    assert.equal(purge.status, 400);
+
+    // added again: empty, and it caches
+    await reloadReplacing(config(o), /cache zone of 16m mapped/);
+    assert.match(await cs(p), /fwd=uri-miss; stored/);
+    assert.match(await cs(p), /hit/);
+    assert.equal(o.hits.get('/sized'), 5);
+    assert.equal(await metric('portico_cache_bytes_total'), before);
+  } finally { await d.stop(); await o.close(); }
 });
 
 test('one fill per key: 100 concurrent requests for a cold key, one upstream request', async () => {
