@@ -8,6 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import fs from 'node:fs';
 import net from 'node:net';
 import { httpRequest, pidAlive, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
 
@@ -370,6 +371,24 @@ describe('cache', () => {
   });
 });
 
+/** Slots whose cache-notify socket (@portico-MASTER-SLOT) pid holds. */
+function notifySlots(master, pid) {
+  const byInode = new Map();
+  for (const line of fs.readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    const m = new RegExp(`^@portico-${master}-(\\d+)$`).exec(f[7] ?? '');
+    if (m) byInode.set(f[6], Number(m[1]));
+  }
+  const slots = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let link = '';
+    try { link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m && byInode.has(m[1])) slots.push(byInode.get(m[1]));
+  }
+  return slots;
+}
+
 test('cache.size changes on reload: new workers get a new, empty zone; the cache added and removed by reload', async () => {
   const o = await origin();
   const d = await startPortico({ config: config(o) });
@@ -401,13 +420,17 @@ test('cache.size changes on reload: new workers get a new, empty zone; the cache
     assert.ok(before > 15 * 2 ** 20 && before <= 16 * 2 ** 20, String(before));
 
     // resized: a new zone, empty
-    await reloadReplacing(config(o, { cache: { size: '32m', max_object_size: '1m' } }),
+    const workers = await reloadReplacing(config(o, { cache: { size: '32m', max_object_size: '1m' } }),
       /cache zone resized from 16m to 32m; new workers start with an empty cache/);
     assert.match(await cs(p), /fwd=uri-miss; stored/);
     assert.match(await cs(p), /hit/);
     assert.equal(o.hits.get('/sized'), 2);
     const after = await metric('portico_cache_bytes_total');
     assert.ok(after > 31 * 2 ** 20 && after <= 32 * 2 ** 20, String(after));
+    // each new worker has its wake-up socket, though a retiring worker of
+    // its slot held the name when it started
+    await waitFor(() => workers.every((w) => notifySlots(d.pid, w).length === 1),
+      { what: 'every new worker to hold its cache notify socket' });
 
     // removed: routes still asking for it make the file invalid
     const bare = config(o, { cache: undefined });
