@@ -1,8 +1,8 @@
 /*
  * cache_store.c -- the cache's shared-memory zone.
  *
- *   header | buckets[nbuckets] | entries[nentries] | next[nblocks] |
- *   blocks[nblocks][CACHE_BLOCK]
+ *   header | buckets[nbuckets] | entries[nentries] | pins[npin_slots] |
+ *   next[nblocks] | blocks[nblocks][CACHE_BLOCK]
  *
  * Everything is sized from cache.size so the zone never grows.  Indexes
  * (uint32_t, NIL for none) link buckets, the LRU list, free lists and
@@ -16,8 +16,22 @@
  * Entries are the truth.  If a process dies holding the lock, the next
  * locker rebuilds buckets, LRU and free lists from the entries' states
  * and block chains (store_repair), and drops entries whose filler died.
- * Pins the dead process held are lost: those entries can no longer be
- * evicted, only purged, until the zone is remapped at restart.
+ *
+ * Pins are counted per entry (refs) and, beside that, per process in the
+ * pin ledger: records {pid, entry, version, count} in an open-addressed
+ * table keyed by (pid, entry), updated under the lock wherever the calling
+ * process pins or unpins.  When a process is gone, cache_store_forget
+ * gives back what the ledger says it held, so an entry a killed worker was
+ * serving can be evicted again and a purged one is freed.  The rule that
+ * keeps it safe: a record's count never exceeds the pins that process
+ * really holds on that entry; it may fall short (those pins stay lost, as
+ * all were before), it is never over (nothing is given back twice or
+ * taken from a living holder).  Hence: refs goes up before the record and
+ * the record goes down before refs, so a process killed between the two
+ * leaves it short; a pin taken while the ledger is full is not recorded
+ * (pins_untracked); a dead filler's own pin, dropped by whoever finds its
+ * fill orphaned, comes off its record too.  store_repair checks the
+ * ledger against the entries and rebuilds it.
  *
  * Calls: libc, pthreads.
  */
@@ -55,16 +69,33 @@ struct entry {
     struct cache_meta meta;
 };
 
+/* One ledger record: pid holds count pins on entry (at version).  A
+ * slot is empty while pid is 0; pid is written last and cleared first. */
+struct pin {
+    int32_t pid;
+    uint32_t entry;
+    uint32_t version;
+    uint32_t count;
+};
+
+/* Ledger slots: a power of two, about one per entry, within these bounds;
+ * at most three quarters of them are used (short probes). */
+#define PIN_SLOTS_MIN 1024u
+#define PIN_SLOTS_MAX (1u << 18)
+
 struct cache_store {
     uint32_t magic;
     uint64_t size;
-    uint32_t nblocks, nentries, nbuckets;
+    uint32_t nblocks, nentries, nbuckets, npin_slots;
     pthread_mutex_t lock;
     uint32_t lru_head, lru_tail; /* head: most recently used */
     uint32_t free_block, free_entry;
     uint32_t used_blocks, used_entries;
+    uint32_t used_pins;          /* ledger records */
     uint64_t tick, evictions, repairs;
-    uint64_t off_buckets, off_entries, off_next, off_blocks;
+    uint64_t pins_untracked;     /* pins taken while the ledger was full */
+    uint64_t pins_returned;      /* given back by cache_store_forget */
+    uint64_t off_buckets, off_entries, off_pins, off_next, off_blocks;
 };
 
 /* ---- layout ---- */
@@ -77,6 +108,11 @@ static uint32_t *buckets(struct cache_store *s)
 static struct entry *entries(struct cache_store *s)
 {
     return (struct entry *)((char *)s + s->off_entries);
+}
+
+static struct pin *pins(struct cache_store *s)
+{
+    return (struct pin *)((char *)s + s->off_pins);
 }
 
 static uint32_t *next_of(struct cache_store *s)
@@ -94,24 +130,40 @@ static uint64_t align64(uint64_t v)
     return (v + 63) & ~(uint64_t)63;
 }
 
-/* How many blocks fit in size with their share of entries and buckets:
- * one entry for every two blocks, a bucket per entry. */
+static uint32_t pin_slots_for(uint32_t nentries)
+{
+    uint32_t np = PIN_SLOTS_MIN;
+
+    while (np < nentries && np < PIN_SLOTS_MAX)
+        np <<= 1;
+    return np;
+}
+
+/* How many blocks fit in size with their share of entries, buckets and
+ * ledger: one entry for every two blocks, a bucket per entry, a ledger
+ * slot per entry (PIN_SLOTS_MIN..PIN_SLOTS_MAX). */
 static void store_layout(struct cache_store *s, uint64_t size)
 {
     uint64_t per = CACHE_BLOCK + sizeof(uint32_t) +
                    (sizeof(struct entry) + 2 * sizeof(uint32_t)) / 2 + 1;
-    uint64_t n = (size - align64(sizeof(*s)) - 4 * 64) / per;
+    uint64_t n = (size - align64(sizeof(*s)) - 5 * 64) / per;
+    /* the ledger for that many: no more than it takes for fewer */
+    uint64_t ledger = (uint64_t)pin_slots_for((uint32_t)(n / 2 + 1)) *
+                      sizeof(struct pin);
 
+    n = (size - align64(sizeof(*s)) - 5 * 64 - ledger) / per;
     for (;; n--) {
-        uint32_t ne = (uint32_t)(n / 2 + 1), nb = 1;
+        uint32_t ne = (uint32_t)(n / 2 + 1), nb = 1, np = pin_slots_for(ne);
         while (nb < ne)
             nb <<= 1;
         s->nblocks = (uint32_t)n;
         s->nentries = ne;
         s->nbuckets = nb;
+        s->npin_slots = np;
         s->off_buckets = align64(sizeof(*s));
         s->off_entries = align64(s->off_buckets + (uint64_t)nb * 4);
-        s->off_next = align64(s->off_entries + (uint64_t)ne * sizeof(struct entry));
+        s->off_pins = align64(s->off_entries + (uint64_t)ne * sizeof(struct entry));
+        s->off_next = align64(s->off_pins + (uint64_t)np * sizeof(struct pin));
         s->off_blocks = align64(s->off_next + n * 4);
         if (s->off_blocks + n * CACHE_BLOCK <= size)
             return;
@@ -135,6 +187,8 @@ static void store_reset_lists(struct cache_store *s)
     s->free_entry = 0;
     s->lru_head = s->lru_tail = NIL;
     s->used_blocks = s->used_entries = 0;
+    memset(pins(s), 0, (size_t)s->npin_slots * sizeof(struct pin));
+    s->used_pins = 0;
 }
 
 struct cache_store *cache_store_new(uint64_t size)
@@ -217,6 +271,142 @@ static void bucket_unlink(struct cache_store *s, uint32_t i)
     e[i].hnext = NIL;
 }
 
+/* ---- the pin ledger (lock held) ---- */
+
+/* This process's pid, asked once per process (a fork child asks again). */
+static pid_t self_pid;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+static void self_forget(void)
+{
+    self_pid = 0;
+}
+
+static void self_register(void)
+{
+    pthread_atfork(NULL, NULL, self_forget);
+}
+
+static int32_t self(void)
+{
+    if (self_pid == 0) {
+        pthread_once(&self_once, self_register);
+        self_pid = getpid();
+    }
+    return (int32_t)self_pid;
+}
+
+/* Stores to the zone in program order: a process killed between two of
+ * them leaves the first done and not the second (see the rule above). */
+static void zone_order(void)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+static uint32_t pin_home(const struct cache_store *s, int32_t pid,
+                         uint32_t entry)
+{
+    uint64_t k = ((uint64_t)(uint32_t)pid << 32 | entry) *
+                 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(k >> 32) & (s->npin_slots - 1);
+}
+
+/* The slot of (pid, entry)'s record, or NIL. */
+static uint32_t pin_find(struct cache_store *s, int32_t pid, uint32_t entry)
+{
+    struct pin *pl = pins(s);
+    uint32_t mask = s->npin_slots - 1;
+
+    for (uint32_t k = pin_home(s, pid, entry);; k = (k + 1) & mask) {
+        if (pl[k].pid == 0)
+            return NIL;
+        if (pl[k].pid == pid && pl[k].entry == entry)
+            return k;
+    }
+}
+
+/* Fill the empty slot k with a record: its key last. */
+static void pin_put(struct cache_store *s, uint32_t k, int32_t pid,
+                    uint32_t entry, uint32_t version, uint32_t count)
+{
+    struct pin *p = &pins(s)[k];
+
+    p->entry = entry;
+    p->version = version;
+    p->count = count;
+    zone_order();
+    p->pid = pid;
+}
+
+/* Empty slot k, moving the records after it back so that every record
+ * stays reachable from its home slot (no tombstones).  A record being
+ * moved is in both slots for a moment, never in neither. */
+static void pin_remove(struct cache_store *s, uint32_t k)
+{
+    struct pin *pl = pins(s);
+    uint32_t mask = s->npin_slots - 1;
+
+    pl[k].pid = 0;
+    zone_order();
+    s->used_pins--;
+    for (uint32_t j = (k + 1) & mask; pl[j].pid != 0; j = (j + 1) & mask) {
+        uint32_t home = pin_home(s, pl[j].pid, pl[j].entry);
+        /* j may move to the hole k when its home is not in (k, j]. */
+        if (((j - home) & mask) < ((j - k) & mask))
+            continue;
+        pin_put(s, k, pl[j].pid, pl[j].entry, pl[j].version, pl[j].count);
+        zone_order();
+        pl[j].pid = 0;
+        zone_order();
+        k = j;
+    }
+}
+
+/* pid took one more pin on entry i (refs already counts it). */
+static void pin_add(struct cache_store *s, int32_t pid, uint32_t i)
+{
+    uint32_t version = atomic_load(&entries(s)[i].version);
+    uint32_t k = pin_find(s, pid, i);
+    struct pin *pl = pins(s);
+
+    zone_order(); /* refs first */
+    if (k != NIL) {
+        if (pl[k].version != version) {
+            /* left over from the slot's previous life: no pins of now */
+            pl[k].count = 0;
+            pl[k].version = version;
+        }
+        pl[k].count++;
+        return;
+    }
+    if (s->used_pins >= s->npin_slots - s->npin_slots / 4) {
+        s->pins_untracked++; /* given back by nobody if pid dies */
+        return;
+    }
+    k = pin_home(s, pid, i);
+    while (pl[k].pid != 0)
+        k = (k + 1) & (s->npin_slots - 1);
+    pin_put(s, k, pid, i, version, 1);
+    s->used_pins++;
+}
+
+/* pid gives up n pins on entry i: off its record (before refs). */
+static void pin_drop(struct cache_store *s, int32_t pid, uint32_t i,
+                     uint32_t n)
+{
+    uint32_t k = pin_find(s, pid, i);
+    struct pin *pl = pins(s);
+
+    if (k == NIL)
+        return; /* untracked */
+    if (pl[k].version != atomic_load(&entries(s)[i].version) ||
+        pl[k].count <= n)
+        pin_remove(s, k);
+    else
+        pl[k].count -= n;
+    zone_order();
+}
+
 /* Give back an entry nobody pins and nobody can find any more. */
 static void entry_free(struct cache_store *s, uint32_t i)
 {
@@ -252,6 +442,20 @@ static void entry_kill(struct cache_store *s, uint32_t i)
     atomic_store(&e->state, E_DEAD);
     if (e->refs == 0)
         entry_free(s, i);
+}
+
+/* Entry i's filler died mid-fill: nobody will finish it, and the pin the
+ * filler held (since store_claim) goes, off its ledger record too, so
+ * that cache_store_forget does not give it back again. */
+static void drop_filler(struct cache_store *s, uint32_t i)
+{
+    struct entry *e = &entries(s)[i];
+
+    if (e->refs) {
+        pin_drop(s, e->filler, i, 1);
+        e->refs--;
+    }
+    entry_kill(s, i);
 }
 
 /* The least recently used entry that is complete and unpinned goes. */
@@ -329,10 +533,75 @@ static void repair_chain(struct cache_store *s, struct entry *e,
         e->first = NIL;
 }
 
+static int pin_cmp(const void *a, const void *b)
+{
+    const struct pin *x = a, *y = b;
+
+    if (x->pid != y->pid)
+        return x->pid < y->pid ? -1 : 1;
+    return x->entry < y->entry ? -1 : x->entry > y->entry;
+}
+
+/*
+ * The ledger anew, from the records the entries vouch for: a live entry,
+ * its version, a count.  A record caught being moved (pin_remove) is
+ * there twice: once is kept.  When an entry's records add up to more
+ * than its refs, none of them can be trusted: they go (those pins are
+ * lost if their processes die, as untracked ones are).
+ */
+static void repair_pins(struct cache_store *s)
+{
+    struct entry *e = entries(s);
+    struct pin *pl = pins(s);
+    struct pin *keep = calloc(s->npin_slots + 1, sizeof(*keep));
+    uint32_t *sum = calloc(s->nentries + 1, sizeof(*sum));
+    uint32_t n = 0, m = 0, mask = s->npin_slots - 1;
+
+    if (keep == NULL || sum == NULL)
+        abort(); /* as store_repair */
+    for (uint32_t k = 0; k < s->npin_slots; k++) {
+        struct pin p = pl[k];
+        if (p.pid <= 0 || p.entry >= s->nentries || p.count == 0 ||
+            atomic_load(&e[p.entry].state) == E_FREE ||
+            p.version != atomic_load(&e[p.entry].version))
+            continue;
+        keep[n++] = p;
+    }
+    qsort(keep, n, sizeof(*keep), pin_cmp);
+    for (uint32_t k = 0; k < n; k++) {
+        if (m > 0 && keep[m - 1].pid == keep[k].pid &&
+            keep[m - 1].entry == keep[k].entry) {
+            keep[m - 1].count = PT_MIN(keep[m - 1].count, keep[k].count);
+            continue;
+        }
+        keep[m++] = keep[k];
+    }
+    for (uint32_t k = 0; k < m; k++) {
+        uint32_t *t = &sum[keep[k].entry];
+        *t = keep[k].count > UINT32_MAX - *t ? UINT32_MAX : *t + keep[k].count;
+    }
+    memset(pl, 0, (size_t)s->npin_slots * sizeof(*pl));
+    s->used_pins = 0;
+    for (uint32_t k = 0; k < m; k++) {
+        struct pin *p = &keep[k];
+        if (sum[p->entry] > e[p->entry].refs ||
+            s->used_pins >= s->npin_slots - s->npin_slots / 4)
+            continue;
+        uint32_t j = pin_home(s, p->pid, p->entry);
+        while (pl[j].pid != 0)
+            j = (j + 1) & mask;
+        pin_put(s, j, p->pid, p->entry, p->version, p->count);
+        s->used_pins++;
+    }
+    free(keep);
+    free(sum);
+}
+
 /*
  * Rebuild everything but the entries from the entries.  Entries whose
- * filler died are dropped; buckets, LRU (by last use) and both free
- * lists are made anew.  Runs with the lock held, after EOWNERDEAD.
+ * filler died are dropped; buckets, LRU (by last use), both free lists
+ * and the ledger are made anew.  Runs with the lock held, after
+ * EOWNERDEAD.
  */
 static void store_repair(struct cache_store *s)
 {
@@ -343,6 +612,7 @@ static void store_repair(struct cache_store *s)
 
     if (owned == NULL || live == NULL)
         abort(); /* cannot repair: the master re-forks, someone retries */
+    repair_pins(s);
     s->free_entry = NIL;
     s->used_entries = s->used_blocks = 0;
     for (uint32_t i = 0; i < s->nbuckets; i++)
@@ -351,8 +621,10 @@ static void store_repair(struct cache_store *s)
         uint32_t st = atomic_load(&e[i].state);
         if (st == E_FILLING && !pid_alive(e[i].filler)) {
             st = E_DEAD;
-            if (e[i].refs)
-                e[i].refs--; /* the dead filler's own pin */
+            if (e[i].refs) { /* the dead filler's own pin */
+                pin_drop(s, e[i].filler, i, 1);
+                e[i].refs--;
+            }
         }
         if (st == E_DEAD && e[i].refs == 0)
             st = E_FREE;
@@ -464,12 +736,13 @@ static uint32_t store_claim(struct cache_store *s, struct pt_str key,
     e->first = e->last = b;
     e->nblocks = 1;
     e->refs = 1;
-    e->filler = (int32_t)getpid();
+    e->filler = self();
     memset(&e->meta, 0, sizeof(e->meta));
     atomic_store(&e->length, 0);
     atomic_store(&e->waiters, 0);
     atomic_store(&e->head_len, 0);
     atomic_store(&e->state, E_FILLING);
+    pin_add(s, e->filler, i);
     uint32_t *bk = &buckets(s)[h & (s->nbuckets - 1)];
     e->hnext = *bk;
     *bk = i;
@@ -493,14 +766,13 @@ enum cache_found cache_lookup(struct cache_store *s, struct pt_str key,
         !pid_alive(entries(s)[i].filler)) {
         /* Its filler was killed mid-fill: nobody will finish it, and
          * the pin it held goes with it. */
-        if (entries(s)[i].refs)
-            entries(s)[i].refs--;
-        entry_kill(s, i);
+        drop_filler(s, i);
         i = NIL;
     }
     if (i != NIL) {
         struct entry *e = &entries(s)[i];
         e->refs++;
+        pin_add(s, self(), i);
         lru_unlink(s, i);
         lru_push(s, i);
         found = atomic_load(&e->state) == E_READY ? CACHE_HIT : CACHE_FILLING;
@@ -518,8 +790,11 @@ enum cache_found cache_lookup(struct cache_store *s, struct pt_str key,
 static struct entry *ref_entry(struct cache_store *s,
                                const struct cache_ref *ref)
 {
-    struct entry *e = &entries(s)[ref->entry];
+    struct entry *e;
 
+    if (ref->entry >= s->nentries)
+        return NULL; /* released already */
+    e = &entries(s)[ref->entry];
     return atomic_load(&e->version) == ref->version ? e : NULL;
 }
 
@@ -628,8 +903,10 @@ void cache_addref(struct cache_store *s, const struct cache_ref *ref)
     struct entry *e = ref_entry(s, ref);
 
     store_lock(s);
-    if (e)
+    if (e) {
         e->refs++;
+        pin_add(s, self(), ref->entry);
+    }
     store_unlock(s);
 }
 
@@ -638,9 +915,11 @@ void cache_release(struct cache_store *s, struct cache_ref *ref)
     struct entry *e = ref_entry(s, ref);
 
     store_lock(s);
-    if (e && e->refs > 0 && --e->refs == 0 &&
-        atomic_load(&e->state) == E_DEAD)
-        entry_free(s, ref->entry);
+    if (e && e->refs > 0) {
+        pin_drop(s, self(), ref->entry, 1);
+        if (--e->refs == 0 && atomic_load(&e->state) == E_DEAD)
+            entry_free(s, ref->entry);
+    }
     store_unlock(s);
     ref->entry = NIL;
 }
@@ -754,7 +1033,51 @@ void cache_store_stats(struct cache_store *s, struct cache_stats *out)
     out->bytes_total = (uint64_t)s->nblocks * CACHE_BLOCK;
     out->evictions = s->evictions;
     out->repairs = s->repairs;
+    out->pins_untracked = s->pins_untracked;
+    out->pins_returned = s->pins_returned;
     store_unlock(s);
+}
+
+size_t cache_store_forget(struct cache_store *s, pid_t pid)
+{
+    struct entry *e;
+    struct pin *pl;
+    size_t n = 0;
+
+    if (s == NULL || pid <= 0)
+        return 0;
+    e = entries(s);
+    pl = pins(s);
+    store_lock(s);
+    /* Its fills first, as a lookup finding them would drop them: their
+     * filler's pin comes off the record before the rest is given back. */
+    for (uint32_t i = 0; i < s->nentries; i++) {
+        if (atomic_load(&e[i].state) == E_FILLING && e[i].filler == pid) {
+            n += e[i].refs > 0;
+            drop_filler(s, i);
+        }
+    }
+    /* pin_remove moves later records back into slot k: look at k again. */
+    for (uint32_t k = 0; k < s->npin_slots;) {
+        if (pl[k].pid != (int32_t)pid) {
+            k++;
+            continue;
+        }
+        uint32_t i = pl[k].entry, give = 0;
+        if (i < s->nentries && atomic_load(&e[i].state) != E_FREE &&
+            pl[k].version == atomic_load(&e[i].version))
+            give = PT_MIN(pl[k].count, e[i].refs);
+        pin_remove(s, k);
+        if (give == 0)
+            continue;
+        e[i].refs -= give;
+        n += give;
+        if (e[i].refs == 0 && atomic_load(&e[i].state) == E_DEAD)
+            entry_free(s, i);
+    }
+    s->pins_returned += n;
+    store_unlock(s);
+    return n;
 }
 
 enum cache_found cache_lookup_ready(struct cache_store *s, struct pt_str key,
@@ -775,6 +1098,7 @@ enum cache_found cache_lookup_ready(struct cache_store *s, struct pt_str key,
             break;
     if (i != NIL) {
         e[i].refs++;
+        pin_add(s, self(), i);
         *meta = e[i].meta;
         ref_set(s, ref, i);
     }

@@ -11,13 +11,18 @@
  * skips pinned entries.  A full zone evicts or refuses, never fails
  * loudly.  A process killed while holding the lock leaves the zone
  * consistent: the next locker rebuilds the index, LRU and free lists from
- * the entries, which are the only source of truth.
+ * the entries, which are the only source of truth.  A process killed
+ * while holding pins leaves them held until cache_store_forget(pid) gives
+ * them back (the master calls it for each worker it reaps); the zone keeps
+ * a ledger of who holds what for that, and a pin taken while the ledger is
+ * full is not recorded (pins_untracked).
  */
 #ifndef PORTICO_CACHE_STORE_H
 #define PORTICO_CACHE_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "portico.h"
 
@@ -56,6 +61,8 @@ struct cache_ref {
 
 struct cache_stats {
     uint64_t entries, bytes_used, bytes_total, evictions, repairs;
+    uint64_t pins_untracked; /* pins taken while the ledger was full */
+    uint64_t pins_returned;  /* given back by cache_store_forget */
 };
 
 /*
@@ -130,6 +137,16 @@ size_t cache_purge_if(struct cache_store *s,
 size_t cache_expire(struct cache_store *s, struct pt_str prefix, int exact);
 
 void cache_store_stats(struct cache_store *s, struct cache_stats *out);
+
+/*
+ * pid is gone (exited or killed; not yet reaped, or reaped just now):
+ * give back every pin the ledger records for it, drop the fills it left
+ * unfinished (as a lookup finding them would), and forget its records.
+ * An entry purged meanwhile and now unpinned is freed; one still in the
+ * index can be evicted again.  Returns how many pins were given back.
+ * Only for a process that will never touch the zone again.  s may be NULL.
+ */
+size_t cache_store_forget(struct cache_store *s, pid_t pid);
 
 /*
  * Revalidation: a new entry for key, claimed while the stale one stays

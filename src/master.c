@@ -9,9 +9,14 @@
  * SIGHUP re-reads the config.  A valid one goes to the running workers as
  * a new generation (config bytes in a memfd, listener fds by SCM_RIGHTS);
  * unchanged listeners keep their socket, so no connect is ever refused.
- * Only a lower worker count or another user retires workers, gracefully.
+ * Only a lower worker count, another user or another cache zone retires
+ * workers, gracefully.  Workers inherit the cache zone by fork, so a new
+ * zone (added or resized) is mapped by the master and reaches new workers
+ * only: the old ones keep theirs until they exit.
  *
- * Calls: worker.c, listener.c, channel.c, conf.c, log.c, sdnotify.c.
+ * Calls: worker.c, listener.c, channel.c, conf.c, log.c, sdnotify.c,
+ * cache_store.c (it maps the cache zone and gives back the pins of the
+ * workers it reaps).
  */
 #include "master.h"
 
@@ -243,12 +248,25 @@ static int master_retiree_died(struct master *m, pid_t pid, int status)
     return 0;
 }
 
+/* A worker is gone: the cache pins it held (entries it was serving or
+ * filling when it was killed) are given back.  Before any new fork, so
+ * that no process using the zone can have its pid yet. */
+static void master_forget_pins(pid_t pid)
+{
+    size_t n = cache_store_forget(cache_zone(), pid);
+
+    if (n)
+        log_notice("worker (pid %d) left %zu cache pin%s: given back", (int)pid,
+                   n, n == 1 ? "" : "s");
+}
+
 static void master_reap(struct master *m)
 {
     int status;
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        master_forget_pins(pid);
         if (master_retiree_died(m, pid, status))
             continue;
         for (size_t i = 0; i < m->nslots; i++) {
@@ -541,14 +559,17 @@ static int master_same_str(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
 }
 
-/* Apply the worker count and user of the new generation. */
-static int master_resize(struct master *m, const struct conf *old)
+/* Apply the worker count and user of the new generation; new_zone: the
+ * cache zone was replaced, and only a fork hands the new one over. */
+static int master_resize(struct master *m, const struct conf *old,
+                         int new_zone)
 {
     size_t want = (size_t)m->conf->workers;
-    int replace = !master_same_str(old->user, m->conf->user);
+    int user = !master_same_str(old->user, m->conf->user);
 
-    if (replace) {
-        log_notice("user changed: replacing all workers gracefully");
+    if (user || new_zone) {
+        log_notice("%s changed: replacing all workers gracefully",
+                   user ? "user" : "cache zone");
         for (size_t i = 0; i < m->nslots; i++)
             master_retire(m, i);
     }
@@ -607,11 +628,41 @@ static void master_move_pid(const struct conf *old, const struct conf *nc)
         unlink(old->pid_file);
 }
 
+/* Does nc need a zone other than the one the master has? */
+static int master_zone_changes(const struct conf *cur, const struct conf *nc)
+{
+    return nc->cache.enabled != cur->cache.enabled ||
+           (nc->cache.enabled && nc->cache.size != cur->cache.size);
+}
+
+/* The new generation's zone replaces the master's own mapping of the old
+ * one (workers still running keep theirs until they exit). */
+static void master_swap_zone(struct cache_store *nz, const struct conf *old,
+                             const struct conf *nc)
+{
+    struct cache_store *oz = cache_zone();
+    char a[32], b[32];
+
+    cache_zone_set(nz);
+    cache_store_free(&oz);
+    if (old->cache.enabled && nc->cache.enabled)
+        log_notice("cache zone resized from %s to %s; new workers start "
+                   "with an empty cache",
+                   pt_format_size(old->cache.size, a, sizeof(a)),
+                   pt_format_size(nc->cache.size, b, sizeof(b)));
+    else if (nc->cache.enabled)
+        log_notice("cache zone of %s mapped",
+                   pt_format_size(nc->cache.size, b, sizeof(b)));
+    else
+        log_notice("cache zone removed");
+}
+
 static void master_reload(struct master *m)
 {
     struct conf_diag diag = {0};
     struct conf *nc, *old;
-    int *lfds, memfd, error_fd, access_fd;
+    struct cache_store *nz = NULL;
+    int *lfds, memfd, error_fd, access_fd, new_zone;
 
     log_notice("SIGHUP: reloading %s", m->path);
     sdnotify_reloading();
@@ -632,18 +683,7 @@ static void master_reload(struct master *m)
         conf_free(&nc);
         return;
     }
-    if (nc->cache.enabled != m->conf->cache.enabled ||
-        (nc->cache.enabled && nc->cache.size != m->conf->cache.size)) {
-        /* The zone is mapped before the workers fork; it stays as it is. */
-        conf_diag_at(&diag, nc, nc->cache.enabled ? nc->cache.size_pos
-                                                  : m->conf->cache.pos,
-                     "cache: adding, removing or resizing the cache zone "
-                     "needs a restart");
-        master_reject(&diag, m->path, "1 error");
-        conf_diag_fini(&diag);
-        conf_free(&nc);
-        return;
-    }
+    new_zone = master_zone_changes(m->conf, nc);
     lfds = master_listeners_for(m, nc);
     if (lfds == NULL) {
         master_reject(&diag, m->path, "a listener could not be opened");
@@ -667,7 +707,27 @@ static void master_reload(struct master *m)
         conf_free(&nc);
         return;
     }
+    if (new_zone && nc->cache.enabled &&
+        (nz = cache_store_new(nc->cache.size)) == NULL) {
+        /* Workers inherit the zone by fork: a new one is mapped here,
+         * before any of them can need it. */
+        conf_diag_at(&diag, nc,
+                     nc->cache.size_pos.line ? nc->cache.size_pos
+                                             : nc->cache.pos,
+                     "cache zone of %llu bytes: %s",
+                     (unsigned long long)nc->cache.size, strerror(errno));
+        master_reject(&diag, m->path, "the cache zone could not be mapped");
+        conf_diag_fini(&diag);
+        close(memfd);
+        master_close_logs(error_fd, access_fd);
+        master_close_new(m, lfds, nc->nlisteners);
+        free(lfds);
+        conf_free(&nc);
+        return;
+    }
     /* Commit: from here on the new generation is the master's. */
+    if (new_zone)
+        master_swap_zone(nz, m->conf, nc);
     master_register_health(nc);
     master_close_dropped(m, lfds, nc->nlisteners);
     free(m->lfds);
@@ -682,7 +742,7 @@ static void master_reload(struct master *m)
     atomic_store(&stats_global()->generation, m->gen);
     master_broadcast_gen(m, memfd);
     close(memfd);
-    master_resize(m, old);
+    master_resize(m, old, new_zone);
     conf_free(&old);
     m->reload_pending = m->gen;
     log_notice("generation %u sent to %zu workers", m->gen, master_live(m));

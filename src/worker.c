@@ -39,6 +39,7 @@ struct worker {
     struct event *sig_ev[3];     /* owns: INT, TERM, QUIT */
     struct event *grace_ev;      /* owns; armed by a graceful stop */
     struct event *notify_ev;     /* owns: cache fills waking followers */
+    struct event *notify_retry;  /* owns: armed while the name is taken */
     int notify_fd;               /* owns; -1 without a cache */
     unsigned stopping : 1;
     unsigned paused : 1;         /* accepting paused at max_connections */
@@ -347,6 +348,8 @@ static void worker_stop_graceful(struct worker *w, const char *why)
         return;
     log_info("graceful stop (%s): %u connections open", why, conn_count());
     w->stopping = 1;
+    if (w->notify_retry)
+        evtimer_del(w->notify_retry);
     gen_close_listeners(w->gen);
     conn_stop_all_graceful();
     if (conn_count() == 0) {
@@ -552,6 +555,41 @@ static void on_cache_notify(evutil_socket_t fd, short what, void *arg)
     proxy_cache_wakeup();
 }
 
+static void on_notify_retry(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * The socket other workers' fills wake this one through.  A retiring
+ * worker of the same slot (another user, another cache zone, a refused
+ * generation) may hold its name a while yet: try again until it is gone,
+ * or followers here would only move on the once-a-second check.
+ */
+static void worker_notify_open(struct worker *w)
+{
+    static const struct timeval retry = {0, 250000};
+
+    if (cache_zone() == NULL || w->slot >= 64 || w->stopping)
+        return; /* no socket to have (cache_notify_open: slots 0..63) */
+    w->notify_fd = cache_notify_open(w->slot);
+    if (w->notify_fd >= 0) {
+        w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST,
+                                 on_cache_notify, w);
+        if (w->notify_ev)
+            event_add(w->notify_ev, NULL);
+        if (w->notify_retry)
+            log_debug("cache notify socket of slot %d bound", w->slot);
+        return;
+    }
+    if (w->notify_retry == NULL)
+        w->notify_retry = evtimer_new(w->base, on_notify_retry, w);
+    if (w->notify_retry)
+        evtimer_add(w->notify_retry, &retry);
+}
+
+static void on_notify_retry(evutil_socket_t fd, short what, void *arg)
+{
+    worker_notify_open(arg);
+}
+
 static int worker_setup(struct worker *w, const struct worker_init *in)
 {
     static const int sigs[3] = {SIGINT, SIGTERM, SIGQUIT};
@@ -580,13 +618,7 @@ static int worker_setup(struct worker *w, const struct worker_init *in)
     if (w->channel_ev == NULL || event_add(w->channel_ev, NULL) < 0)
         return PT_ERROR;
     worker_swap_gen(w, g);
-    w->notify_fd = cache_notify_open(w->slot);
-    if (w->notify_fd >= 0) {
-        w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST,
-                                 on_cache_notify, w);
-        if (w->notify_ev)
-            event_add(w->notify_ev, NULL);
-    }
+    worker_notify_open(w);
     return worker_drop_privileges(g->conf);
 }
 
@@ -602,6 +634,8 @@ static void worker_fini(struct worker *w)
         event_free(w->grace_ev);
     if (w->notify_ev)
         event_free(w->notify_ev);
+    if (w->notify_retry)
+        event_free(w->notify_retry);
     if (w->notify_fd >= 0)
         close(w->notify_fd);
     gen_release(&w->gen);

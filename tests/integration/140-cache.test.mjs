@@ -2,12 +2,15 @@
 // counts its requests: hits never reach it (whichever worker answers),
 // freshness and expiry, what is not stored, 304s from the cache, key
 // options, invalidation by unsafe methods, max_object_size, a small zone
-// that evicts, a reload that keeps the cache, and a worker killed in the
-// middle of a fill.
+// that evicts, a reload that keeps the cache, reloads that resize, add and
+// remove the zone, a worker killed in the middle of a fill, and one
+// killed while a client reads a hit.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { httpRequest, parseResponses, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
+import fs from 'node:fs';
+import net from 'node:net';
+import { httpRequest, parseResponses, pidAlive, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
 
 /** An upstream answering by path; counts requests per path. */
 async function origin() {
@@ -465,17 +468,101 @@ describe('cache', () => {
     assert.equal((await httpRequest(portAt(d, '127.0.0.2'), { path: '/cache/purge?all', host: '127.0.0.2' })).status, 405);
   });
 
-  test('a reload keeps the cache; resizing the zone is refused', async () => {
+  test('a reload that keeps cache.size keeps the cache and the workers', async () => {
     await get(d, '/kept?cc=max-age%3D600');
-    let r = await d.reload(config(o, { access_log: { format: 'combined' } }));
+    const workers = d.workerPids().sort();
+    const r = await d.reload(config(o, { access_log: { format: 'combined' } }));
     assert.ok(r.ok, r.lines.join('\n'));
+    assert.ok(!r.lines.some((l) => /cache zone/.test(l)), r.lines.join('\n'));
     assert.match((await get(d, '/kept?cc=max-age%3D600')).headers['cache-status'], /hit/);
     assert.equal(o.hits.get('/kept'), 1);
-    r = await d.reload(config(o, { cache: { size: '32m' } }));
-    assert.equal(r.ok, false);
-    assert.ok(r.lines.some((l) => /needs a restart/.test(l)), r.lines.join('\n'));
-    assert.match((await get(d, '/kept?cc=max-age%3D600')).headers['cache-status'], /hit/);
+    assert.deepEqual(d.workerPids().sort(), workers);
   });
+});
+
+/** Slots whose cache-notify socket (@portico-MASTER-SLOT) pid holds. */
+function notifySlots(master, pid) {
+  const byInode = new Map();
+  for (const line of fs.readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    const m = new RegExp(`^@portico-${master}-(\\d+)$`).exec(f[7] ?? '');
+    if (m) byInode.set(f[6], Number(m[1]));
+  }
+  const slots = [];
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let link = '';
+    try { link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m && byInode.has(m[1])) slots.push(byInode.get(m[1]));
+  }
+  return slots;
+}
+
+test('cache.size changes on reload: new workers get a new, empty zone; the cache added and removed by reload', async () => {
+  const o = await origin();
+  const d = await startPortico({ config: config(o) });
+  const adminPort = () => portAt(d, '127.0.0.2');
+  const metric = async (name) => {
+    const m = (await httpRequest(adminPort(), { path: '/metrics', host: '127.0.0.2' })).body;
+    return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1]);
+  };
+  const cs = async (p) => (await get(d, p)).headers['cache-status'];
+  // The reload is complete once the new workers run; the old ones finish
+  // (and serve from the old zone) until they exit.
+  const reloadReplacing = async (conf, line) => {
+    const old = await d.waitWorkers(2);
+    const r = await d.reload(conf);
+    assert.ok(r.ok, r.lines.join('\n'));
+    assert.ok(r.lines.some((l) => line.test(l)), r.lines.join('\n'));
+    assert.ok(r.lines.some((l) => /cache zone changed: replacing all workers gracefully/.test(l)),
+      r.lines.join('\n'));
+    await waitFor(() => old.every((p) => !pidAlive(p)), { what: 'the old workers to exit' });
+    const now = await d.waitWorkers(2);
+    assert.ok(now.every((p) => !old.includes(p)));
+    return now;
+  };
+  const p = '/sized?cc=max-age%3D600';
+  try {
+    assert.match(await cs(p), /stored/);
+    assert.match(await cs(p), /hit/);
+    const before = await metric('portico_cache_bytes_total');
+    assert.ok(before > 15 * 2 ** 20 && before <= 16 * 2 ** 20, String(before));
+
+    // resized: a new zone, empty
+    const workers = await reloadReplacing(config(o, { cache: { size: '32m', max_object_size: '1m' } }),
+      /cache zone resized from 16m to 32m; new workers start with an empty cache/);
+    assert.match(await cs(p), /fwd=uri-miss; stored/);
+    assert.match(await cs(p), /hit/);
+    assert.equal(o.hits.get('/sized'), 2);
+    const after = await metric('portico_cache_bytes_total');
+    assert.ok(after > 31 * 2 ** 20 && after <= 32 * 2 ** 20, String(after));
+    // each new worker has its wake-up socket, though a retiring worker of
+    // its slot held the name when it started
+    await waitFor(() => workers.every((w) => notifySlots(d.pid, w).length === 1),
+      { what: 'every new worker to hold its cache notify socket' });
+
+    // removed: routes still asking for it make the file invalid
+    const bare = config(o, { cache: undefined });
+    const r = await d.reload(bare);
+    assert.equal(r.ok, false);
+    assert.ok(r.lines.some((l) => /no cache zone/.test(l)), r.lines.join('\n'));
+    assert.match(await cs(p), /hit/);
+    bare.routes = bare.routes.map(({ cache, ...rest }) => rest);
+    await reloadReplacing(bare, /cache zone removed/);
+    assert.equal(await cs(p), undefined);
+    assert.equal(await cs(p), undefined);
+    assert.equal(o.hits.get('/sized'), 4);
+    assert.equal(await metric('portico_cache_bytes_total'), 0);
+    const purge = await httpRequest(adminPort(), { path: '/cache/purge?all', method: 'POST', host: '127.0.0.2' });
+    assert.equal(purge.status, 400);
+
+    // added again: empty, and it caches
+    await reloadReplacing(config(o), /cache zone of 16m mapped/);
+    assert.match(await cs(p), /fwd=uri-miss; stored/);
+    assert.match(await cs(p), /hit/);
+    assert.equal(o.hits.get('/sized'), 5);
+    assert.equal(await metric('portico_cache_bytes_total'), before);
+  } finally { await d.stop(); await o.close(); }
 });
 
 test('one fill per key: 100 concurrent requests for a cold key, one upstream request', async () => {
@@ -595,5 +682,44 @@ test('kill -9 of a worker during a fill leaves the cache usable', async () => {
     assert.equal(b.body.length, 64 * 8192);
     assert.match(b.headers['cache-status'], /hit/);
     assert.match((await get(d, '/other?cc=max-age%3D60')).headers['cache-status'], /stored/);
+  } finally { await d.stop(); await o.close(); }
+});
+
+test('kill -9 of a worker serving a hit: the master gives its pins back', async () => {
+  const o = await origin();
+  const d = await startPortico({
+    config: config(o, { workers: 1, cache: { size: '64m', max_object_size: '16m' } }),
+  });
+  const admin = (p, method = 'GET') => httpRequest(portAt(d, '127.0.0.2'), { path: p, method, host: '127.0.0.2' });
+  const metric = async (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec((await admin('/metrics')).body)?.[1]);
+  try {
+    const big = '/big?cc=max-age%3D600&size=16000000';
+    assert.equal((await get(d, big)).body.length, 16000000);
+    assert.ok(await metric('portico_cache_bytes_used') >= 16000000);
+    // a client that reads the head and then nothing: the worker holds the
+    // entry pinned while the rest of the body waits to be written
+    const [pid] = d.workerPids();
+    const sock = net.connect({ port: d.port, host: '127.0.0.1' });
+    await new Promise((resolve, reject) => {
+      sock.once('error', reject);
+      sock.once('data', (c) => {
+        sock.pause();
+        const head = c.toString('latin1').split('\r\n\r\n')[0];
+        if (/^HTTP\/1\.1 200[^]*Cache-Status: portico; hit/.test(head)) resolve();
+        else reject(new Error(`not a hit: ${head}`));
+      });
+      sock.write(`GET ${big} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n\r\n`);
+    });
+    const from = d.logs.length;
+    process.kill(pid, 'SIGKILL');
+    const m = await d.waitForLog(/master notice: worker \(pid (\d+)\) left (\d+) cache pins?: given back/, undefined, from);
+    assert.equal(Number(m[1]), pid);
+    assert.ok(Number(m[2]) >= 1, m.line);
+    sock.destroy();
+    await waitFor(() => d.workerPids().length === 1 && d.workerPids()[0] !== pid, { what: 'a new worker' });
+    // purged, the entry is freed at once: nobody holds it any more
+    assert.equal((await admin('/cache/purge?all', 'POST')).status, 200);
+    assert.equal(await metric('portico_cache_entries'), 0);
+    assert.equal(await metric('portico_cache_bytes_used'), 0);
   } finally { await d.stop(); await o.close(); }
 });

@@ -1,8 +1,9 @@
 /*
  * check_cache_store.c -- the shared-memory store: fill and read back,
  * read-while-write, abort, LRU eviction order, pins that block eviction,
- * max_object, purges, several processes hammering one zone, and processes
- * killed mid-fill or while holding the lock.
+ * max_object, purges, several processes hammering one zone, processes
+ * killed mid-fill or while holding the lock, and the pins of a dead
+ * process given back (cache_store_forget), the ledger full included.
  */
 #include <check.h>
 #include <signal.h>
@@ -333,6 +334,370 @@ START_TEST(test_killed_processes)
 }
 END_TEST
 
+/* Store `count` objects of len bytes under "PREFIX<n>" from n = from. */
+static void store_many(struct cache_store *s, const char *prefix, int from,
+                       int count, size_t len)
+{
+    char k[64];
+
+    for (int n = from; n < from + count; n++)
+        ck_assert_int_eq(store_object(s, key_of(k, 64, prefix, n), len, n),
+                         PT_OK);
+}
+
+static uint64_t bytes_used(struct cache_store *s)
+{
+    struct cache_stats st;
+
+    cache_store_stats(s, &st);
+    return st.bytes_used;
+}
+
+static uint64_t entry_count(struct cache_store *s)
+{
+    struct cache_stats st;
+
+    cache_store_stats(s, &st);
+    return st.entries;
+}
+
+/* In a child: pin key (a HIT) `times` times and leave without releasing. */
+static pid_t pin_and_die(struct cache_store *s, struct pt_str key, int times)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct cache_ref ref;
+        struct cache_meta meta;
+        if (cache_lookup(s, key, 0, &ref, &meta) != CACHE_HIT)
+            _exit(1);
+        for (int i = 1; i < times; i++)
+            cache_addref(s, &ref);
+        _exit(0);
+    }
+    return pid;
+}
+
+static void reap_ok(pid_t pid)
+{
+    int ws;
+
+    ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+    ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
+                  "child %d failed", (int)pid);
+}
+
+/*
+ * A process dies holding pins: on a complete entry it was serving (twice),
+ * on another, and on one it was filling.  Until forget, the purged one
+ * keeps its blocks and the other cannot be evicted; after, both can.
+ */
+START_TEST(test_dead_pins_given_back)
+{
+    struct cache_store *s = cache_store_new(2 * MB);
+    struct pt_str hit = PT_STR("GET http://x/hit");
+    struct pt_str kept = PT_STR("GET http://x/kept");
+    struct pt_str fill = PT_STR("GET http://x/fill");
+    struct cache_stats st;
+    struct cache_ref ref;
+    struct cache_meta meta;
+    uint64_t before;
+    pid_t pid;
+
+    cache_store_stats(s, &st);
+    int cap = (int)(st.bytes_total / CACHE_BLOCK);
+    ck_assert_int_eq(store_object(s, hit, 20000, 1), PT_OK);
+    ck_assert_int_eq(store_object(s, kept, 20000, 2), PT_OK);
+    pid = fork();
+    if (pid == 0) {
+        unsigned char d[6000] = {1};
+        if (cache_lookup(s, hit, 0, &ref, &meta) != CACHE_HIT)
+            _exit(1);
+        cache_addref(s, &ref);
+        if (cache_lookup(s, kept, 0, &ref, &meta) != CACHE_HIT ||
+            cache_lookup(s, fill, 1, &ref, &meta) != CACHE_CLAIMED ||
+            cache_fill_append(s, &ref, d, sizeof(d), MB) != PT_OK)
+            _exit(1);
+        _exit(0); /* nothing released */
+    }
+    reap_ok(pid);
+
+    /* purged: findable no more, but its blocks stay taken */
+    before = bytes_used(s);
+    ck_assert_int_eq(cache_purge(s, hit), 1);
+    ck_assert_uint_eq(bytes_used(s), before);
+    /* and the pinned one outlives any amount of newer objects */
+    store_many(s, "GET http://x/new/", 0, cap * 2, 1000);
+    cache_store_stats(s, &st);
+    ck_assert_uint_gt(st.evictions, 0);
+    ck_assert_int_eq(check_object(s, kept, 20000, 2), 1);
+
+    before = bytes_used(s);
+    ck_assert_uint_eq(cache_store_forget(s, pid), 4);
+    /* hit's 20000 bytes and fill's 6000 (and their keys) are free */
+    ck_assert_uint_le(bytes_used(s), before - 7 * CACHE_BLOCK);
+    ck_assert_int_eq(cache_lookup(s, fill, 0, &ref, &meta), CACHE_MISS);
+    ck_assert_uint_eq(cache_store_forget(s, pid), 0); /* never twice */
+    cache_store_stats(s, &st);
+    ck_assert_uint_eq(st.pins_returned, 4);
+    ck_assert_uint_eq(st.pins_untracked, 0);
+
+    /* kept is an ordinary entry again: old, unpinned, evicted */
+    store_many(s, "GET http://x/newer/", 0, cap * 2, 1000);
+    ck_assert_int_eq(check_object(s, kept, 20000, 2), 0);
+    uint64_t left = entry_count(s);
+    ck_assert_uint_eq(cache_purge_prefix(s, PT_STR("")), left);
+    ck_assert_uint_eq(bytes_used(s), 0);
+    cache_store_free(&s);
+}
+END_TEST
+
+/*
+ * The pins that stay are the living's: a release after forget does not
+ * take one more than there is, and a dead filler's pin dropped by a lookup
+ * is not given back again by forget.
+ */
+START_TEST(test_forget_and_release)
+{
+    struct cache_store *s = cache_store_new(2 * MB);
+    struct pt_str a = PT_STR("GET http://x/a"), b = PT_STR("GET http://x/b");
+    struct pt_str f = PT_STR("GET http://x/f");
+    struct cache_ref mine, mine2, other;
+    struct cache_meta meta;
+    pid_t pid;
+
+    /* a: pinned here and by a child that dies */
+    ck_assert_int_eq(store_object(s, a, 10000, 1), PT_OK);
+    ck_assert_int_eq(cache_lookup(s, a, 0, &mine, &meta), CACHE_HIT);
+    pid = pin_and_die(s, a, 1);
+    reap_ok(pid);
+    ck_assert_int_eq(cache_purge(s, a), 1);
+    ck_assert_uint_eq(cache_store_forget(s, pid), 1);
+    ck_assert_uint_gt(bytes_used(s), 0); /* still read here */
+    cache_release(s, &mine);
+    ck_assert_uint_eq(bytes_used(s), 0);
+    ck_assert_uint_eq(entry_count(s), 0);
+    cache_release(s, &mine); /* released already: nothing happens */
+
+    /* b: pins forgotten under a live holder; its releases find refs 0 */
+    ck_assert_int_eq(store_object(s, b, 10000, 2), PT_OK);
+    ck_assert_int_eq(cache_lookup(s, b, 0, &mine, &meta), CACHE_HIT);
+    cache_addref(s, &mine);
+    mine2 = mine;
+    ck_assert_uint_eq(cache_store_forget(s, getpid()), 2);
+    cache_release(s, &mine);
+    cache_release(s, &mine2);
+    ck_assert_int_eq(check_object(s, b, 10000, 2), 1);
+    ck_assert_int_eq(cache_purge(s, b), 1);
+    ck_assert_uint_eq(bytes_used(s), 0); /* no pin left over (or wrapped) */
+
+    /* f: a child claims it, pins it once more and dies mid-fill */
+    pid = fork();
+    if (pid == 0) {
+        unsigned char d[6000] = {1};
+        if (cache_lookup(s, f, 1, &other, &meta) != CACHE_CLAIMED ||
+            cache_fill_append(s, &other, d, sizeof(d), MB) != PT_OK)
+            _exit(1);
+        cache_addref(s, &other);
+        _exit(0);
+    }
+    reap_ok(pid);
+    /* the lookup finds the fill orphaned and drops the filler's pin */
+    ck_assert_int_eq(cache_lookup(s, f, 0, &other, &meta), CACHE_MISS);
+    ck_assert_uint_gt(bytes_used(s), 0); /* the second pin holds it */
+    ck_assert_uint_eq(cache_store_forget(s, pid), 1);
+    ck_assert_uint_eq(bytes_used(s), 0);
+    ck_assert_uint_eq(entry_count(s), 0);
+    cache_store_free(&s);
+}
+END_TEST
+
+/* More pins than the ledger has room for: the rest go untracked. */
+START_TEST(test_ledger_full)
+{
+    struct cache_store *s = cache_store_new(8 * MB);
+    struct cache_stats st;
+    struct cache_meta meta;
+    char k[64];
+    enum { N = 1000 };
+    struct cache_ref *refs = calloc(N, sizeof(*refs));
+    uint64_t untracked;
+    pid_t pid;
+
+    store_many(s, "GET http://x/l/", 0, N, 100);
+    ck_assert_uint_eq(entry_count(s), N); /* none evicted */
+
+    /* here: pin them all, then release them all */
+    for (int n = 0; n < N; n++)
+        ck_assert_int_eq(cache_lookup(s, key_of(k, 64, "GET http://x/l/", n),
+                                      0, &refs[n], &meta),
+                         CACHE_HIT);
+    cache_store_stats(s, &st);
+    untracked = st.pins_untracked;
+    ck_assert_uint_gt(untracked, 0); /* the ledger was full */
+    ck_assert_uint_lt(untracked, N);
+    for (int n = 0; n < N; n++)
+        cache_release(s, &refs[n]);
+    ck_assert_uint_eq(cache_store_forget(s, getpid()), 0);
+    ck_assert_uint_eq(cache_purge_prefix(s, PT_STR("")), N);
+    ck_assert_uint_eq(bytes_used(s), 0);
+
+    /* a child pins them all and dies: what the ledger holds comes back,
+     * the untracked pins stay lost (their entries keep a block each) */
+    store_many(s, "GET http://x/l/", 0, N, 100);
+    pid = fork();
+    if (pid == 0) {
+        for (int n = 0; n < N; n++)
+            if (cache_lookup(s, key_of(k, 64, "GET http://x/l/", n), 0,
+                             &refs[n], &meta) != CACHE_HIT)
+                _exit(1);
+        _exit(0);
+    }
+    reap_ok(pid);
+    cache_store_stats(s, &st);
+    untracked = st.pins_untracked - untracked;
+    ck_assert_uint_gt(untracked, 0);
+    ck_assert_uint_eq(cache_store_forget(s, pid), N - untracked);
+    ck_assert_uint_eq(cache_purge_prefix(s, PT_STR("")), N);
+    ck_assert_uint_eq(entry_count(s), untracked);
+    ck_assert_uint_eq(bytes_used(s), untracked * CACHE_BLOCK);
+    /* the ledger works on: pins taken and given back */
+    store_many(s, "GET http://x/m/", 0, 10, 100);
+    pid = pin_and_die(s, PT_STR("GET http://x/m/3"), 3);
+    reap_ok(pid);
+    ck_assert_uint_eq(cache_store_forget(s, pid), 3);
+    free(refs);
+    cache_store_free(&s);
+}
+END_TEST
+
+/* A process dies holding pins and the lock: the repair keeps its ledger
+ * records (and drops its fill with the fill's pin), forget does the rest. */
+START_TEST(test_forget_after_repair)
+{
+    struct cache_store *s = cache_store_new(2 * MB);
+    struct pt_str hit = PT_STR("GET http://x/hit");
+    struct cache_stats st;
+    int ws;
+    pid_t pid;
+
+    ck_assert_int_eq(store_object(s, hit, 20000, 1), PT_OK);
+    pid = fork();
+    if (pid == 0) {
+        struct cache_ref ref, fill;
+        struct cache_meta meta;
+        if (cache_lookup(s, hit, 0, &ref, &meta) != CACHE_HIT)
+            _exit(1);
+        cache_addref(s, &ref);
+        if (cache_lookup(s, PT_STR("GET http://x/fill"), 1, &fill, &meta) !=
+            CACHE_CLAIMED)
+            _exit(1);
+        cache_store_lock_for_test(s);
+        raise(SIGKILL);
+    }
+    ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+    ck_assert(WIFSIGNALED(ws));
+    ck_assert_int_eq(cache_purge(s, hit), 1); /* repairs first */
+    cache_store_stats(s, &st);
+    ck_assert_uint_eq(st.repairs, 1);
+    ck_assert_uint_gt(st.bytes_used, 0);
+    ck_assert_uint_eq(cache_store_forget(s, pid), 2);
+    ck_assert_uint_eq(bytes_used(s), 0);
+    ck_assert_uint_eq(entry_count(s), 0);
+    cache_store_free(&s);
+}
+END_TEST
+
+/*
+ * Processes pinning, unpinning, filling and purging at random are killed
+ * at random moments (holding the lock or not, in the middle of a ledger
+ * update or not) and forgotten.  Whatever forget gives back, it never
+ * takes a pin the living hold: the objects pinned here stay readable
+ * through purges and churn, and are freed once released.
+ */
+START_TEST(test_kills_at_random)
+{
+    struct cache_store *s = cache_store_new(4 * MB);
+    struct cache_ref mine[8];
+    struct cache_meta meta;
+    struct cache_stats st;
+    char k[64];
+    size_t given = 0;
+    const char *env = getenv("PORTICO_TEST_SEED"); /* to try others */
+
+    srand(env ? (unsigned)atoi(env) : 7);
+    store_many(s, "GET http://r/", 0, 40, 9000);
+    for (int n = 0; n < 8; n++)
+        ck_assert_int_eq(cache_lookup(s, key_of(k, 64, "GET http://r/", n), 0,
+                                      &mine[n], &meta),
+                         CACHE_HIT);
+    for (int round = 0; round < 40; round++) {
+        unsigned seed = (unsigned)rand();
+        pid_t pid = fork();
+        if (pid == 0) {
+            struct cache_ref held[64];
+            int nheld = 0;
+            unsigned char d[3000] = {2};
+            srand(seed);
+            for (;;) {
+                int n = rand() % 60, op = rand() % 8;
+                struct pt_str key = key_of(k, 64, "GET http://r/", n);
+                if (op < 3 && nheld < 64) {
+                    if (cache_lookup(s, key, 1, &held[nheld], &meta) ==
+                        CACHE_CLAIMED)
+                        cache_fill_append(s, &held[nheld], d, sizeof(d), MB);
+                    else if (cache_length(s, &held[nheld]) == 0)
+                        continue; /* a miss: nothing pinned */
+                    nheld++;
+                } else if (op < 4 && nheld > 0 && nheld < 64) {
+                    held[nheld] = held[rand() % nheld];
+                    cache_addref(s, &held[nheld++]);
+                } else if (op < 6 && nheld > 0) {
+                    int i = rand() % nheld;
+                    struct cache_meta m = {.head_len = 1};
+                    cache_fill_done(s, &held[i], &m);
+                    cache_release(s, &held[i]);
+                    held[i] = held[--nheld];
+                } else if (op < 7 && n >= 8) {
+                    cache_purge(s, key); /* not ours (a purged entry
+                                            reads as aborted) */
+                } else if (rand() % 2000 == 0) {
+                    cache_store_lock_for_test(s);
+                    raise(SIGKILL);
+                }
+            }
+        }
+        usleep((useconds_t)(rand() % 3000));
+        kill(pid, SIGKILL);
+        ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+        given += cache_store_forget(s, pid);
+        for (int n = 0; n < 8; n++) {
+            size_t len;
+            unsigned char *got = read_all(s, &mine[n], &len);
+            ck_assert_msg(got != NULL && len == 9000, "round %d: object %d",
+                          round, n);
+            free(got);
+        }
+    }
+    cache_store_stats(s, &st);
+    printf("random kills: %zu pins given back, %llu repairs\n", given,
+           (unsigned long long)st.repairs);
+    ck_assert_uint_gt(given, 0);
+    /* purged and churned under our pins: not freed (same version) */
+    cache_purge_prefix(s, PT_STR(""));
+    store_many(s, "GET http://r2/", 0, 200, 9000);
+    for (int n = 0; n < 8; n++) {
+        ck_assert_uint_eq(cache_length(s, &mine[n]), 9000);
+        cache_release(s, &mine[n]);
+    }
+    cache_purge_prefix(s, PT_STR(""));
+    cache_store_stats(s, &st);
+    printf("random kills: %llu bytes left pinned by the dead\n",
+           (unsigned long long)st.bytes_used);
+    cache_store_free(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cache_store");
@@ -347,6 +712,11 @@ int main(void)
     tcase_add_test(tc, test_lru_eviction_and_pins);
     tcase_add_test(tc, test_processes_hammer);
     tcase_add_test(tc, test_killed_processes);
+    tcase_add_test(tc, test_dead_pins_given_back);
+    tcase_add_test(tc, test_forget_and_release);
+    tcase_add_test(tc, test_ledger_full);
+    tcase_add_test(tc, test_forget_after_repair);
+    tcase_add_test(tc, test_kills_at_random);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
