@@ -98,10 +98,20 @@ struct conn {
     struct conn_req req;
     char *logbuf;         /* owns: storage for req's access-log copies */
     size_t logcap;
+    /* Plain TCP output is written by conn_flush at the end of the loop
+     * turn that queued it, with the bufferevent's EV_WRITE off: no epoll
+     * change per response.  Only what the socket does not take at once
+     * arms EV_WRITE (write_armed) until libevent has written it. */
+    struct conn *fprev, *fnext; /* the worker's flush queue */
+    unsigned direct : 1;       /* plain TCP, written by conn_flush */
+    unsigned flush_queued : 1;
+    unsigned write_armed : 1;
 };
 
 static struct conn *conn_list;
 static unsigned conn_n;
+static struct conn *flush_head; /* conns with output to write this turn */
+static struct event *flush_ev;  /* active while flush_head is not empty */
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
@@ -191,7 +201,33 @@ static void on_in_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
 static void on_out_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
                          void *arg)
 {
-    ((struct conn *)arg)->bytes_out += i->n_deleted;
+    struct conn *c = arg;
+
+    c->bytes_out += i->n_deleted;
+    if (i->n_added && c->direct && !c->flush_queued && !c->write_armed) {
+        c->flush_queued = 1;
+        c->fprev = NULL;
+        c->fnext = flush_head;
+        if (flush_head)
+            flush_head->fprev = c;
+        else
+            event_active(flush_ev, EV_TIMEOUT, 1);
+        flush_head = c;
+    }
+}
+
+static void conn_flush_unlink(struct conn *c)
+{
+    if (!c->flush_queued)
+        return;
+    if (c->fprev)
+        c->fprev->fnext = c->fnext;
+    else
+        flush_head = c->fnext;
+    if (c->fnext)
+        c->fnext->fprev = c->fprev;
+    c->fprev = c->fnext = NULL;
+    c->flush_queued = 0;
 }
 
 static struct pt_str conn_keep(char **dst, struct pt_str s)
@@ -328,6 +364,7 @@ static void conn_end_request(struct conn *c)
 
 static void conn_free(struct conn *c)
 {
+    conn_flush_unlink(c);
     conn_end_request(c);
     if (c->prev)
         c->prev->next = c->next;
@@ -840,6 +877,12 @@ static void on_write(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
 
+    if (c->write_armed) {
+        /* libevent wrote what the socket did not take at once: back to
+         * writing at the end of each turn. */
+        c->write_armed = 0;
+        bufferevent_disable(c->bev, EV_WRITE);
+    }
     if (c->state == CONN_CLOSING) {
         conn_linger(c);
     } else if (c->state == CONN_FLUSH) {
@@ -850,6 +893,35 @@ static void on_write(struct bufferevent *bev, void *arg)
         conn_process(c);
     } else if (c->state == CONN_PROXY) {
         proxy_on_client_drained(c->req.px);
+    }
+}
+
+/*
+ * End of a loop turn's callbacks: write the output queued during it.  A
+ * connection whose output all went is told so at once (on_write); one
+ * whose socket is full, or failed, hands the rest to libevent, which
+ * writes it, or reports the error, through EV_WRITE.
+ */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    while (flush_head) {
+        struct conn *c = flush_head;
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        conn_flush_unlink(c);
+        if (evbuffer_get_length(out) == 0)
+            continue;
+        /* the bufferevent keeps its output's start frozen but while it
+         * writes itself: so do we */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_write(out, bufferevent_getfd(c->bev));
+        evbuffer_freeze(out, 1);
+        if (evbuffer_get_length(out) == 0) {
+            on_write(c->bev, c); /* may queue c again, or free it */
+        } else {
+            c->write_armed = 1;
+            bufferevent_enable(c->bev, EV_WRITE);
+        }
     }
 }
 
@@ -1071,7 +1143,14 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     conn_list = c;
     conn_n++;
     c->state = CONN_HEAD;
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (flush_ev == NULL)
+        flush_ev = event_new(base, -1, 0, on_flush, NULL);
+    /* TLS output goes through the bufferevent; plain output through the
+     * flush queue (on_flush). */
+    c->direct = !c->tls && flush_ev != NULL;
+    if (c->direct)
+        bufferevent_disable(c->bev, EV_WRITE); /* on by default */
+    bufferevent_enable(c->bev, c->direct ? EV_READ : EV_READ | EV_WRITE);
     /* Until the first byte, the header deadline bounds an idle accept. */
     conn_timer_ms(c, worker_gen(w)->conf->timeouts.client_header);
     if (c->admin && !admin_allowed(worker_gen(w)->conf, sa)) {
