@@ -496,6 +496,19 @@ static void px_send(struct proxy *px)
     clock_gettime(CLOCK_MONOTONIC, &px->t0);
     px_timeouts(px);
     bufferevent_setwatermark(ub, EV_WRITE, PX_HIGH / 4, 0);
+    if (px->req_done && !px->uc->tls && !px->upgrade) {
+        /* No body: the head goes out now, without arming EV_WRITE (an
+         * epoll change to make and undo) unless the socket is full. */
+        struct evbuffer *out = bufferevent_get_output(ub);
+        bufferevent_disable(ub, EV_WRITE);
+        evbuffer_add(out, evbuffer_pullup(px->head, -1), len);
+        evbuffer_unfreeze(out, 1); /* as the bufferevent does to write */
+        evbuffer_write(out, bufferevent_getfd(ub));
+        evbuffer_freeze(out, 1);
+        bufferevent_enable(ub, evbuffer_get_length(out) ? EV_READ | EV_WRITE
+                                                        : EV_READ);
+        return;
+    }
     evbuffer_add(bufferevent_get_output(ub), evbuffer_pullup(px->head, -1),
                  len);
     bufferevent_enable(ub, EV_READ | EV_WRITE);
@@ -716,6 +729,7 @@ static void px_start_tunnel(struct proxy *px, const struct http_response *r)
     /* Idle tunnels are bounded by websocket_idle, not the read timeout. */
     bufferevent_set_timeouts(ub, NULL, &wtv);
     bufferevent_setwatermark(ub, EV_WRITE, 0, 0);
+    bufferevent_enable(ub, EV_WRITE); /* the client's bytes go up as well */
     px->idle_ev = evtimer_new(bufferevent_get_base(ub), on_tunnel_idle, px);
     if (px->idle_ev)
         evtimer_add(px->idle_ev, &itv);

@@ -538,6 +538,7 @@ struct upconn *ups_conn_get(struct ups_server *s)
             return NULL;
         }
         ups_conn_tune(uc->bev);
+        uc->tls = 1;
         return uc;
     }
     uc->bev = bufferevent_socket_new(set->base, -1, BEV_OPT_CLOSE_ON_FREE);

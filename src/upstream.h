@@ -24,6 +24,7 @@ struct upconn {
     uint64_t idle_ms;         /* how long it may idle in the pool */
     unsigned requests;        /* exchanges done on it */
     unsigned reused : 1;      /* came from the pool */
+    unsigned tls : 1;         /* bev is a TLS bufferevent */
 };
 
 /* All groups of one configuration generation (owned by the generation). */
