@@ -808,16 +808,29 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
     pin->ref = x->ref;
     pin->pieces = 1; /* this loop's own, dropped at its end */
     cache_addref(zone, &pin->ref);
+    /* Blocks that lie end to end in the zone go out as one piece: fewer
+     * references to add, fewer iovecs to write. */
+    const char *run = NULL;
+    size_t run_len = 0;
     for (uint64_t off = x->meta.head_len;;) {
         const void *p;
         int done;
         size_t k = cache_read(zone, &x->ref, off, &p, &done);
-        if (k == 0 || k == (size_t)-1)
-            break;
-        pin->pieces++;
-        if (evbuffer_add_reference(out, p, k, cache_unpin, pin) < 0) {
-            pin->pieces--;
-            evbuffer_add(out, p, k);
+        if (k != 0 && k != (size_t)-1 && run && run + run_len == p) {
+            run_len += k;
+        } else {
+            if (run) {
+                pin->pieces++;
+                if (evbuffer_add_reference(out, run, run_len, cache_unpin,
+                                           pin) < 0) {
+                    pin->pieces--;
+                    evbuffer_add(out, run, run_len);
+                }
+            }
+            if (k == 0 || k == (size_t)-1)
+                break;
+            run = p;
+            run_len = k;
         }
         off += k;
         *body_bytes += k;
