@@ -104,6 +104,7 @@ struct conn {
      * arms EV_WRITE (write_armed) until libevent has written it. */
     struct conn *fprev, *fnext; /* the worker's flush queue */
     unsigned direct : 1;       /* plain TCP, written by conn_flush */
+    unsigned client_closes : 1; /* the last request said it is the last */
     unsigned flush_queued : 1;
     unsigned write_armed : 1;
 };
@@ -397,6 +398,20 @@ static void conn_linger(struct conn *c)
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_enable(c->bev, EV_READ);
     conn_timer_ms(c, CONN_LINGER_MS);
+}
+
+/*
+ * The client said its request was the last and sent nothing after it:
+ * closing at once cannot turn our answer into a reset, so the lingering
+ * read (a shutdown, a read, a timer) is not needed.
+ */
+static int conn_nothing_unread(struct conn *c)
+{
+    int n = 0;
+
+    return c->client_closes && !c->tls && c->state == CONN_CLOSING &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+           ioctl(bufferevent_getfd(c->bev), FIONREAD, &n) == 0 && n == 0;
 }
 
 /* Stop reading; close once the queued output is written. */
@@ -720,6 +735,7 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     cf = c->req.gen->conf;
     c->req.version_minor = r->version_minor;
     c->req.keep_alive = r->keep_alive;
+    c->client_closes = !r->keep_alive;
     c->req.head_only = r->method_id == HTTP_M_HEAD;
     c->req.chunked = r->chunked;
     c->req.body_left = r->content_length > 0 ? (uint64_t)r->content_length
@@ -884,7 +900,10 @@ static void on_write(struct bufferevent *bev, void *arg)
         bufferevent_disable(c->bev, EV_WRITE);
     }
     if (c->state == CONN_CLOSING) {
-        conn_linger(c);
+        if (conn_nothing_unread(c))
+            conn_free(c); /* no reset can overtake the answer */
+        else
+            conn_linger(c);
     } else if (c->state == CONN_FLUSH) {
         c->state = CONN_HEAD;
         conn_process(c);
