@@ -466,6 +466,7 @@ static void conn_error(struct conn *c, int status, const char *why)
         evbuffer_add(out, body, (size_t)n);
     conn_log_access(c, status, c->req.head_only ? 0 : (uint64_t)n);
     conn_end_request(c);
+    c->client_closes = 0; /* it may still be sending: linger */
     conn_close_after_write(c);
 }
 
@@ -688,6 +689,7 @@ static void conn_redirect_https(struct conn *c, const struct http_request *r)
     evbuffer_add(out, PT_LIT("\r\nContent-Length: 0\r\n\r\n"));
     conn_log_access(c, 308, 0);
     conn_end_request(c);
+    c->client_closes = 0; /* a body may follow, unread: linger */
     conn_close_after_write(c);
 }
 
@@ -701,6 +703,9 @@ static void conn_admin(struct conn *c, const struct http_request *r,
     int keep = conn_client_keep_alive(c) && !r->chunked &&
                r->content_length <= 0;
     size_t len;
+
+    if (r->chunked || r->content_length > 0)
+        c->client_closes = 0; /* its body is not read: linger */
 
     if (reply.body == NULL) {
         evbuffer_drain(bufferevent_get_input(c->bev), head_len);
@@ -1046,6 +1051,8 @@ void conn_proxy_done(struct conn *c, int status, uint64_t body_bytes,
     /* Unread request body bytes would be taken for the next request. */
     int keep = conn_client_keep_alive(c) && proxy_request_done(c->req.px);
 
+    if (!proxy_request_done(c->req.px))
+        c->client_closes = 0; /* more body may come: linger */
     conn_log_access_up(c, status, body_bytes, upstream, upstream_us);
     conn_read_timeout(c, 0);
     conn_next(c, keep);

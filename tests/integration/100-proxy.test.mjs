@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
-import { httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
+import { delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
   startPortico, waitFor } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
@@ -266,6 +266,9 @@ describe('framing from raw upstreams', () => {
         sock.end('NOT HTTP AT ALL\r\n\r\n');
       } else if (head.startsWith('GET /early')) {
         sock.destroy();
+      } else if (head.startsWith('POST /refuse')) {
+        // answers at once, before (and without) reading the body
+        sock.write('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno');
       } else if (head.startsWith('GET /hints')) {
         sock.write('HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n');
         sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
@@ -304,6 +307,28 @@ describe('framing from raw upstreams', () => {
   test('a reset before the response is a 502', async () => {
     const r = await httpRequest(d.port, { path: '/early' });
     assert.equal(r.status, 502);
+  });
+
+  test('an answer before the upload ends survives a client that said close and goes on sending', async () => {
+    // The client leaves the answer unread in its socket while it sends
+    // the rest of its body: a connection closed at once would meet those
+    // bytes with a reset that wipes the unread answer out.
+    const sock = net.connect({ port: d.port, host: '127.0.0.1' });
+    await new Promise((r, j) => { sock.once('connect', r); sock.once('error', j); });
+    sock.pause(); // nothing is read from the kernel until resume()
+    sock.on('error', () => {});
+    sock.write('POST /refuse HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 300000\r\n\r\n');
+    await delay(300);
+    sock.write(Buffer.alloc(300000, 'b'));
+    await delay(300);
+    const chunks = [];
+    sock.on('data', (x) => chunks.push(x));
+    const ended = new Promise((r) => { sock.once('close', r); });
+    sock.resume();
+    await Promise.race([ended, delay(5000)]);
+    sock.destroy();
+    const got = Buffer.concat(chunks).toString('latin1');
+    assert.match(got, /^HTTP\/1\.1 403 Forbidden\r\n/, 'the answer was lost');
   });
 
   test('103 Early Hints reaches the client before the response', async () => {
