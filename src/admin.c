@@ -180,6 +180,14 @@ static void admin_cache(struct evbuffer *b, const struct stats_global *g)
                   "Bytes of the zone's blocks in use.", cs.bytes_used);
     admin_counter(b, "portico_cache_bytes_total", "gauge",
                   "Bytes of blocks the zone has.", cs.bytes_total);
+    admin_counter(b, "portico_cache_pins_returned_total", "counter",
+                  "Pins on entries held by workers that died, given back "
+                  "by the master.",
+                  cs.pins_returned);
+    admin_counter(b, "portico_cache_pins_untracked_total", "counter",
+                  "Pins taken while the zone's pin ledger was full: lost "
+                  "if their worker dies.",
+                  cs.pins_untracked);
 }
 
 static void admin_metrics(const struct conf *conf, struct evbuffer *b)

@@ -721,5 +721,7 @@ test('kill -9 of a worker serving a hit: the master gives its pins back', async 
     assert.equal((await admin('/cache/purge?all', 'POST')).status, 200);
     assert.equal(await metric('portico_cache_entries'), 0);
     assert.equal(await metric('portico_cache_bytes_used'), 0);
+    assert.equal(await metric('portico_cache_pins_returned_total'), Number(m[2]));
+    assert.equal(await metric('portico_cache_pins_untracked_total'), 0);
   } finally { await d.stop(); await o.close(); }
 });
