@@ -699,9 +699,10 @@ static char *cache_put_uint(char *at, uint64_t v)
  * fields as the route's headers.response rules have them, Age,
  * Cache-Status (when given) and the connection's own field.  Written in
  * one piece of out's own space (its size counted first): no format
- * strings, no copy through a scratch buffer.
+ * strings, no copy through a scratch buffer.  PT_ERROR (nothing written)
+ * when out cannot grow.
  */
-static void cache_write_head(struct evbuffer *out,
+static int cache_write_head(struct evbuffer *out,
                              const struct http_response *resp, int status,
                              const struct conf_header_ops *ops, int64_t age,
                              const char *cache_status, const char *framing,
@@ -725,7 +726,7 @@ static void cache_write_head(struct evbuffer *out,
     for (size_t i = 0; i < ops->nadd; i++)
         need += strlen(ops->add[i].name) + strlen(ops->add[i].value) + 4;
     if (evbuffer_reserve_space(out, (ev_ssize_t)need, &v, 1) < 1)
-        return;
+        return PT_ERROR;
     at = cache_put(v.iov_base, "HTTP/1.1 ", 9);
     at = cache_put_uint(at, (uint64_t)status);
     at = cache_put(at, " ", 1);
@@ -753,7 +754,7 @@ static void cache_write_head(struct evbuffer *out,
     at = cache_put(at, conn, strlen(conn));
     at = cache_put(at, "\r\n", 2);
     v.iov_len = (size_t)(at - (char *)v.iov_base);
-    evbuffer_commit_space(out, &v, 1);
+    return evbuffer_commit_space(out, &v, 1) < 0 ? PT_ERROR : PT_OK;
 }
 
 /* One served body's hold on its entry: released with its last piece. */
@@ -794,17 +795,23 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                                       x->meta.head_len));
     else
         framing[0] = '\0';
-    cache_write_head(out, resp, status, ops, x->meta.lifetime - x->ttl,
-                     cache_status_line(x, cs, sizeof(cs)),
-                     framing[0] ? framing : NULL, keep_alive, http10);
-    if (status == 304 || x->head_only)
-        return status;
     /* The body goes out straight from the zone: the output buffer holds
      * references to the blocks, and a pin of its own keeps them until
-     * the last one is written (or the connection goes). */
-    struct cache_serve_pin *pin = malloc(sizeof(*pin));
-    if (pin == NULL)
+     * the last one is written (or the connection goes).  Everything
+     * that can fail comes before the first byte is queued. */
+    struct cache_serve_pin *pin = NULL;
+    if (status != 304 && !x->head_only &&
+        (pin = malloc(sizeof(*pin))) == NULL)
         return -1;
+    if (cache_write_head(out, resp, status, ops, x->meta.lifetime - x->ttl,
+                         cache_status_line(x, cs, sizeof(cs)),
+                         framing[0] ? framing : NULL, keep_alive,
+                         http10) < 0) {
+        free(pin);
+        return -1;
+    }
+    if (pin == NULL)
+        return status;
     pin->ref = x->ref;
     pin->pieces = 1; /* this loop's own, dropped at its end */
     cache_addref(zone, &pin->ref);
@@ -975,9 +982,11 @@ static int cache_follow_head(struct cache_xfer *x,
             *keep_alive = 0;
         x->follow_chunked = !done && !http10;
     }
-    cache_write_head(out, resp, resp->status, ops, 0,
-                     "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
-                     framing[0] ? framing : NULL, *keep_alive, http10);
+    if (cache_write_head(out, resp, resp->status, ops, 0,
+                         "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
+                         framing[0] ? framing : NULL, *keep_alive,
+                         http10) < 0)
+        return -1;
     x->head_sent = 1;
     x->off = x->meta.head_len;
     return 1;

@@ -100,7 +100,8 @@ enum cache_outcome cache_begin(struct cache_xfer *x,
 
 /* Answer a hit into out: head (with Age, Cache-Status and the route's
  * headers.response rules) and body.
- * Returns the status sent; *body_bytes what of the body was queued. */
+ * Returns the status sent; *body_bytes what of the body was queued.
+ * -1 (out of memory) with nothing queued. */
 int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                 struct evbuffer *out, int keep_alive, int http10,
                 uint64_t *body_bytes);

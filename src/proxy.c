@@ -1269,6 +1269,7 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
         px->cache_hit = 1;
         if (px->cx.swr_refresh)
             px->bg = px_new_refresh(c, ups, route, r, cf, px);
+        return px; /* answered from the zone: no upstream head to build */
     } else if (co == CACHE_FILL && px->head_only &&
                (px->sink = evbuffer_new()) != NULL) {
         /* A HEAD miss fills the entry a GET would: the server is asked
@@ -1378,7 +1379,7 @@ static int px_serve_cached(struct proxy *px)
                              keep, px->client_http10, &bytes);
 
     if (status < 0)
-        return PT_ERROR; /* unreadable entry: go upstream */
+        return PT_ERROR; /* nothing was queued */
     px_log_cache(px);
     cache_end(&px->cx, 0);
     px_set_keep(px, keep);
@@ -1440,8 +1441,13 @@ void proxy_run(struct proxy *px)
         px->bg = NULL;
         px_bg_start(bg, px->c);
     }
-    if (px->cache_hit && px_serve_cached(px) == PT_OK)
+    if (px->cache_hit) {
+        /* The entry was judged with its head parsed, and stays pinned:
+         * serving it fails only when memory does. */
+        if (px_serve_cached(px) < 0)
+            px_end_error(px, 500, "out of memory serving a cached copy");
         return;
+    }
     if (px->only_if_cached) {
         px_log_cache(px);
         px_end_error(px, 504, "only-if-cached: not in the cache");
