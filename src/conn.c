@@ -98,12 +98,12 @@ struct conn {
     struct conn_req req;
     char *logbuf;         /* owns: storage for req's access-log copies */
     size_t logcap;
-    /* Plain TCP output is written by conn_flush at the end of the loop
+    /* Plain TCP output is written by on_flush at the end of the loop
      * turn that queued it, with the bufferevent's EV_WRITE off: no epoll
      * change per response.  Only what the socket does not take at once
      * arms EV_WRITE (write_armed) until libevent has written it. */
     struct conn *fprev, *fnext; /* the worker's flush queue */
-    unsigned direct : 1;       /* plain TCP, written by conn_flush */
+    unsigned direct : 1;       /* plain TCP, written by on_flush */
     unsigned client_closes : 1; /* the last request said it is the last */
     unsigned flush_queued : 1;
     unsigned write_armed : 1;
@@ -116,7 +116,7 @@ static struct event *flush_ev;  /* active while flush_head is not empty */
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
-static void conn_next(struct conn *c, int keep);
+static void conn_next(struct conn *c, int keep, int read_whole);
 static void conn_head_reset(struct conn *c);
 
 unsigned conn_count(void)
@@ -274,13 +274,12 @@ static void conn_make_rid(char out[33])
     out[32] = '\0';
 }
 
-/* Copy what the access log needs out of the head before it is drained. */
-
 struct pt_str conn_request_id(const struct conn *c)
 {
     return c->req.request_id;
 }
 
+/* Copy what the access log needs out of the head before it is drained. */
 static void conn_log_capture(struct conn *c, const struct http_request *r)
 {
     const struct http_header *ref, *ua, *rid;
@@ -414,9 +413,14 @@ static int conn_nothing_unread(struct conn *c)
            ioctl(bufferevent_getfd(c->bev), FIONREAD, &n) == 0 && n == 0;
 }
 
-/* Stop reading; close once the queued output is written. */
-static void conn_close_after_write(struct conn *c)
+/* Stop reading; close once the queued output is written.  read_whole:
+ * the request was read to its end, so a client that said it was its
+ * last may be closed at once (conn_nothing_unread); otherwise it may
+ * still be sending, and the close lingers. */
+static void conn_close_after_write(struct conn *c, int read_whole)
 {
+    if (!read_whole)
+        c->client_closes = 0;
     c->state = CONN_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
@@ -466,8 +470,7 @@ static void conn_error(struct conn *c, int status, const char *why)
         evbuffer_add(out, body, (size_t)n);
     conn_log_access(c, status, c->req.head_only ? 0 : (uint64_t)n);
     conn_end_request(c);
-    c->client_closes = 0; /* it may still be sending: linger */
-    conn_close_after_write(c);
+    conn_close_after_write(c, 0);
 }
 
 /* The request is complete: answer from its route, or 404. */
@@ -503,19 +506,19 @@ static void conn_respond(struct conn *c)
         }
         conn_log_access(c, r->respond.status, sent);
     }
-    conn_next(c, keep);
+    conn_next(c, keep, 1);
 }
 
 /* The exchange is over and its response queued: make way for the next
- * request, or close. */
-static void conn_next(struct conn *c, int keep)
+ * request, or close (read_whole: see conn_close_after_write). */
+static void conn_next(struct conn *c, int keep, int read_whole)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
 
     conn_end_request(c);
     c->nreq++;
     if (!keep) {
-        conn_close_after_write(c);
+        conn_close_after_write(c, read_whole);
         return;
     }
     c->state = CONN_HEAD;
@@ -689,8 +692,7 @@ static void conn_redirect_https(struct conn *c, const struct http_request *r)
     evbuffer_add(out, PT_LIT("\r\nContent-Length: 0\r\n\r\n"));
     conn_log_access(c, 308, 0);
     conn_end_request(c);
-    c->client_closes = 0; /* a body may follow, unread: linger */
-    conn_close_after_write(c);
+    conn_close_after_write(c, 0);
 }
 
 /* A request on the admin listener: built-in endpoints, no routes.  Its
@@ -703,9 +705,6 @@ static void conn_admin(struct conn *c, const struct http_request *r,
     int keep = conn_client_keep_alive(c) && !r->chunked &&
                r->content_length <= 0;
     size_t len;
-
-    if (r->chunked || r->content_length > 0)
-        c->client_closes = 0; /* its body is not read: linger */
 
     if (reply.body == NULL) {
         evbuffer_drain(bufferevent_get_input(c->bev), head_len);
@@ -727,7 +726,7 @@ static void conn_admin(struct conn *c, const struct http_request *r,
         evbuffer_add_buffer(out, reply.body);
     evbuffer_free(reply.body);
     conn_log_access(c, reply.status, c->req.head_only ? 0 : len);
-    conn_next(c, keep);
+    conn_next(c, keep, !r->chunked && r->content_length <= 0);
 }
 
 static void conn_start_request(struct conn *c, struct http_request *r,
@@ -920,6 +919,18 @@ static void on_write(struct bufferevent *bev, void *arg)
     }
 }
 
+size_t conn_write_now(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+
+    /* The bufferevent keeps its output's start frozen but while it
+     * writes itself: so do we. */
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, bufferevent_getfd(bev));
+    evbuffer_freeze(out, 1);
+    return evbuffer_get_length(out);
+}
+
 /*
  * End of a loop turn's callbacks: write the output queued during it.  A
  * connection whose output all went is told so at once (on_write); one
@@ -935,12 +946,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
         conn_flush_unlink(c);
         if (evbuffer_get_length(out) == 0)
             continue;
-        /* the bufferevent keeps its output's start frozen but while it
-         * writes itself: so do we */
-        evbuffer_unfreeze(out, 1);
-        evbuffer_write(out, bufferevent_getfd(c->bev));
-        evbuffer_freeze(out, 1);
-        if (evbuffer_get_length(out) == 0) {
+        if (conn_write_now(c->bev) == 0) {
             on_write(c->bev, c); /* may queue c again, or free it */
         } else {
             c->write_armed = 1;
@@ -1051,11 +1057,9 @@ void conn_proxy_done(struct conn *c, int status, uint64_t body_bytes,
     /* Unread request body bytes would be taken for the next request. */
     int keep = conn_client_keep_alive(c) && proxy_request_done(c->req.px);
 
-    if (!proxy_request_done(c->req.px))
-        c->client_closes = 0; /* more body may come: linger */
     conn_log_access_up(c, status, body_bytes, upstream, upstream_us);
     conn_read_timeout(c, 0);
-    conn_next(c, keep);
+    conn_next(c, keep, proxy_request_done(c->req.px));
     if (c->state == CONN_HEAD)
         conn_process(c);
 }

@@ -34,6 +34,11 @@ int conn_is_tls(const struct conn *c);
 /* ---- for proxy.c: the client side of a proxied exchange ---- */
 
 struct bufferevent *conn_bev(struct conn *c);
+
+/* Write what a plain (not TLS) bufferevent's output holds, now, with one
+ * writev, instead of on the next EV_WRITE turn.  Returns the bytes left
+ * (the socket was full, or failed: EV_WRITE finishes or reports it). */
+size_t conn_write_now(struct bufferevent *bev);
 const struct sockaddr *conn_peer(const struct conn *c);
 /* May the client connection stay open after this exchange? */
 int conn_client_keep_alive(const struct conn *c);

@@ -499,14 +499,11 @@ static void px_send(struct proxy *px)
     if (px->req_done && !px->uc->tls && !px->upgrade) {
         /* No body: the head goes out now, without arming EV_WRITE (an
          * epoll change to make and undo) unless the socket is full. */
-        struct evbuffer *out = bufferevent_get_output(ub);
         bufferevent_disable(ub, EV_WRITE);
-        evbuffer_add(out, evbuffer_pullup(px->head, -1), len);
-        evbuffer_unfreeze(out, 1); /* as the bufferevent does to write */
-        evbuffer_write(out, bufferevent_getfd(ub));
-        evbuffer_freeze(out, 1);
-        bufferevent_enable(ub, evbuffer_get_length(out) ? EV_READ | EV_WRITE
-                                                        : EV_READ);
+        evbuffer_add(bufferevent_get_output(ub),
+                     evbuffer_pullup(px->head, -1), len);
+        bufferevent_enable(ub, conn_write_now(ub) ? EV_READ | EV_WRITE
+                                                  : EV_READ);
         return;
     }
     evbuffer_add(bufferevent_get_output(ub), evbuffer_pullup(px->head, -1),
