@@ -29,6 +29,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <openssl/err.h>
 
 #include "admin.h"
@@ -109,8 +110,40 @@ struct conn {
     unsigned write_armed : 1;
 };
 
+/*
+ * A plain-TCP keep-alive connection between requests sleeps: its struct
+ * conn (bufferevent, buffers, timer, per-request state: ~1.8 KB) goes
+ * back to the worker's pool, and a struct sleeper (~0.2 KB) watches the
+ * socket: one persistent read event whose timeout is the idle deadline.
+ * A readable socket wakes it into a conn from the pool.  While it
+ * switches, both events are registered on the socket for a moment, so
+ * epoll sees no change and no system call is made.  A TLS connection
+ * keeps its session in its bufferevent and never sleeps.
+ */
+struct sleeper {
+    struct sleeper *prev, *next; /* the worker's list */
+    struct worker *w;            /* borrowed */
+    struct event ev;             /* owns the socket while asleep */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
+    unsigned nreq;
+    int access_format;
+    unsigned admin : 1;
+    unsigned stop_after : 1;
+};
+
+/* Free conns kept for reuse, their bufferevents without a socket: the
+ * most that wake at once, up to this many. */
+#define CONN_POOL_MAX 256
+
 static struct conn *conn_list;
-static unsigned conn_n;
+static unsigned conn_n; /* open connections: awake and asleep */
+static struct sleeper *sleep_list;
+static struct conn *conn_pool; /* linked by next */
+static unsigned conn_pool_n;
 static struct conn *flush_head; /* conns with output to write this turn */
 static struct event *flush_ev;  /* active while flush_head is not empty */
 
@@ -362,27 +395,81 @@ static void conn_end_request(struct conn *c)
     c->req.version_minor = -1;
 }
 
-static void conn_free(struct conn *c)
+static void conn_unlink(struct conn *c)
 {
-    conn_flush_unlink(c);
-    conn_end_request(c);
     if (c->prev)
         c->prev->next = c->next;
     else
         conn_list = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void conn_link(struct conn *c)
+{
+    c->prev = NULL;
+    c->next = conn_list;
+    if (conn_list)
+        conn_list->prev = c;
+    conn_list = c;
+}
+
+/* A connection of w's, awake or asleep, is gone. */
+static void conn_closed(struct worker *w)
+{
     conn_n--;
-    conn_flush_bytes(c);
     if (stats_global())
         atomic_fetch_sub_explicit(&stats_global()->connections_open, 1,
                                   memory_order_relaxed);
-    event_free(c->timer);
-    bufferevent_free(c->bev);
-    free(c->logbuf);
-    struct worker *w = c->w;
-    free(c);
     worker_conn_closed(w);
+}
+
+static void conn_destroy(struct conn *c)
+{
+    event_free(c->timer);
+    bufferevent_free(c->bev); /* closes its socket, if it has one */
+    free(c->logbuf);
+    free(c);
+}
+
+/*
+ * The socket goes: closed (close_fd), or on to a sleeper.  The rest goes
+ * back to the pool when there is room and its buffers are empty (nothing
+ * in them refers to anything then), else it is freed.
+ */
+static void conn_release(struct conn *c, int close_fd)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+    evtimer_del(c->timer);
+    if (!c->tls && conn_pool_n < CONN_POOL_MAX &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        bufferevent_setfd(c->bev, -1);
+        bufferevent_disable(c->bev, EV_WRITE); /* conn_get reads only */
+        if (close_fd)
+            evutil_closesocket(fd);
+        c->next = conn_pool;
+        conn_pool = c;
+        conn_pool_n++;
+        return;
+    }
+    if (!close_fd)
+        bufferevent_setfd(c->bev, -1);
+    conn_destroy(c);
+}
+
+static void conn_free(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    conn_flush_unlink(c);
+    conn_end_request(c);
+    conn_unlink(c);
+    conn_flush_bytes(c);
+    conn_release(c, 1);
+    conn_closed(w);
 }
 
 /* Output written: shut our side and read until the client hangs up, so
@@ -834,18 +921,89 @@ static void conn_read_head(struct conn *c)
     conn_start_request(c, &r, (size_t)n);
 }
 
-/* The connection waits for a next request: arm the idle timer, or close
- * at once when the worker is stopping. */
+static void sleeper_unlink(struct sleeper *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        sleep_list = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+}
+
+static void sleeper_close(struct sleeper *s)
+{
+    struct worker *w = s->w;
+
+    event_del(&s->ev);
+    evutil_closesocket(event_get_fd(&s->ev));
+    sleeper_unlink(s);
+    free(s);
+    conn_closed(w);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg);
+
+/* Trade a connection waiting for its next request for a sleeper that
+ * wakes on its first byte or closes at the deadline ms.  PT_ERROR when
+ * it cannot (TLS, output not written yet, out of memory). */
+static int conn_sleep(struct conn *c, uint64_t ms)
+{
+    struct timeval tv = conn_tv(ms);
+    struct sleeper *s;
+
+    if (!c->direct || c->flush_queued || c->write_armed ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return PT_ERROR;
+    s = malloc(sizeof(*s));
+    if (s == NULL)
+        return PT_ERROR;
+    s->w = c->w;
+    memcpy(&s->peer, &c->peer, sizeof(s->peer));
+    s->nreq = c->nreq;
+    s->access_format = c->access_format;
+    s->admin = c->admin;
+    s->stop_after = 0;
+    /* Registered before the bufferevent lets go of the socket: epoll's
+     * interest in it never changes. */
+    event_assign(&s->ev, worker_base(c->w), bufferevent_getfd(c->bev),
+                 EV_READ | EV_PERSIST, on_wake, s);
+    if (event_add(&s->ev, &tv) < 0) {
+        free(s);
+        return PT_ERROR;
+    }
+    s->prev = NULL;
+    s->next = sleep_list;
+    if (sleep_list)
+        sleep_list->prev = s;
+    sleep_list = s;
+    conn_flush_bytes(c);
+    conn_unlink(c);
+    conn_release(c, 0);
+    return PT_OK;
+}
+
+/* The connection waits for a next request: it sleeps once its answer is
+ * written, or arms the idle timer; it closes instead when the worker is
+ * stopping. */
 static void conn_idle(struct conn *c)
 {
     const struct conf *cf = worker_gen(c->w)->conf;
+    uint64_t ms = c->nreq ? cf->timeouts.keepalive
+                          : cf->timeouts.client_header;
+    int stopping = c->stop_after || worker_stopping(c->w);
 
-    if (c->stop_after || worker_stopping(c->w)) {
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 &&
+        (c->direct || stopping))
+        return; /* on_write comes back here once the answer is out */
+    if (stopping) {
         conn_free(c);
         return;
     }
-    conn_timer_ms(c, c->nreq ? cf->timeouts.keepalive
-                             : cf->timeouts.client_header);
+    if (conn_sleep(c, ms) == PT_OK)
+        return;
+    conn_timer_ms(c, ms);
 }
 
 /*
@@ -911,8 +1069,9 @@ static void on_write(struct bufferevent *bev, void *arg)
     } else if (c->state == CONN_FLUSH) {
         c->state = CONN_HEAD;
         conn_process(c);
-    } else if (c->state == CONN_HEAD && c->stop_after && !c->head_started) {
-        /* the answer a graceful stop waited for is out: close now */
+    } else if (c->state == CONN_HEAD && !c->head_started &&
+               (c->direct || c->stop_after)) {
+        /* the answer is out: sleep, or close when stopping (conn_idle) */
         conn_process(c);
     } else if (c->state == CONN_PROXY) {
         proxy_on_client_drained(c->req.px);
@@ -1117,70 +1276,102 @@ static struct bufferevent *conn_bev_new(struct event_base *base,
     return bev;
 }
 
-int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-             int salen, const struct gen_listener *lc)
+/* A conn reading fd: from the pool (plain TCP), or new.  NULL when out
+ * of memory; fd is still the caller's then. */
+static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
+                             struct tls_server *tls)
 {
-    struct tls_server *tls = lc->tls;
     struct event_base *base = worker_base(w);
-    struct conn *c = calloc(1, sizeof(*c));
-    int one = 1;
+    struct conn *c = conn_pool;
 
-    if (c == NULL) {
-        evutil_closesocket(fd);
-        return PT_ERROR;
+    if (flush_ev == NULL)
+        flush_ev = event_new(base, -1, 0, on_flush, NULL);
+    if (tls == NULL && c != NULL && flush_ev != NULL) {
+        struct bufferevent *bev = c->bev;
+        struct event *timer = c->timer;
+        char *logbuf = c->logbuf;
+        size_t logcap = c->logcap;
+
+        conn_pool = c->next;
+        conn_pool_n--;
+        memset(c, 0, sizeof(*c));
+        c->bev = bev;
+        c->timer = timer;
+        c->logbuf = logbuf;
+        c->logcap = logcap;
+        c->direct = 1;
+        bufferevent_setfd(bev, fd);
+        bufferevent_enable(bev, EV_READ);
+        return c;
     }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->w = w;
-    memcpy(&c->peer, sa, PT_MIN((size_t)salen, sizeof(c->peer)));
-    c->req.version_minor = -1;
-    c->tls = tls != NULL;
-    c->bev = conn_bev_new(base, fd, tls);
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
     c->timer = evtimer_new(base, on_timer, c);
-    if (c->bev == NULL || c->timer == NULL) {
-        if (c->bev)
-            bufferevent_free(c->bev);
-        else
-            evutil_closesocket(fd);
+    c->bev = c->timer ? conn_bev_new(base, fd, tls) : NULL;
+    if (c->bev == NULL) {
         if (c->timer)
             event_free(c->timer);
         free(c);
-        return PT_ERROR;
+        return NULL;
     }
     /* libevent moves 16 KB per turn by default: a 256 KB answer would
      * take 16 loop turns and as many writev calls, an upload likewise. */
     bufferevent_set_max_single_write(c->bev, CONN_MAX_SINGLE_WRITE);
     bufferevent_set_max_single_read(c->bev, CONN_MAX_SINGLE_READ);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    conn_read_timeout(c, 0);
-    c->admin = lc->admin;
-    c->access_format = lc->access_format;
     evbuffer_add_cb(bufferevent_get_input(c->bev), on_in_bytes, c);
     evbuffer_add_cb(bufferevent_get_output(c->bev), on_out_bytes, c);
-    if (stats_global()) {
-        atomic_fetch_add_explicit(&stats_global()->connections_open, 1,
-                                  memory_order_relaxed);
-        atomic_fetch_add_explicit(&stats_global()->connections_total, 1,
-                                  memory_order_relaxed);
-    }
-    /* Stop reading past a full head plus some body: a client can't make
-     * us buffer more than that while a request waits. */
-    bufferevent_setwatermark(
-        c->bev, EV_READ, 0,
-        worker_gen(w)->conf->limits.max_header_bytes + 256 * 1024);
-    c->next = conn_list;
-    if (conn_list)
-        conn_list->prev = c;
-    conn_list = c;
-    conn_n++;
-    c->state = CONN_HEAD;
-    if (flush_ev == NULL)
-        flush_ev = event_new(base, -1, 0, on_flush, NULL);
+    c->tls = tls != NULL;
     /* TLS output goes through the bufferevent; plain output through the
      * flush queue (on_flush). */
     c->direct = !c->tls && flush_ev != NULL;
     if (c->direct)
         bufferevent_disable(c->bev, EV_WRITE); /* on by default */
     bufferevent_enable(c->bev, c->direct ? EV_READ : EV_READ | EV_WRITE);
+    return c;
+}
+
+/* c starts, or resumes after a sleep, as one of w's open connections. */
+static void conn_open(struct conn *c, struct worker *w,
+                      const struct sockaddr *sa, size_t salen, int admin,
+                      int access_format)
+{
+    c->w = w;
+    memcpy(&c->peer, sa, PT_MIN(salen, sizeof(c->peer)));
+    c->req.version_minor = -1;
+    c->admin = admin;
+    c->access_format = access_format;
+    c->state = CONN_HEAD;
+    conn_read_timeout(c, 0);
+    /* Stop reading past a full head plus some body: a client can't make
+     * us buffer more than that while a request waits. */
+    bufferevent_setwatermark(
+        c->bev, EV_READ, 0,
+        worker_gen(w)->conf->limits.max_header_bytes + 256 * 1024);
+    conn_link(c);
+}
+
+int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
+             int salen, const struct gen_listener *lc)
+{
+    struct conn *c;
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c = conn_get(w, fd, lc->tls);
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return PT_ERROR;
+    }
+    conn_open(c, w, sa, (size_t)salen, lc->admin, lc->access_format);
+    conn_n++;
+    if (stats_global()) {
+        atomic_fetch_add_explicit(&stats_global()->connections_open, 1,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&stats_global()->connections_total, 1,
+                                  memory_order_relaxed);
+    }
     /* Until the first byte, the header deadline bounds an idle accept. */
     conn_timer_ms(c, worker_gen(w)->conf->timeouts.client_header);
     if (c->admin && !admin_allowed(worker_gen(w)->conf, sa)) {
@@ -1188,6 +1379,38 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
         return PT_OK;
     }
     return PT_OK;
+}
+
+/* A sleeper's socket is readable (or its deadline passed): wake it into
+ * a conn and read at once, since this event already saw the bytes. */
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct sleeper *s = arg;
+    struct conn *c = (what & EV_READ) ? conn_get(s->w, fd, NULL) : NULL;
+    struct evbuffer *in;
+    int n;
+
+    if (c == NULL) {
+        sleeper_close(s);
+        return;
+    }
+    conn_open(c, s->w, &s->peer.sa, sizeof(s->peer), s->admin,
+              s->access_format);
+    c->nreq = s->nreq;
+    c->stop_after = s->stop_after;
+    /* after conn_get registered the bufferevent: epoll sees no change */
+    event_del(&s->ev);
+    sleeper_unlink(s);
+    free(s);
+    in = bufferevent_get_input(c->bev);
+    evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so too */
+    n = evbuffer_read(in, fd, CONN_MAX_SINGLE_READ);
+    evbuffer_freeze(in, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                   errno != EINTR))
+        conn_free(c); /* the client closed, or the socket failed */
+    else
+        conn_process(c);
 }
 
 /* Idle: between requests with nothing buffered, here or in the kernel
@@ -1210,6 +1433,7 @@ static int conn_is_idle(struct conn *c)
 void conn_stop_all_graceful(void)
 {
     struct conn *c = conn_list, *next;
+    struct sleeper *s = sleep_list, *snext;
 
     for (; c; c = next) {
         next = c->next;
@@ -1217,10 +1441,26 @@ void conn_stop_all_graceful(void)
         if (conn_is_idle(c))
             conn_free(c);
     }
+    for (; s; s = snext) {
+        int pending = 0;
+        snext = s->next;
+        s->stop_after = 1; /* a request already sent is answered first */
+        if (ioctl(event_get_fd(&s->ev), FIONREAD, &pending) < 0 ||
+            pending == 0)
+            sleeper_close(s);
+    }
 }
 
 void conn_close_all(void)
 {
     while (conn_list)
         conn_free(conn_list);
+    while (sleep_list)
+        sleeper_close(sleep_list);
+    while (conn_pool) {
+        struct conn *c = conn_pool;
+        conn_pool = c->next;
+        conn_pool_n--;
+        conn_destroy(c);
+    }
 }

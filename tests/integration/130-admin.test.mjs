@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { httpRequest, startPortico, tempDir, waitFor } from './lib/harness.mjs';
+import { RawConn, delay, httpRequest, startPortico, tempDir, waitFor } from './lib/harness.mjs';
 
 /**
  * A strict parser for the Prometheus text format (0.0.4): every sample
@@ -128,6 +128,42 @@ describe('admin listener', () => {
     assert.ok(m1.get('portico_connections_total{}') >= 25);
     assert.ok(m1.get('portico_bytes_sent_total{}') > m0.get('portico_bytes_sent_total{}'));
     assert.equal(m1.get('portico_workers{}'), 2);
+  });
+
+  test('keep-alive connections sleep between requests and wake for the next', async () => {
+    // More connections than a worker keeps spare, each idle between its
+    // requests (asleep), then woken by a request, by two pipelined ones
+    // and by a head that comes in two parts.
+    const open = async () => (await metrics(d)).get('portico_connections_open{}');
+    const before = await open();
+    const conns = await Promise.all(Array.from({ length: 300 }, () => RawConn.open(d.port)));
+    const get = (i) => `GET /s${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    try {
+      const rounds = [(i) => [get(i)], (i) => [get(i) + get(i + 1)],
+        (i) => [get(i).slice(0, 9), get(i).slice(9)]];
+      for (const parts of rounds) {
+        await delay(100);
+        await Promise.all(conns.map(async (c, i) => {
+          for (const [k, p] of parts(i).entries()) {
+            if (k) await delay(30);
+            await c.write(p);
+          }
+        }));
+        const want = parts(0).join('').split('GET').length - 1;
+        for (const c of conns) {
+          const rs = await c.read(want);
+          assert.equal(rs.length, want);
+          for (const r of rs) {
+            assert.equal(r.status, 200);
+            assert.equal(r.body.toString(), 'v1\n');
+          }
+        }
+      }
+      assert.equal(await open(), before + 300);
+    } finally {
+      for (const c of conns) c.destroy();
+    }
+    await waitFor(async () => (await open()) === before, { what: 'connections_open back' });
   });
 
   test('counters survive a reload', async () => {
