@@ -46,6 +46,7 @@
 #define CONN_OUTPUT_HIGH (64 * 1024)
 #define CONN_MAX_SINGLE_WRITE (1024 * 1024) /* bytes per write turn */
 #define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
+#define CONN_WAKE_READ 4096 /* the first read after a sleep */
 /* How long a closing connection keeps reading so the client gets our
  * last response instead of a reset. */
 #define CONN_LINGER_MS 2000
@@ -1387,8 +1388,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct sleeper *s = arg;
     struct conn *c = (what & EV_READ) ? conn_get(s->w, fd, NULL) : NULL;
+    struct evbuffer_iovec v;
     struct evbuffer *in;
-    int n;
+    ssize_t n;
 
     if (c == NULL) {
         sleeper_close(s);
@@ -1402,9 +1404,18 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     event_del(&s->ev);
     sleeper_unlink(s);
     free(s);
+    /* One recv into reserved space: evbuffer_read would first ask the
+     * kernel how much is there (FIONREAD), a system call per request.
+     * A head longer than this is read on by the bufferevent. */
     in = bufferevent_get_input(c->bev);
     evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so too */
-    n = evbuffer_read(in, fd, CONN_MAX_SINGLE_READ);
+    if (evbuffer_reserve_space(in, CONN_WAKE_READ, &v, 1) == 1) {
+        n = recv(fd, v.iov_base, v.iov_len, 0);
+        v.iov_len = n > 0 ? (size_t)n : 0;
+        evbuffer_commit_space(in, &v, 1);
+    } else {
+        n = -1, errno = EAGAIN; /* out of memory: the bufferevent reads */
+    }
     evbuffer_freeze(in, 0);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                    errno != EINTR))
