@@ -152,6 +152,7 @@ static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
 static void conn_next(struct conn *c, int keep, int read_whole);
 static void conn_head_reset(struct conn *c);
+static void conn_read_now(struct conn *c);
 
 unsigned conn_count(void)
 {
@@ -862,15 +863,18 @@ static void conn_start_request(struct conn *c, struct http_request *r,
             return;
         }
         c->state = CONN_PROXY;
-        if (c->req.chunked || c->req.body_left > 0)
+        if (c->req.chunked || c->req.body_left > 0) {
             conn_read_timeout(c, cf->timeouts.client_body);
-        proxy_run(c->req.px);
+            bufferevent_enable(c->bev, EV_READ);
+        }
+        proxy_run(c->req.px); /* reads on for anything but a hit */
         return;
     }
     evbuffer_drain(in, head_len);
     c->state = CONN_BODY;
     if (c->req.chunked || c->req.body_left > 0) {
         conn_read_timeout(c, cf->timeouts.client_body);
+        bufferevent_enable(c->bev, EV_READ);
         if (r->expect_continue && r->version_minor == 1)
             evbuffer_add(bufferevent_get_output(c->bev),
                          "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -890,8 +894,10 @@ static void conn_read_head(struct conn *c)
     size_t span;
     ssize_t n;
 
-    if (evbuffer_get_length(in) == 0)
+    if (evbuffer_get_length(in) == 0) {
+        bufferevent_enable(c->bev, EV_READ);
         return;
+    }
     if (!c->head_started) {
         /* The first byte of a head starts the header deadline. */
         c->head_started = 1;
@@ -901,8 +907,10 @@ static void conn_read_head(struct conn *c)
     for (;;) {
         size_t seen = c->scanned;
         span = conn_head_span(c, in, cf);
-        if (span == 0)
+        if (span == 0) {
+            bufferevent_enable(c->bev, EV_READ);
             return;
+        }
         memset(&r, 0, sizeof(r));
         r.headers = worker_headers(w, cf->limits.max_headers);
         r.headers_cap = cf->limits.max_headers;
@@ -910,8 +918,10 @@ static void conn_read_head(struct conn *c)
             (const char *)evbuffer_pullup(in, (ssize_t)span), span, &lim, &r);
         if (n != PT_AGAIN)
             break;
-        if (c->scanned == seen)
-            return; /* a limit check, not a new line: wait for bytes */
+        if (c->scanned == seen) { /* a limit check, not a new line */
+            bufferevent_enable(c->bev, EV_READ);
+            return;
+        }
         c->tail = 0; /* only empty lines so far: look on past them */
     }
     if (n < 0) {
@@ -1004,6 +1014,7 @@ static void conn_idle(struct conn *c)
     }
     if (conn_sleep(c, ms) == PT_OK)
         return;
+    bufferevent_enable(c->bev, EV_READ);
     conn_timer_ms(c, ms);
 }
 
@@ -1020,7 +1031,8 @@ static void conn_process(struct conn *c)
         unsigned done = c->nreq;
         switch (c->state) {
         case CONN_HEAD:
-            bufferevent_enable(c->bev, EV_READ);
+            /* reads are turned on when it waits for bytes: a request
+             * read whole on accept never registers the socket */
             conn_read_head(c);
             break;
         case CONN_BODY:
@@ -1280,7 +1292,7 @@ static struct bufferevent *conn_bev_new(struct event_base *base,
 /* A conn reading fd: from the pool (plain TCP), or new.  NULL when out
  * of memory; fd is still the caller's then. */
 static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
-                             struct tls_server *tls)
+                             struct tls_server *tls, int reading)
 {
     struct event_base *base = worker_base(w);
     struct conn *c = conn_pool;
@@ -1301,8 +1313,11 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
         c->logbuf = logbuf;
         c->logcap = logcap;
         c->direct = 1;
+        if (!reading)
+            bufferevent_disable(bev, EV_READ); /* no socket: no call */
         bufferevent_setfd(bev, fd);
-        bufferevent_enable(bev, EV_READ);
+        if (reading)
+            bufferevent_enable(bev, EV_READ);
         return c;
     }
     c = calloc(1, sizeof(*c));
@@ -1329,7 +1344,8 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
     c->direct = !c->tls && flush_ev != NULL;
     if (c->direct)
         bufferevent_disable(c->bev, EV_WRITE); /* on by default */
-    bufferevent_enable(c->bev, c->direct ? EV_READ : EV_READ | EV_WRITE);
+    if (reading || !c->direct)
+        bufferevent_enable(c->bev, c->direct ? EV_READ : EV_READ | EV_WRITE);
     return c;
 }
 
@@ -1360,7 +1376,7 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     int one = 1;
 
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c = conn_get(w, fd, lc->tls);
+    c = conn_get(w, fd, lc->tls, 0); /* plain: conn_read_now first */
     if (c == NULL) {
         evutil_closesocket(fd);
         return PT_ERROR;
@@ -1379,7 +1395,41 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
         conn_error(c, 403, "client not in admin.allow");
         return PT_OK;
     }
+    /* The request often arrives with the connection: read it now rather
+     * than a loop turn later. */
+    if (!c->tls)
+        conn_read_now(c);
     return PT_OK;
+}
+
+/*
+ * Read what the socket holds now and handle it, without waiting for the
+ * bufferevent's next turn: one recv into reserved space (evbuffer_read
+ * would first ask the kernel how much is there, FIONREAD: a system call
+ * per request).  A head longer than this is read on by the bufferevent.
+ */
+static void conn_read_now(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+
+    evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so too */
+    if (evbuffer_reserve_space(in, CONN_WAKE_READ, &v, 1) == 1) {
+        n = recv(bufferevent_getfd(c->bev), v.iov_base, v.iov_len, 0);
+        v.iov_len = n > 0 ? (size_t)n : 0;
+        evbuffer_commit_space(in, &v, 1);
+    } else {
+        errno = EAGAIN; /* out of memory: the bufferevent reads */
+    }
+    evbuffer_freeze(in, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+                   errno != EINTR))
+        conn_free(c); /* the client closed, or the socket failed */
+    else if (n > 0)
+        conn_process(c);
+    else
+        conn_idle(c); /* nothing yet: sleep, or read when it comes */
 }
 
 /* A sleeper's socket is readable (or its deadline passed): wake it into
@@ -1387,10 +1437,7 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct sleeper *s = arg;
-    struct conn *c = (what & EV_READ) ? conn_get(s->w, fd, NULL) : NULL;
-    struct evbuffer_iovec v;
-    struct evbuffer *in;
-    ssize_t n;
+    struct conn *c = (what & EV_READ) ? conn_get(s->w, fd, NULL, 1) : NULL;
 
     if (c == NULL) {
         sleeper_close(s);
@@ -1404,24 +1451,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     event_del(&s->ev);
     sleeper_unlink(s);
     free(s);
-    /* One recv into reserved space: evbuffer_read would first ask the
-     * kernel how much is there (FIONREAD), a system call per request.
-     * A head longer than this is read on by the bufferevent. */
-    in = bufferevent_get_input(c->bev);
-    evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so too */
-    if (evbuffer_reserve_space(in, CONN_WAKE_READ, &v, 1) == 1) {
-        n = recv(fd, v.iov_base, v.iov_len, 0);
-        v.iov_len = n > 0 ? (size_t)n : 0;
-        evbuffer_commit_space(in, &v, 1);
-    } else {
-        n = -1, errno = EAGAIN; /* out of memory: the bufferevent reads */
-    }
-    evbuffer_freeze(in, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-                   errno != EINTR))
-        conn_free(c); /* the client closed, or the socket failed */
-    else
-        conn_process(c);
+    conn_read_now(c);
 }
 
 /* Idle: between requests with nothing buffered, here or in the kernel

@@ -1450,6 +1450,8 @@ void proxy_run(struct proxy *px)
         px_end_error(px, 504, "only-if-cached: not in the cache");
         return;
     }
+    /* Waiting on the upstream or a fill: a client that goes is seen. */
+    bufferevent_enable(conn_bev(px->c), EV_READ);
     if (px->cx.following) {
         px_follow_start(px);
         return;

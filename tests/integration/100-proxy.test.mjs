@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
-import { delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
+import { baseConfig, delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
   startPortico, waitFor } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
@@ -625,3 +625,40 @@ describe('streaming', () => {
 });
 
 function require_status(pid) { return fs.readFileSync(`/proc/${pid}/status`, 'utf8'); }
+
+test('a client that goes while its request waits on the upstream: the upstream connection is closed', async () => {
+  // The request arrives with the connection and is read at once, before
+  // the socket is watched: going to the upstream must still watch it.
+  let closedAt = 0;
+  let sentAt = 0;
+  let requested = false;
+  const up = http.createServer((req, res) => {
+    requested = true;
+    req.socket.on('close', () => { closedAt = Date.now(); });
+    setTimeout(() => { if (!res.destroyed) res.end('late\n'); }, 4000);
+  });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const d = await startPortico({ config: baseConfig({
+    workers: 1,
+    upstreams: { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } },
+    routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
+  }) });
+  try {
+    // The worker is stopped while the client connects and sends, so the
+    // request is there when the connection is accepted.
+    const [wpid] = await d.waitWorkers(1);
+    process.kill(wpid, 'SIGSTOP');
+    const s = net.connect(d.port, '127.0.0.1');
+    try {
+      await new Promise((r) => s.once('connect', r));
+      s.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+      await delay(100);
+    } finally { process.kill(wpid, 'SIGCONT'); }
+    await waitFor(() => requested, { what: 'the request upstream' });
+    await delay(200);
+    sentAt = Date.now();
+    s.destroy();
+    await waitFor(() => closedAt > 0, { timeout: 3000, what: 'the upstream connection closed' });
+    assert.ok(closedAt - sentAt < 3000);
+  } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
+});
