@@ -46,7 +46,7 @@
 #define CONN_OUTPUT_HIGH (64 * 1024)
 #define CONN_MAX_SINGLE_WRITE (1024 * 1024) /* bytes per write turn */
 #define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
-#define CONN_WAKE_READ 4096 /* the first read after a sleep */
+#define CONN_WAKE_READ (16 * 1024) /* conn_read_now's most per recv */
 /* How long a closing connection keeps reading so the client gets our
  * last response instead of a reset. */
 #define CONN_LINGER_MS 2000
@@ -92,6 +92,7 @@ struct conn {
     uint32_t tail;        /* the last four bytes scanned */
     unsigned line_seen : 1;    /* the request line is complete */
     unsigned head_started : 1; /* a byte of the next head has arrived */
+    unsigned head_timed : 1;   /* its header deadline is armed */
     unsigned stop_after : 1;   /* graceful stop: close after this one */
     unsigned tls : 1;          /* accepted on a TLS listener */
     unsigned admin : 1;        /* accepted on the admin listener */
@@ -613,6 +614,7 @@ static void conn_next(struct conn *c, int keep, int read_whole)
     c->state = CONN_HEAD;
     conn_head_reset(c);
     c->head_started = 0;
+    c->head_timed = 0;
     conn_read_timeout(c, 0);
     if (evbuffer_get_length(out) > CONN_OUTPUT_HIGH) {
         /* A client pipelining faster than it reads: wait for the drain. */
@@ -705,34 +707,42 @@ static size_t conn_head_span(struct conn *c, struct evbuffer *in,
     size_t upto = PT_MIN(len, limit + 1);
     struct evbuffer_iovec v[16];
     struct evbuffer_ptr from;
+    /* in locals: stores through a char pointer could alias c's fields */
+    size_t scanned = c->scanned;
+    uint32_t t = c->tail;
 
-    while (c->scanned < upto) {
-        evbuffer_ptr_set(in, &from, c->scanned, EVBUFFER_PTR_SET);
-        int nv = evbuffer_peek(in, (ev_ssize_t)(upto - c->scanned), &from,
-                               v, 16);
+    while (scanned < upto) {
+        evbuffer_ptr_set(in, &from, scanned, EVBUFFER_PTR_SET);
+        int nv = evbuffer_peek(in, (ev_ssize_t)(upto - scanned), &from, v,
+                               16);
         for (int i = 0; i < nv && i < 16; i++) {
             const unsigned char *p = v[i].iov_base;
-            size_t n = PT_MIN(v[i].iov_len, upto - c->scanned);
+            size_t n = PT_MIN(v[i].iov_len, upto - scanned);
             for (size_t k = 0; k < n; k++) {
-                uint32_t t = c->tail << 8 | p[k];
-                int after_cr = (t >> 8 & 0xff) == '\r';
-                c->tail = t;
-                c->scanned++;
+                int after_cr = (t & 0xff) == '\r';
+                t = t << 8 | p[k];
+                scanned++;
                 if (p[k] == '\n') {
                     c->line_seen = 1;
                     if (!after_cr || t == 0x0d0a0d0aU)
-                        return c->scanned;
+                        goto found;
                 } else if (after_cr) {
-                    return c->scanned; /* bare CR: the parser says 400 */
+                    goto found; /* bare CR: the parser says 400 */
                 }
             }
         }
     }
+    c->scanned = scanned;
+    c->tail = t;
     if (len > limit)
         return upto; /* the parser names the limit: 414 or 431 */
     if (!c->line_seen && len > cf->limits.max_uri_bytes)
         return upto; /* a request line longer than any allowed URI */
     return 0;
+found:
+    c->scanned = scanned;
+    c->tail = t;
+    return scanned;
 }
 
 static void conn_head_reset(struct conn *c)
@@ -882,6 +892,17 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     conn_read_body(c);
 }
 
+/* The head so far is incomplete: read on, within the header deadline
+ * that its first byte started (in this loop turn). */
+static void conn_head_wait(struct conn *c, const struct conf *cf)
+{
+    if (!c->head_timed) {
+        c->head_timed = 1;
+        conn_timer_ms(c, cf->timeouts.client_header);
+    }
+    bufferevent_enable(c->bev, EV_READ);
+}
+
 static void conn_read_head(struct conn *c)
 {
     struct worker *w = c->w;
@@ -899,16 +920,16 @@ static void conn_read_head(struct conn *c)
         return;
     }
     if (!c->head_started) {
-        /* The first byte of a head starts the header deadline. */
+        /* The first byte of a head starts the header deadline (armed
+         * only if the head has to be waited for: conn_head_wait). */
         c->head_started = 1;
         event_base_gettimeofday_cached(worker_base(w), &c->req.start);
-        conn_timer_ms(c, cf->timeouts.client_header);
     }
     for (;;) {
         size_t seen = c->scanned;
         span = conn_head_span(c, in, cf);
         if (span == 0) {
-            bufferevent_enable(c->bev, EV_READ);
+            conn_head_wait(c, cf);
             return;
         }
         memset(&r, 0, sizeof(r));
@@ -919,7 +940,7 @@ static void conn_read_head(struct conn *c)
         if (n != PT_AGAIN)
             break;
         if (c->scanned == seen) { /* a limit check, not a new line */
-            bufferevent_enable(c->bev, EV_READ);
+            conn_head_wait(c, cf);
             return;
         }
         c->tail = 0; /* only empty lines so far: look on past them */
@@ -1404,25 +1425,24 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 
 /*
  * Read what the socket holds now and handle it, without waiting for the
- * bufferevent's next turn: one recv into reserved space (evbuffer_read
- * would first ask the kernel how much is there, FIONREAD: a system call
- * per request).  A head longer than this is read on by the bufferevent.
+ * bufferevent's next turn: one recv (evbuffer_read would first ask the
+ * kernel how much is there, FIONREAD: a system call per request).  More
+ * than CONN_WAKE_READ is read on by the bufferevent.
  */
 static void conn_read_now(struct conn *c)
 {
+    static char buf[CONN_WAKE_READ]; /* the worker's: copied out at once */
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    struct evbuffer_iovec v;
-    ssize_t n = -1;
+    ssize_t n = recv(bufferevent_getfd(c->bev), buf, sizeof(buf), 0);
 
-    evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so too */
-    if (evbuffer_reserve_space(in, CONN_WAKE_READ, &v, 1) == 1) {
-        n = recv(bufferevent_getfd(c->bev), v.iov_base, v.iov_len, 0);
-        v.iov_len = n > 0 ? (size_t)n : 0;
-        evbuffer_commit_space(in, &v, 1);
-    } else {
-        errno = EAGAIN; /* out of memory: the bufferevent reads */
+    /* Copied into a buffer sized to what came: a request of a few
+     * hundred bytes takes a small allocation, not a 16 KB one. */
+    if (n > 0) {
+        evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so */
+        if (evbuffer_add(in, buf, (size_t)n) < 0)
+            n = -1, errno = ENOMEM;
+        evbuffer_freeze(in, 0);
     }
-    evbuffer_freeze(in, 0);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                    errno != EINTR))
         conn_free(c); /* the client closed, or the socket failed */
