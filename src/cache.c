@@ -400,20 +400,30 @@ static int cache_head_load(struct cache_xfer *x)
     if (x->head && x->head_of.entry == x->ref.entry &&
         x->head_of.version == x->ref.version)
         return PT_OK;
+    char small[2048]; /* most heads: counted here, then sized to fit */
+
     free(x->head);
     x->head = NULL;
+    if (len <= sizeof(small)) {
+        if (cache_copy_out(&x->ref, small, len) < 0)
+            return PT_ERROR;
+        for (size_t i = 0; i < len; i++)
+            lines += small[i] == '\n';
+    } else {
+        lines = CACHE_MAX_STORED_HEADERS;
+    }
+    lines = PT_MIN(lines, CACHE_MAX_STORED_HEADERS);
     /* room for the head, its last CRLFs, and a field per line */
     head = malloc(((len + 4 + 7) & ~(size_t)7) +
-                  sizeof(struct http_header) * CACHE_MAX_STORED_HEADERS);
+                  sizeof(struct http_header) * lines);
     if (head == NULL)
         return PT_ERROR;
-    if (cache_copy_out(&x->ref, head, len) < 0) {
+    if (len <= sizeof(small)) {
+        memcpy(head, small, len);
+    } else if (cache_copy_out(&x->ref, head, len) < 0) {
         free(head);
         return PT_ERROR;
     }
-    for (size_t i = 0; i < len; i++)
-        lines += head[i] == '\n';
-    lines = PT_MIN(lines, CACHE_MAX_STORED_HEADERS);
     hdrs = (struct http_header *)(head + ((len + 4 + 7) & ~(size_t)7));
     memcpy(head + len, "\r\n\r\n", 4);
     struct http_limits lim = {len + 4, len + 4, lines};

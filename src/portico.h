@@ -29,15 +29,34 @@ struct pt_str {
 #define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-/* Case-insensitive ASCII comparison of a view against a C string. */
-int pt_str_ieq(struct pt_str s, const char *lit);
-
-/* Case-sensitive comparison of a view against a C string. */
-int pt_str_eq(struct pt_str s, const char *lit);
-
 static inline char pt_lower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+/* Case-insensitive ASCII comparison of a view against a C string.
+ * Inline: with a literal (the usual caller: a field name), the length
+ * is a constant and most calls end at the length check. */
+static inline int pt_str_ieq(struct pt_str s, const char *lit)
+{
+    size_t n = __builtin_strlen(lit);
+
+    if (s.len != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pt_lower(s.p[i]) != pt_lower(lit[i]))
+            return 0;
+    }
+    return 1;
+}
+
+/* Case-sensitive comparison of a view against a C string. */
+static inline int pt_str_eq(struct pt_str s, const char *lit)
+{
+    size_t n = __builtin_strlen(lit);
+
+    /* memcmp with a NULL view is undefined even for 0 bytes */
+    return s.len == n && (n == 0 || __builtin_memcmp(s.p, lit, n) == 0);
 }
 
 #endif

@@ -1205,12 +1205,12 @@ static struct proxy *px_alloc(struct conn *c, struct ups_set *ups,
                               const struct conf *cf)
 {
     const struct conf_upstream *up = route->upstream;
-    struct proxy *px = calloc(1, sizeof(*px));
+    /* malloc, not calloc: glibc's calloc skips the per-thread cache */
+    struct proxy *px = malloc(sizeof(*px));
 
-    if (px == NULL || (px->head = evbuffer_new()) == NULL) {
-        free(px);
+    if (px == NULL)
         return NULL;
-    }
+    memset(px, 0, sizeof(*px));
     px->c = c;
     px->route = route;
     px->group = ups_group_of(ups, up);
@@ -1272,6 +1272,10 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
         /* A HEAD miss fills the entry a GET would: the server is asked
          * for the whole response once, and later GETs and HEADs hit. */
         px->head_fill = 1;
+    }
+    if ((px->head = evbuffer_new()) == NULL) {
+        proxy_free(&px);
+        return NULL;
     }
     px_build_head(px, r);
     return px;
@@ -1417,6 +1421,10 @@ static struct proxy *px_new_refresh(struct conn *c, struct ups_set *ups,
         return NULL;
     }
     px->head_fill = px->head_only; /* after a HEAD hit: refreshed as GET */
+    if ((px->head = evbuffer_new()) == NULL) {
+        proxy_free(&px);
+        return NULL;
+    }
     px_build_head(px, r); /* with the stored validators */
     return px;
 }
@@ -1477,6 +1485,7 @@ void proxy_free(struct proxy **pp)
         proxy_free(&px->bg);
     if (px->sink)
         evbuffer_free(px->sink);
-    evbuffer_free(px->head);
+    if (px->head) /* none for a hit */
+        evbuffer_free(px->head);
     free(px);
 }

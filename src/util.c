@@ -17,27 +17,6 @@
 #define MS_PER_M (60 * MS_PER_S)
 #define MS_PER_H (60 * MS_PER_M)
 
-int pt_str_eq(struct pt_str s, const char *lit)
-{
-    size_t n = strlen(lit);
-
-    /* memcmp with a NULL view is undefined even for 0 bytes */
-    return s.len == n && (n == 0 || memcmp(s.p, lit, n) == 0);
-}
-
-int pt_str_ieq(struct pt_str s, const char *lit)
-{
-    size_t n = strlen(lit);
-
-    if (s.len != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (pt_lower(s.p[i]) != pt_lower(lit[i]))
-            return 0;
-    }
-    return 1;
-}
-
 /*
  * Reads the leading decimal digits of *s into *out and advances *s.
  * Returns PT_OK, or PT_ERROR when there is no digit or on overflow.
