@@ -11,6 +11,11 @@
  * are bounded by the bufferevent's read/write timeouts.  A request holds
  * a reference to the configuration generation it started with.
  *
+ * Between requests a plain-TCP connection sleeps (struct sleeper below):
+ * its struct conn goes back to the worker's pool and ~0.2 KB stays.  A
+ * new connection is read at once (conn_read_now), and its socket is
+ * registered with epoll only when it must wait for bytes.
+ *
  * Calls: http_parse.c, route.c, log.c, worker.h.
  */
 #include "conn.h"
