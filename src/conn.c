@@ -25,6 +25,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/queue.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -86,7 +87,7 @@ struct conn_req {
 };
 
 struct conn {
-    struct conn *prev, *next; /* the worker's list */
+    LIST_ENTRY(conn) link; /* the worker's open conns, or the pool */
     struct worker *w;         /* borrowed */
     struct bufferevent *bev;  /* owns: socket and buffers */
     struct event *timer;      /* owns */
@@ -110,7 +111,7 @@ struct conn {
      * turn that queued it, with the bufferevent's EV_WRITE off: no epoll
      * change per response.  Only what the socket does not take at once
      * arms EV_WRITE (write_armed) until libevent has written it. */
-    struct conn *fprev, *fnext; /* the worker's flush queue */
+    LIST_ENTRY(conn) flink; /* the worker's flush queue */
     unsigned direct : 1;       /* plain TCP, written by on_flush */
     unsigned client_closes : 1; /* the last request said it is the last */
     unsigned flush_queued : 1;
@@ -128,7 +129,7 @@ struct conn {
  * keeps its session in its bufferevent and never sleeps.
  */
 struct sleeper {
-    struct sleeper *prev, *next; /* the worker's list */
+    LIST_ENTRY(sleeper) link; /* the worker's sleepers */
     struct worker *w;            /* borrowed */
     struct event ev;             /* owns the socket while asleep */
     union {
@@ -146,13 +147,13 @@ struct sleeper {
  * most that wake at once, up to this many. */
 #define CONN_POOL_MAX 256
 
-static struct conn *conn_list;
+static LIST_HEAD(, conn) conn_list;      /* awake */
+static LIST_HEAD(, sleeper) sleep_list;  /* asleep */
 static unsigned conn_n; /* open connections: awake and asleep */
-static struct sleeper *sleep_list;
-static struct conn *conn_pool; /* linked by next */
+static LIST_HEAD(, conn) conn_pool;      /* free, for reuse */
 static unsigned conn_pool_n;
-static struct conn *flush_head; /* conns with output to write this turn */
-static struct event *flush_ev;  /* active while flush_head is not empty */
+static LIST_HEAD(, conn) flush_q; /* conns with output to write this turn */
+static struct event *flush_ev;    /* active while flush_q is not empty */
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
@@ -248,13 +249,9 @@ static void on_out_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
     c->bytes_out += i->n_deleted;
     if (i->n_added && c->direct && !c->flush_queued && !c->write_armed) {
         c->flush_queued = 1;
-        c->fprev = NULL;
-        c->fnext = flush_head;
-        if (flush_head)
-            flush_head->fprev = c;
-        else
+        if (LIST_EMPTY(&flush_q))
             event_active(flush_ev, EV_TIMEOUT, 1);
-        flush_head = c;
+        LIST_INSERT_HEAD(&flush_q, c, flink);
     }
 }
 
@@ -262,13 +259,7 @@ static void conn_flush_unlink(struct conn *c)
 {
     if (!c->flush_queued)
         return;
-    if (c->fprev)
-        c->fprev->fnext = c->fnext;
-    else
-        flush_head = c->fnext;
-    if (c->fnext)
-        c->fnext->fprev = c->fprev;
-    c->fprev = c->fnext = NULL;
+    LIST_REMOVE(c, flink);
     c->flush_queued = 0;
 }
 
@@ -403,26 +394,6 @@ static void conn_end_request(struct conn *c)
     c->req.version_minor = -1;
 }
 
-static void conn_unlink(struct conn *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        conn_list = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
-static void conn_link(struct conn *c)
-{
-    c->prev = NULL;
-    c->next = conn_list;
-    if (conn_list)
-        conn_list->prev = c;
-    conn_list = c;
-}
-
 /* A connection of w's, awake or asleep, is gone. */
 static void conn_closed(struct worker *w)
 {
@@ -458,8 +429,7 @@ static void conn_release(struct conn *c, int close_fd)
         bufferevent_disable(c->bev, EV_WRITE); /* conn_get reads only */
         if (close_fd)
             evutil_closesocket(fd);
-        c->next = conn_pool;
-        conn_pool = c;
+        LIST_INSERT_HEAD(&conn_pool, c, link);
         conn_pool_n++;
         return;
     }
@@ -474,7 +444,7 @@ static void conn_free(struct conn *c)
 
     conn_flush_unlink(c);
     conn_end_request(c);
-    conn_unlink(c);
+    LIST_REMOVE(c, link);
     conn_flush_bytes(c);
     conn_release(c, 1);
     conn_closed(w);
@@ -958,23 +928,13 @@ static void conn_read_head(struct conn *c)
     conn_start_request(c, &r, (size_t)n);
 }
 
-static void sleeper_unlink(struct sleeper *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        sleep_list = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-}
-
 static void sleeper_close(struct sleeper *s)
 {
     struct worker *w = s->w;
 
     event_del(&s->ev);
     evutil_closesocket(event_get_fd(&s->ev));
-    sleeper_unlink(s);
+    LIST_REMOVE(s, link);
     free(s);
     conn_closed(w);
 }
@@ -1010,13 +970,9 @@ static int conn_sleep(struct conn *c, uint64_t ms)
         free(s);
         return PT_ERROR;
     }
-    s->prev = NULL;
-    s->next = sleep_list;
-    if (sleep_list)
-        sleep_list->prev = s;
-    sleep_list = s;
+    LIST_INSERT_HEAD(&sleep_list, s, link);
     conn_flush_bytes(c);
-    conn_unlink(c);
+    LIST_REMOVE(c, link);
     conn_release(c, 0);
     return PT_OK;
 }
@@ -1138,8 +1094,8 @@ size_t conn_write_now(struct bufferevent *bev)
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
-    while (flush_head) {
-        struct conn *c = flush_head;
+    while (!LIST_EMPTY(&flush_q)) {
+        struct conn *c = LIST_FIRST(&flush_q);
         struct evbuffer *out = bufferevent_get_output(c->bev);
         conn_flush_unlink(c);
         if (evbuffer_get_length(out) == 0)
@@ -1321,7 +1277,7 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
                              struct tls_server *tls, int reading)
 {
     struct event_base *base = worker_base(w);
-    struct conn *c = conn_pool;
+    struct conn *c = LIST_FIRST(&conn_pool);
 
     if (flush_ev == NULL)
         flush_ev = event_new(base, -1, 0, on_flush, NULL);
@@ -1331,7 +1287,7 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
         char *logbuf = c->logbuf;
         size_t logcap = c->logcap;
 
-        conn_pool = c->next;
+        LIST_REMOVE(c, link);
         conn_pool_n--;
         memset(c, 0, sizeof(*c));
         c->bev = bev;
@@ -1392,7 +1348,7 @@ static void conn_open(struct conn *c, struct worker *w,
     bufferevent_setwatermark(
         c->bev, EV_READ, 0,
         worker_gen(w)->conf->limits.max_header_bytes + 256 * 1024);
-    conn_link(c);
+    LIST_INSERT_HEAD(&conn_list, c, link);
 }
 
 int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
@@ -1474,7 +1430,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     c->stop_after = s->stop_after;
     /* after conn_get registered the bufferevent: epoll sees no change */
     event_del(&s->ev);
-    sleeper_unlink(s);
+    LIST_REMOVE(s, link);
     free(s);
     conn_read_now(c);
 }
@@ -1498,18 +1454,18 @@ static int conn_is_idle(struct conn *c)
 
 void conn_stop_all_graceful(void)
 {
-    struct conn *c = conn_list, *next;
-    struct sleeper *s = sleep_list, *snext;
+    struct conn *c = LIST_FIRST(&conn_list), *next;
+    struct sleeper *s = LIST_FIRST(&sleep_list), *snext;
 
     for (; c; c = next) {
-        next = c->next;
+        next = LIST_NEXT(c, link);
         c->stop_after = 1;
         if (conn_is_idle(c))
             conn_free(c);
     }
     for (; s; s = snext) {
         int pending = 0;
-        snext = s->next;
+        snext = LIST_NEXT(s, link);
         s->stop_after = 1; /* a request already sent is answered first */
         if (ioctl(event_get_fd(&s->ev), FIONREAD, &pending) < 0 ||
             pending == 0)
@@ -1519,13 +1475,13 @@ void conn_stop_all_graceful(void)
 
 void conn_close_all(void)
 {
-    while (conn_list)
-        conn_free(conn_list);
-    while (sleep_list)
-        sleeper_close(sleep_list);
-    while (conn_pool) {
-        struct conn *c = conn_pool;
-        conn_pool = c->next;
+    while (!LIST_EMPTY(&conn_list))
+        conn_free(LIST_FIRST(&conn_list));
+    while (!LIST_EMPTY(&sleep_list))
+        sleeper_close(LIST_FIRST(&sleep_list));
+    while (!LIST_EMPTY(&conn_pool)) {
+        struct conn *c = LIST_FIRST(&conn_pool);
+        LIST_REMOVE(c, link);
         conn_pool_n--;
         conn_destroy(c);
     }

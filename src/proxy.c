@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/queue.h>
 #include <sys/random.h>
 
 #include <event2/buffer.h>
@@ -121,7 +122,7 @@ struct proxy {
     struct evbuffer *sink;      /* owns (bg_mode, head_fill): the body,
                                    dropped once stored */
     struct gen *bg_gen;         /* ref (bg_mode): keeps route and pools */
-    struct proxy *wprev, *wnext; /* the worker's followers */
+    LIST_ENTRY(proxy) wlink; /* the worker's followers */
     uint64_t follow_sent;
     int follow_status;
     struct timespec t0;         /* when the request went upstream */
@@ -1283,20 +1284,14 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
 
 /* ---- reading along another request's fill (one fill per key) ---- */
 
-static struct proxy *followers;
+static LIST_HEAD(, proxy) followers;
 static struct event *follow_timer;
 
 static void px_follow_unlink(struct proxy *px)
 {
     if (!px->cache_follow)
         return;
-    if (px->wprev)
-        px->wprev->wnext = px->wnext;
-    else
-        followers = px->wnext;
-    if (px->wnext)
-        px->wnext->wprev = px->wprev;
-    px->wprev = px->wnext = NULL;
+    LIST_REMOVE(px, wlink);
     px->cache_follow = 0;
 }
 
@@ -1335,10 +1330,10 @@ static void px_follow_step(struct proxy *px)
  * in this worker takes what is new.  The list may change under us. */
 void proxy_cache_wakeup(void)
 {
-    struct proxy *px = followers, *next;
+    struct proxy *px = LIST_FIRST(&followers), *next;
 
     for (; px; px = next) {
-        next = px->wnext;
+        next = LIST_NEXT(px, wlink);
         px_follow_step(px);
     }
 }
@@ -1349,7 +1344,7 @@ static void on_follow_timer(evutil_socket_t fd, short what, void *arg)
     struct timeval tv = {1, 0};
 
     proxy_cache_wakeup();
-    if (followers)
+    if (!LIST_EMPTY(&followers))
         evtimer_add(follow_timer, &tv);
 }
 
@@ -1358,10 +1353,7 @@ static void px_follow_start(struct proxy *px)
     struct timeval tv = {1, 0};
 
     px->cache_follow = 1;
-    px->wnext = followers;
-    if (followers)
-        followers->wprev = px;
-    followers = px;
+    LIST_INSERT_HEAD(&followers, px, wlink);
     if (follow_timer == NULL)
         follow_timer = evtimer_new(bufferevent_get_base(px_client(px)),
                                    on_follow_timer, NULL);
