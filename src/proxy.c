@@ -342,10 +342,15 @@ static void px_forwarded_for(struct proxy *px, const struct http_request *r,
                         px_client_ip(conn_peer(px->c), ip, sizeof(ip)));
 }
 
-static void px_build_head(struct proxy *px, const struct http_request *r)
+/* The upstream request head, into px->head (made here: a hit has none).
+ * PT_ERROR when out of memory. */
+static int px_build_head(struct proxy *px, const struct http_request *r)
 {
     const struct conf_upstream *up = px->route->upstream;
-    struct evbuffer *b = px->head;
+    struct evbuffer *b = px->head = evbuffer_new();
+
+    if (b == NULL)
+        return PT_ERROR;
 
     if (px->head_fill)
         evbuffer_add(b, PT_LIT("GET "));
@@ -393,6 +398,7 @@ static void px_build_head(struct proxy *px, const struct http_request *r)
     if (cache_revalidation_fields(&px->cx))
         evbuffer_add_printf(b, "%s", cache_revalidation_fields(&px->cx));
     evbuffer_add(b, PT_LIT("\r\n"));
+    return PT_OK;
 }
 
 /* ---- failures before the response head ------------------------------------ */
@@ -1274,11 +1280,8 @@ struct proxy *proxy_start(struct conn *c, struct ups_set *ups,
          * for the whole response once, and later GETs and HEADs hit. */
         px->head_fill = 1;
     }
-    if ((px->head = evbuffer_new()) == NULL) {
+    if (px_build_head(px, r) < 0)
         proxy_free(&px);
-        return NULL;
-    }
-    px_build_head(px, r);
     return px;
 }
 
@@ -1413,11 +1416,8 @@ static struct proxy *px_new_refresh(struct conn *c, struct ups_set *ups,
         return NULL;
     }
     px->head_fill = px->head_only; /* after a HEAD hit: refreshed as GET */
-    if ((px->head = evbuffer_new()) == NULL) {
+    if (px_build_head(px, r) < 0) /* with the stored validators */
         proxy_free(&px);
-        return NULL;
-    }
-    px_build_head(px, r); /* with the stored validators */
     return px;
 }
 
