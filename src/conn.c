@@ -11,10 +11,12 @@
  * are bounded by the bufferevent's read/write timeouts.  A request holds
  * a reference to the configuration generation it started with.
  *
- * Between requests a plain-TCP connection sleeps (struct sleeper below):
- * its struct conn goes back to the worker's pool and ~0.2 KB stays.  A
- * new connection is read at once (conn_read_now), and its socket is
- * registered with epoll only when it must wait for bytes.
+ * Between requests a plain-TCP connection dozes (conn_doze: it stays
+ * awake, watching its socket with one event), and the ones idle longest
+ * beyond CONN_DOZE_MAX sleep (struct sleeper below): their struct conn
+ * goes back to the worker's pool and ~0.2 KB stays.  A new connection is
+ * read at once (conn_read_now), and its socket is registered with epoll
+ * only when it must wait for bytes.
  *
  * Calls: http_parse.c, route.c, log.c, worker.h.
  */
@@ -116,6 +118,12 @@ struct conn {
     unsigned client_closes : 1; /* the last request said it is the last */
     unsigned flush_queued : 1;
     unsigned write_armed : 1;
+    /* Dozing: between requests, still awake (conn_doze). */
+    struct event wake;         /* the next request's first byte */
+    TAILQ_ENTRY(conn) dlink;   /* the worker's dozers, oldest first */
+    uint64_t doze_until;       /* ms (conn_now_ms): keep-alive deadline */
+    unsigned wake_on : 1;      /* wake is registered */
+    unsigned dozing : 1;
 };
 
 /*
@@ -146,6 +154,9 @@ struct sleeper {
 /* Free conns kept for reuse, their bufferevents without a socket: the
  * most that wake at once, up to this many. */
 #define CONN_POOL_MAX 256
+/* Connections between requests that stay awake (conn_doze): past this
+ * many, the one idle longest goes to sleep. */
+#define CONN_DOZE_MAX 256
 
 static LIST_HEAD(, conn) conn_list;      /* awake */
 static LIST_HEAD(, sleeper) sleep_list;  /* asleep */
@@ -154,6 +165,9 @@ static LIST_HEAD(, conn) conn_pool;      /* free, for reuse */
 static unsigned conn_pool_n;
 static LIST_HEAD(, conn) flush_q; /* conns with output to write this turn */
 static struct event *flush_ev;    /* active while flush_q is not empty */
+static TAILQ_HEAD(doze_head, conn) doze_q = TAILQ_HEAD_INITIALIZER(doze_q);
+static unsigned doze_n;
+static struct event *doze_ev; /* at the oldest dozer's deadline */
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
@@ -422,6 +436,8 @@ static void conn_release(struct conn *c, int close_fd)
     evutil_socket_t fd = bufferevent_getfd(c->bev);
 
     evtimer_del(c->timer);
+    if (c->wake_on)
+        event_del(&c->wake);
     if (!c->tls && conn_pool_n < CONN_POOL_MAX &&
         evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -438,10 +454,20 @@ static void conn_release(struct conn *c, int close_fd)
     conn_destroy(c);
 }
 
+static void conn_undoze(struct conn *c)
+{
+    if (!c->dozing)
+        return;
+    TAILQ_REMOVE(&doze_q, c, dlink);
+    doze_n--;
+    c->dozing = 0;
+}
+
 static void conn_free(struct conn *c)
 {
     struct worker *w = c->w;
 
+    conn_undoze(c);
     conn_flush_unlink(c);
     conn_end_request(c);
     LIST_REMOVE(c, link);
@@ -891,7 +917,9 @@ static void conn_read_head(struct conn *c)
     ssize_t n;
 
     if (evbuffer_get_length(in) == 0) {
-        bufferevent_enable(c->bev, EV_READ);
+        /* between requests conn_idle decides how to wait */
+        if (c->head_started)
+            bufferevent_enable(c->bev, EV_READ);
         return;
     }
     if (!c->head_started) {
@@ -941,6 +969,15 @@ static void sleeper_close(struct sleeper *s)
 
 static void on_wake(evutil_socket_t fd, short what, void *arg);
 
+/* Between requests with everything written and nothing read: plain TCP
+ * connections may doze or sleep then. */
+static int conn_can_rest(struct conn *c)
+{
+    return c->direct && !c->flush_queued && !c->write_armed &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+           evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
 /* Trade a connection waiting for its next request for a sleeper that
  * wakes on its first byte or closes at the deadline ms.  PT_ERROR when
  * it cannot (TLS, output not written yet, out of memory). */
@@ -949,9 +986,7 @@ static int conn_sleep(struct conn *c, uint64_t ms)
     struct timeval tv = conn_tv(ms);
     struct sleeper *s;
 
-    if (!c->direct || c->flush_queued || c->write_armed ||
-        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
-        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+    if (!conn_can_rest(c))
         return PT_ERROR;
     s = malloc(sizeof(*s));
     if (s == NULL)
@@ -977,9 +1012,103 @@ static int conn_sleep(struct conn *c, uint64_t ms)
     return PT_OK;
 }
 
-/* The connection waits for a next request: it sleeps once its answer is
- * written, or arms the idle timer; it closes instead when the worker is
- * stopping. */
+/*
+ * Dozing: a keep-alive connection that has just been answered stays
+ * awake for its next request, which on a busy connection comes soon:
+ * the sleep and wake (a sleeper, a conn from the pool, their events)
+ * would cost about a tenth of a cached answer.  It waits on c->wake, a
+ * persistent read event with no timeout, while its bufferevent does not
+ * read; the worker's doze queue keeps dozers in deadline order, and one
+ * timer (doze_ev) closes those whose keep-alive ran out.  At most
+ * CONN_DOZE_MAX doze: past that the one idle longest goes to sleep, so
+ * idle connections still cost a sleeper each.
+ *
+ * c->wake stays registered after the wake, as long as the connection
+ * lives: a request answered in the same loop turn dozes again without
+ * touching it.  If it fires while the connection is busy (its
+ * bufferevent reads then, or it wants no input), it is removed.
+ */
+static uint64_t conn_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void doze_arm(uint64_t now)
+{
+    struct conn *c = TAILQ_FIRST(&doze_q);
+
+    if (c != NULL && !evtimer_pending(doze_ev, NULL)) {
+        struct timeval tv =
+            conn_tv(c->doze_until > now ? c->doze_until - now : 0);
+        evtimer_add(doze_ev, &tv);
+    }
+}
+
+static void on_doze_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t now = conn_now_ms();
+    struct conn *c;
+
+    (void)fd, (void)what, (void)arg;
+    while ((c = TAILQ_FIRST(&doze_q)) != NULL && c->doze_until <= now)
+        conn_free(c); /* the keep-alive timeout: closed with nothing sent */
+    doze_arm(now);
+}
+
+static void on_doze_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd, (void)what;
+    if (!c->dozing) {
+        event_del(&c->wake);
+        c->wake_on = 0;
+        return;
+    }
+    conn_undoze(c);
+    conn_read_now(c);
+}
+
+/* PT_ERROR when c cannot doze: it may sleep then. */
+static int conn_doze(struct conn *c, uint64_t ms)
+{
+    uint64_t now = conn_now_ms(), until = now + ms;
+    struct conn *last = TAILQ_LAST(&doze_q, doze_head);
+
+    /* Deadline order holds unless a reload shortened the keep-alive. */
+    if (!conn_can_rest(c) || doze_ev == NULL ||
+        (last != NULL && until < last->doze_until))
+        return PT_ERROR;
+    if (!c->wake_on) {
+        event_assign(&c->wake, worker_base(c->w), bufferevent_getfd(c->bev),
+                     EV_READ | EV_PERSIST, on_doze_wake, c);
+        if (event_add(&c->wake, NULL) < 0)
+            return PT_ERROR;
+        c->wake_on = 1;
+    }
+    if (bufferevent_get_enabled(c->bev) & EV_READ)
+        bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(c->timer);
+    c->dozing = 1;
+    c->doze_until = until;
+    TAILQ_INSERT_TAIL(&doze_q, c, dlink);
+    doze_arm(now);
+    if (++doze_n > CONN_DOZE_MAX) {
+        struct conn *old = TAILQ_FIRST(&doze_q);
+        conn_undoze(old);
+        if (conn_sleep(old, old->doze_until > now ? old->doze_until - now
+                                                  : 0) < 0)
+            conn_free(old);
+    }
+    return PT_OK;
+}
+
+/* The connection waits for a next request: it dozes or sleeps once its
+ * answer is written, or arms the idle timer; it closes instead when the
+ * worker is stopping. */
 static void conn_idle(struct conn *c)
 {
     const struct conf *cf = worker_gen(c->w)->conf;
@@ -994,6 +1123,8 @@ static void conn_idle(struct conn *c)
         conn_free(c);
         return;
     }
+    if (c->nreq > 0 && conn_doze(c, ms) == PT_OK)
+        return;
     if (conn_sleep(c, ms) == PT_OK)
         return;
     bufferevent_enable(c->bev, EV_READ);
@@ -1281,6 +1412,8 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
 
     if (flush_ev == NULL)
         flush_ev = event_new(base, -1, 0, on_flush, NULL);
+    if (doze_ev == NULL)
+        doze_ev = evtimer_new(base, on_doze_deadline, NULL);
     if (tls == NULL && c != NULL && flush_ev != NULL) {
         struct bufferevent *bev = c->bev;
         struct event *timer = c->timer;

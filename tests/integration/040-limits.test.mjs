@@ -170,6 +170,26 @@ describe('timeouts', () => {
     }
   });
 
+  test('300 idle keep-alive connections, dozing and asleep, all close after keepalive', async () => {
+    // A worker keeps the 256 connections answered last awake (dozing);
+    // the older ones sleep.  Both kinds must keep the keep-alive deadline.
+    const conns = await Promise.all(Array.from({ length: 300 }, () => RawConn.open(d.port)));
+    try {
+      for (const c of conns) { // one after the other: the first ones sleep
+        await c.write(`GET / HTTP/1.1\r\n${H}\r\n`);
+        assert.equal((await c.read(1))[0].status, 200);
+      }
+      const t0 = Date.now();
+      const closed = await Promise.all(conns.map((c) => c.waitClosed(10000)));
+      assert.equal(closed.filter(Boolean).length, 300, 'all closed within 10 s (keepalive: 1s)');
+      assert.ok(conns.every((c) => c.pending.length === 0), 'no bytes on an idle close');
+      // the last one answered waited its full second
+      assert.ok(Date.now() - t0 >= 700, `closed too early (${Date.now() - t0} ms)`);
+    } finally {
+      for (const c of conns) c.destroy();
+    }
+  });
+
   test('a connection that never sends a byte is closed silently', async () => {
     const c = await RawConn.open(d.port);
     try {

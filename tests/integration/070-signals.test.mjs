@@ -50,41 +50,49 @@ test('SIGQUIT: a request in flight is finished with Connection: close, then exit
   assert.ok(!pidAlive(worker));
 });
 
-test('SIGQUIT: an idle keep-alive connection closes, one whose next request already came is answered first', async (t) => {
-  const d = await startPortico({ config: baseConfig({
-    workers: 1,
-    timeouts: { client_header: '60s', keepalive: '60s', shutdown_grace: '20s' },
-  }) });
-  t.after(() => d.stop());
-  const [worker] = await d.waitWorkers(1);
-  const busy = await RawConn.open(d.port);
-  const idle = await RawConn.open(d.port);
-  t.after(() => { busy.destroy(); idle.destroy(); });
-  for (const c of [busy, idle]) { // both asleep between requests after this
-    await c.write(`GET / HTTP/1.1\r\n${H}\r\n`);
-    assert.equal((await c.read(1))[0].status, 200);
-  }
-  // The worker is stopped while the stop is asked for and then the next
-  // request arrives: when it runs again, it sees them in that order, so
-  // the stop finds a sleeping connection with a request in the kernel.
-  const from = d.logs.length;
-  process.kill(worker, 'SIGSTOP');
-  try {
-    d.signal('SIGQUIT');
-    await d.waitForLog(/master notice: graceful stop: 1 workers/, undefined, from);
-    await delay(100);
-    await busy.write(`GET /next HTTP/1.1\r\n${H}\r\n`);
-    await delay(200);
-  } finally { process.kill(worker, 'SIGCONT'); }
-  const [r] = await busy.read(1);
-  assert.equal(r.status, 200);
-  assert.match(r.headers.connection ?? '', /^close$/i);
-  assert.ok(await busy.waitClosed(), 'closed after the answer');
-  assert.ok(await idle.waitClosed(), 'the idle connection is closed');
-  assert.equal(idle.pending.length, 0, 'nothing sent on the idle one');
-  const exit = await d.waitExit(15000);
-  assert.equal(exit.code, 0, d.logs.slice(from).join('\n'));
-});
+// Between requests a connection dozes (one of the 256 answered last) or
+// sleeps (older ones): a graceful stop must treat both alike.
+for (const [kind, newer] of [['dozing', 0], ['asleep', 260]]) {
+  test(`SIGQUIT: an idle keep-alive connection closes, one whose next request already came is answered first (${kind})`, async (t) => {
+    const d = await startPortico({ config: baseConfig({
+      workers: 1,
+      timeouts: { client_header: '60s', keepalive: '60s', shutdown_grace: '20s' },
+    }) });
+    t.after(() => d.stop());
+    const [worker] = await d.waitWorkers(1);
+    const busy = await RawConn.open(d.port);
+    const idle = await RawConn.open(d.port);
+    t.after(() => { busy.destroy(); idle.destroy(); });
+    const others = await Promise.all(Array.from({ length: newer }, () => RawConn.open(d.port)));
+    t.after(() => { for (const c of others) c.destroy(); });
+    for (const c of [busy, idle, ...others]) { // idle between requests after this
+      await c.write(`GET / HTTP/1.1\r\n${H}\r\n`);
+      assert.equal((await c.read(1))[0].status, 200);
+    }
+    // The worker is stopped while the stop is asked for and then the next
+    // request arrives: when it runs again, it sees them in that order, so
+    // the stop finds an idle connection with a request in the kernel.
+    const from = d.logs.length;
+    process.kill(worker, 'SIGSTOP');
+    try {
+      d.signal('SIGQUIT');
+      await d.waitForLog(/master notice: graceful stop: 1 workers/, undefined, from);
+      await delay(100);
+      await busy.write(`GET /next HTTP/1.1\r\n${H}\r\n`);
+      await delay(200);
+    } finally { process.kill(worker, 'SIGCONT'); }
+    const [r] = await busy.read(1);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.connection ?? '', /^close$/i);
+    assert.ok(await busy.waitClosed(), 'closed after the answer');
+    // well before shutdown_grace (20 s) would close them
+    assert.ok(await idle.waitClosed(8000), 'the idle connection is closed');
+    assert.equal(idle.pending.length, 0, 'nothing sent on the idle one');
+    for (const c of others) assert.ok(await c.waitClosed(8000), 'every idle connection is closed');
+    const exit = await d.waitExit(15000);
+    assert.equal(exit.code, 0, d.logs.slice(from).join('\n'));
+  });
+}
 
 test('SIGQUIT while a request body is arriving: the request completes', async (t) => {
   const d = await startPortico({ config: baseConfig({
