@@ -121,8 +121,12 @@ static void cache_notify(struct cache_xfer *x)
         close(fd);
 }
 
+static void cache_head_forget(void);
+
 void cache_zone_set(struct cache_store *s)
 {
+    if (s != zone)
+        cache_head_forget(); /* they name entries of the old zone */
     zone = s;
 }
 
@@ -385,28 +389,62 @@ static int cache_vary_fields(const struct conf_route *rt,
 }
 
 /*
- * The stored head of x->ref, copied out of the zone (it may span blocks)
- * with the final empty line it is stored without, and parsed in that
- * copy, once per request: x->hresp's views point into x->head, which one
- * allocation holds with the field array (sized by the head's lines).
- * PT_ERROR when it cannot be read or parsed.
+ * A stored head, copied out of the zone (it may span blocks) with the
+ * final empty line it is stored without, and parsed: resp's views point
+ * into bytes, which one allocation holds with the field array (sized by
+ * the head's lines).  A stored head never changes under its (entry,
+ * version), so each worker keeps the heads it served lately (head_memo,
+ * direct-mapped) and a hit neither copies nor parses its head again; the
+ * Cache-Control and validators read from it are kept too, for the
+ * stored_at they were read under (a 304 refreshes stored_at in place).
+ * Counted references: the memo's slot and each xfer using it.
  */
-static int cache_head_load(struct cache_xfer *x)
+struct cache_head {
+    unsigned refs;
+    uint32_t entry, version;
+    struct http_response resp;
+    int64_t cr_at;            /* stored_at cr was read under */
+    unsigned cr_ok : 1;
+    struct cache_response cr; /* views into bytes */
+    char bytes[];
+};
+
+#define CACHE_HEAD_MEMO 64 /* slots, a power of two */
+
+static struct cache_head *head_memo[CACHE_HEAD_MEMO];
+
+static void cache_head_put(struct cache_head *h)
 {
-    size_t len = x->meta.head_len, lines = 1;
-    struct http_header *hdrs;
-    char *head;
+    if (h != NULL && --h->refs == 0)
+        free(h);
+}
 
-    if (x->head && x->head_of.entry == x->ref.entry &&
-        x->head_of.version == x->ref.version)
-        return PT_OK;
+static struct cache_head **cache_head_slot(const struct cache_ref *ref)
+{
+    uint32_t k = (ref->entry * 2654435761u) ^ ref->version;
+
+    return &head_memo[(k ^ (k >> 16)) & (CACHE_HEAD_MEMO - 1)];
+}
+
+static void cache_head_forget(void)
+{
+    for (size_t i = 0; i < CACHE_HEAD_MEMO; i++) {
+        cache_head_put(head_memo[i]);
+        head_memo[i] = NULL;
+    }
+}
+
+/* The head of x->ref, read from the zone and parsed.  NULL when it
+ * cannot be read or parsed, or on no memory. */
+static struct cache_head *cache_head_read(struct cache_xfer *x)
+{
+    size_t len = x->meta.head_len, lines = 1, at;
     char small[2048]; /* most heads: counted here, then sized to fit */
+    struct cache_head *h;
 
-    free(x->head);
-    x->head = NULL;
     if (len <= sizeof(small)) {
         if (cache_copy_out(&x->ref, small, len) < 0)
-            return PT_ERROR;
+            return NULL;
         for (size_t i = 0; i < len; i++)
             lines += small[i] == '\n';
     } else {
@@ -414,28 +452,53 @@ static int cache_head_load(struct cache_xfer *x)
     }
     lines = PT_MIN(lines, CACHE_MAX_STORED_HEADERS);
     /* room for the head, its last CRLFs, and a field per line */
-    head = malloc(((len + 4 + 7) & ~(size_t)7) +
-                  sizeof(struct http_header) * lines);
-    if (head == NULL)
-        return PT_ERROR;
+    at = (len + 4 + 7) & ~(size_t)7;
+    h = malloc(sizeof(*h) + at + sizeof(struct http_header) * lines);
+    if (h == NULL)
+        return NULL;
     if (len <= sizeof(small)) {
-        memcpy(head, small, len);
-    } else if (cache_copy_out(&x->ref, head, len) < 0) {
-        free(head);
-        return PT_ERROR;
+        memcpy(h->bytes, small, len);
+    } else if (cache_copy_out(&x->ref, h->bytes, len) < 0) {
+        free(h);
+        return NULL;
     }
-    hdrs = (struct http_header *)(head + ((len + 4 + 7) & ~(size_t)7));
-    memcpy(head + len, "\r\n\r\n", 4);
+    memcpy(h->bytes + len, "\r\n\r\n", 4);
     struct http_limits lim = {len + 4, len + 4, lines};
-    memset(&x->hresp, 0, sizeof(x->hresp));
-    x->hresp.headers = hdrs;
-    x->hresp.headers_cap = lines;
-    if (http_parse_response(head, len + 4, &lim, &x->hresp) <= 0) {
-        free(head);
-        return PT_ERROR;
+    memset(&h->resp, 0, sizeof(h->resp));
+    h->resp.headers = (struct http_header *)(h->bytes + at);
+    h->resp.headers_cap = lines;
+    if (http_parse_response(h->bytes, len + 4, &lim, &h->resp) <= 0) {
+        free(h);
+        return NULL;
     }
-    x->head = head;
-    x->head_of = x->ref;
+    h->refs = 1;
+    h->entry = x->ref.entry;
+    h->version = x->ref.version;
+    h->cr_ok = 0;
+    return h;
+}
+
+/* x->head and x->hresp: the stored head of x->ref.  PT_ERROR when it
+ * cannot be read or parsed. */
+static int cache_head_load(struct cache_xfer *x)
+{
+    struct cache_head **slot = cache_head_slot(&x->ref), *h = *slot;
+
+    if (x->head && x->head->entry == x->ref.entry &&
+        x->head->version == x->ref.version)
+        return PT_OK;
+    if (h == NULL || h->entry != x->ref.entry ||
+        h->version != x->ref.version) {
+        h = cache_head_read(x);
+        if (h == NULL)
+            return PT_ERROR;
+        cache_head_put(*slot);
+        *slot = h;
+    }
+    h->refs++;
+    cache_head_put(x->head);
+    x->head = h;
+    x->hresp = h->resp;
     return PT_OK;
 }
 
@@ -469,25 +532,31 @@ static enum cache_outcome cache_judge(struct cache_xfer *x,
                                       const struct http_request *r)
 {
     const struct http_response *resp = &x->hresp;
-    struct cache_response cr;
+    struct cache_response *cr;
     int64_t now = x->request_time, age;
     enum cache_reuse use;
 
     if (cache_head_load(x) < 0)
         return CACHE_PASS;
-    cache_response_read(resp->status, resp->headers, resp->nheaders,
-                        x->meta.stored_at, &cr);
+    cr = &x->head->cr;
+    if (!x->head->cr_ok || x->head->cr_at != x->meta.stored_at) {
+        cache_response_read(resp->status, resp->headers, resp->nheaders,
+                            x->meta.stored_at, cr);
+        x->head->cr_at = x->meta.stored_at;
+        x->head->cr_ok = 1;
+    }
     age = cache_age_current(x->meta.initial_age, x->meta.stored_at, now);
-    use = cache_reuse(&x->creq.cc, &cr.cc, x->meta.lifetime, age);
+    use = cache_reuse(&x->creq.cc, &cr->cc, x->meta.lifetime, age);
     x->ttl = x->meta.lifetime - age;
     x->conditional = cache_conditional(r->method_id, r->headers, r->nheaders,
-                                       cr.etag, cr.last_modified, now);
-    x->stored_cc = cr.cc;
+                                       cr->etag, cr->last_modified, now);
+    x->stored_cc = cr->cc;
     x->old_age = age;
     x->reuse = use;
-    cache_make_validators(x, resp, r, now);
-    return use == CACHE_FRESH || use == CACHE_STALE_OK ? CACHE_SERVE
-                                                       : CACHE_FILL;
+    if (use == CACHE_FRESH || use == CACHE_STALE_OK)
+        return CACHE_SERVE;
+    cache_make_validators(x, resp, r, now); /* to revalidate it */
+    return CACHE_FILL;
 }
 
 /* The key is being filled: is there a stale copy beside it that this
@@ -824,7 +893,10 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
         return status;
     pin->ref = x->ref;
     pin->pieces = 1; /* this loop's own, dropped at its end */
-    cache_addref(zone, &pin->ref);
+    if (x->pinned)
+        x->pinned = 0; /* x's own pin goes with the body */
+    else
+        cache_addref(zone, &pin->ref);
     /* Blocks that lie end to end in the zone go out as one piece: fewer
      * references to add, fewer iovecs to write. */
     const char *run = NULL;
@@ -1268,7 +1340,7 @@ void cache_end(struct cache_xfer *x, int complete)
     free(x->key);
     free(x->vary);
     free(x->saved);
-    free(x->head);
+    cache_head_put(x->head);
     memset(x, 0, sizeof(*x));
 }
 

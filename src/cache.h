@@ -45,6 +45,8 @@ int cache_notify_open(int slot);
 /* The socket is readable: empty it.  The caller then runs the waiters. */
 void cache_notify_drain(int fd);
 
+struct cache_head; /* cache.c: a stored head, parsed */
+
 struct cache_xfer {
     struct cache_ref ref;
     unsigned pinned : 1;
@@ -81,10 +83,9 @@ struct cache_xfer {
     size_t primary_len;     /* key[0..primary_len): the URL's own key */
     unsigned variant : 1;   /* key is a variant's (through a marker) */
     char *vary;             /* owns (variant): the marker's field list */
-    char *head;             /* owns: the stored head of head_of, copied
-                               out and parsed once (judge, then serve) */
+    struct cache_head *head; /* a reference: the stored head of ref,
+                                parsed (judge, then serve) */
     struct http_response hresp; /* views into head */
-    struct cache_ref head_of;
     struct http_header *saved; /* owns: the request's fields, kept while
                                   filling or following the URL's own key
                                   (a variant key may be needed later) */
