@@ -124,6 +124,9 @@ struct conn {
     uint64_t doze_until;       /* ms (conn_now_ms): keep-alive deadline */
     unsigned wake_on : 1;      /* wake is registered */
     unsigned dozing : 1;
+    /* the bufferevent's timeouts, as conn_read_timeout last set them */
+    unsigned to_set : 1;
+    uint64_t to_read, to_send;
 };
 
 /*
@@ -198,7 +201,14 @@ static void conn_read_timeout(struct conn *c, uint64_t ms)
     const struct conf *cf = worker_gen(c->w)->conf;
     struct timeval rtv = conn_tv(ms), wtv = conn_tv(cf->timeouts.send);
 
+    /* set once per connection, not per request: libevent re-adds both
+     * events to apply them */
+    if (c->to_set && c->to_read == ms && c->to_send == cf->timeouts.send)
+        return;
     bufferevent_set_timeouts(c->bev, ms ? &rtv : NULL, &wtv);
+    c->to_set = 1;
+    c->to_read = ms;
+    c->to_send = cf->timeouts.send;
 }
 
 static void conn_timer_ms(struct conn *c, uint64_t ms)
@@ -486,6 +496,7 @@ static void conn_linger(struct conn *c)
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     evbuffer_drain(in, evbuffer_get_length(in));
     bufferevent_set_timeouts(c->bev, NULL, NULL);
+    c->to_set = 0;
     bufferevent_enable(c->bev, EV_READ);
     conn_timer_ms(c, CONN_LINGER_MS);
 }

@@ -157,6 +157,35 @@ describe('cache', () => {
     assert.match(r.headers['cache-status'], /fwd=stale; stored/);
   });
 
+  test('a refilled entry: hits carry the new head, on every connection and worker', async () => {
+    // Workers keep the parsed heads of the entries they served: a new
+    // copy of the URL must never be answered with the old copy's head.
+    const p = '/refill?cc=max-age%3D1';
+    for (let i = 0; i < 6; i++) assert.equal((await get(d, p)).headers['x-seen'], '1');
+    await new Promise((r) => setTimeout(r, 2100));
+    const refill = await get(d, p);
+    assert.match(refill.headers['cache-status'], /fwd=stale; stored/);
+    assert.equal(refill.headers['x-seen'], '2');
+    for (let i = 0; i < 6; i++) {
+      const r = await get(d, p);
+      assert.match(r.headers['cache-status'], /^portico; hit; ttl=\d+$/);
+      assert.equal(r.headers['x-seen'], '2');
+      assert.equal(r.body, refill.body);
+    }
+    assert.equal(o.hits.get('/refill'), 2);
+  });
+
+  test('max-stale: a stale copy the request accepts is a hit with a negative ttl', async () => {
+    const p = '/mstale?cc=max-age%3D1';
+    const first = await get(d, p);
+    await new Promise((r) => setTimeout(r, 2100));
+    const r = await get(d, p, { 'Cache-Control': 'max-stale=60' });
+    assert.equal(r.body, first.body);
+    assert.match(r.headers['cache-status'], /^portico; hit; ttl=-\d+$/);
+    assert.ok(Number(r.headers.age) >= 2, r.headers.age);
+    assert.equal(o.hits.get('/mstale'), 1);
+  });
+
   test('a stale entry with an ETag is revalidated: a 304 makes it fresh again', async () => {
     const first = await get(d, '/reval?cc=max-age%3D1');
     await new Promise((r) => setTimeout(r, 2100));
