@@ -754,14 +754,6 @@ static const char *cache_status_line(const struct cache_xfer *x, char *buf,
     return buf;
 }
 
-static void cache_status_field(struct cache_xfer *x, struct evbuffer *out)
-{
-    char buf[300];
-
-    if (cache_status_line(x, buf, sizeof(buf)))
-        evbuffer_add(out, buf, strlen(buf));
-}
-
 /* Bytes written at a cursor in space the caller reserved for them. */
 static char *cache_put(char *at, const void *p, size_t n)
 {
@@ -1213,10 +1205,10 @@ static void cache_invalidate(struct cache_xfer *x,
     }
 }
 
-void cache_on_response(struct cache_xfer *x, const struct conf *conf,
-                       const struct conf_route *route,
-                       const struct http_response *resp, int body_framed,
-                       struct evbuffer *fields)
+const char *cache_on_response(struct cache_xfer *x, const struct conf *conf,
+                              const struct conf_route *route,
+                              const struct http_response *resp,
+                              int body_framed, char *cs, size_t cap)
 {
     struct cache_response cr;
     int64_t now = (int64_t)time(NULL);
@@ -1282,8 +1274,8 @@ void cache_on_response(struct cache_xfer *x, const struct conf *conf,
         if (x->fwd != CACHE_FWD_STALE && x->fwd != CACHE_FWD_VARY_MISS)
             x->fwd = CACHE_FWD_URI_MISS;
     }
-    if (route->cache.enabled && zone)
-        cache_status_field(x, fields);
+    return route->cache.enabled && zone ? cache_status_line(x, cs, cap)
+                                        : NULL;
 }
 
 void cache_on_data(struct cache_xfer *x, const struct conf *conf,

@@ -110,14 +110,15 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
 /*
  * The upstream's final response head arrived: decide whether it goes in
  * and, if so, store its head; an unsafe request's success drops the
- * cached copies of its URI (RFC 9111 4.4).  Adds the Cache-Status field to `fields`
- * (the head being sent to the client).  body_framed: the body has a
- * Content-Length (others are not stored).
+ * cached copies of its URI (RFC 9111 4.4).  Returns the Cache-Status
+ * field for the head sent to the client, written in cs (300 bytes is
+ * enough), or NULL.  body_framed: the body has a Content-Length (others
+ * are not stored).
  */
-void cache_on_response(struct cache_xfer *x, const struct conf *conf,
-                       const struct conf_route *route,
-                       const struct http_response *resp, int body_framed,
-                       struct evbuffer *fields);
+const char *cache_on_response(struct cache_xfer *x, const struct conf *conf,
+                              const struct conf_route *route,
+                              const struct http_response *resp,
+                              int body_framed, char *cs, size_t cap);
 
 /*
  * Following a fill: send what is new.  Returns 1 when the response is

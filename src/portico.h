@@ -23,6 +23,12 @@ struct pt_str {
 };
 
 #define PT_STR(lit) ((struct pt_str){(lit), sizeof(lit) - 1})
+
+/* A view of a NUL-terminated string. */
+static inline struct pt_str pt_str_c(const char *s)
+{
+    return (struct pt_str){s, strlen(s)};
+}
 /* A string literal and its length, as two arguments: f(buf, PT_LIT("x")) */
 #define PT_LIT(lit) (lit), (sizeof(lit) - 1)
 #define PT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

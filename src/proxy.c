@@ -17,7 +17,9 @@
  */
 #include "proxy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/queue.h>
 #include <sys/random.h>
@@ -250,30 +252,97 @@ static int px_connection_lists(const struct http_header *h, size_t n,
     return 0;
 }
 
-static void px_add_field(struct evbuffer *b, struct pt_str name,
-                         struct pt_str value)
+/*
+ * A head being written: into a buffer on the stack (on the heap past
+ * it), then added to its evbuffer in one piece by px_text_end.  An
+ * evbuffer_add per piece would cost ~100 instructions each, plus the
+ * byte-counting callback of a client's output.
+ */
+struct px_text {
+    char *p;
+    size_t len, cap;
+    unsigned failed : 1; /* out of memory: px_text_end adds nothing */
+    char room[2048];
+};
+
+static void px_text_init(struct px_text *t)
 {
-    evbuffer_add(b, name.p, name.len);
-    evbuffer_add(b, PT_LIT(": "));
-    evbuffer_add(b, value.p, value.len);
-    evbuffer_add(b, PT_LIT("\r\n"));
+    t->p = t->room;
+    t->len = 0;
+    t->cap = sizeof(t->room);
+    t->failed = 0;
 }
 
-static void px_add_ops(struct evbuffer *b, const struct conf_header_ops *ops)
+static void px_put(struct px_text *t, const void *s, size_t n)
+{
+    if (t->failed)
+        return;
+    if (n > t->cap - t->len) {
+        size_t cap = PT_MAX(t->cap * 2, t->len + n);
+        char *p = t->p == t->room ? malloc(cap) : realloc(t->p, cap);
+        if (p == NULL) {
+            t->failed = 1;
+            return;
+        }
+        if (t->p == t->room)
+            memcpy(p, t->room, t->len);
+        t->p = p;
+        t->cap = cap;
+    }
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+}
+
+/* Add what t holds to b, and empty t.  PT_ERROR (nothing added) when
+ * memory ran out. */
+static int px_text_end(struct px_text *t, struct evbuffer *b)
+{
+    int rc = !t->failed && evbuffer_add(b, t->p, t->len) == 0 ? PT_OK
+                                                               : PT_ERROR;
+    if (t->p != t->room)
+        free(t->p);
+    px_text_init(t);
+    return rc;
+}
+
+static void px_put_field(struct px_text *t, struct pt_str name,
+                         struct pt_str value)
+{
+    px_put(t, name.p, name.len);
+    px_put(t, PT_LIT(": "));
+    px_put(t, value.p, value.len);
+    px_put(t, PT_LIT("\r\n"));
+}
+
+static void px_put_ops(struct px_text *t, const struct conf_header_ops *ops)
 {
     for (size_t i = 0; i < ops->nset; i++)
-        evbuffer_add_printf(b, "%s: %s\r\n", ops->set[i].name,
-                            ops->set[i].value);
+        px_put_field(t, pt_str_c(ops->set[i].name),
+                     pt_str_c(ops->set[i].value));
     for (size_t i = 0; i < ops->nadd; i++)
-        evbuffer_add_printf(b, "%s: %s\r\n", ops->add[i].name,
-                            ops->add[i].value);
+        px_put_field(t, pt_str_c(ops->add[i].name),
+                     pt_str_c(ops->add[i].value));
+}
+
+/* "HTTP/1.1 <status> <reason>\r\n" */
+static void px_put_status(struct px_text *t, int status, struct pt_str reason)
+{
+    char code[3] = {(char)('0' + status / 100 % 10),
+                    (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10)};
+
+    px_put(t, PT_LIT("HTTP/1.1 "));
+    px_put(t, code, 3);
+    px_put(t, PT_LIT(" "));
+    px_put(t, reason.p, reason.len);
+    px_put(t, PT_LIT("\r\n"));
 }
 
 /* Copy the client's fields that go on, minus hop-by-hop ones, the ones
  * portico rewrites, and what the route removes or replaces. */
 static void px_copy_request_fields(struct proxy *px,
                                    const struct http_request *r,
-                                   struct evbuffer *b)
+                                   struct px_text *b)
 {
     const struct conf_header_ops *ops = &px->route->request_headers;
     static const char *const rewritten[] = {
@@ -287,59 +356,69 @@ static void px_copy_request_fields(struct proxy *px,
         for (size_t k = 0; k < PT_ARRAY_LEN(rewritten) && !skip; k++)
             skip = pt_str_ieq(name, rewritten[k]);
         if (!skip)
-            px_add_field(b, name, r->headers[i].value);
+            px_put_field(b, name, r->headers[i].value);
     }
 }
 
-/* The client's address without the port, for X-Forwarded-For. */
-static const char *px_client_ip(const struct sockaddr *sa, char *buf,
-                                size_t len)
+/* The client's address without the port, for X-Forwarded-For: its
+ * length in buf (at least INET6_ADDRSTRLEN bytes).  IPv4 by hand: glibc's
+ * inet_ntop formats it through sprintf, a tenth of a request's work. */
+static size_t px_client_ip(const struct sockaddr *sa, char *buf)
 {
-    char *end;
-
-    pt_addr_format(sa, buf, len);
-    end = strrchr(buf, ':');
-    if (end)
-        *end = '\0';
-    if (buf[0] == '[') {
-        memmove(buf, buf + 1, strlen(buf));
-        buf[strlen(buf) - 1] = '\0';
+    if (sa->sa_family == AF_INET) {
+        const unsigned char *a =
+            (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        char *at = buf;
+        for (int i = 0; i < 4; i++) {
+            unsigned v = a[i];
+            if (v >= 100)
+                *at++ = (char)('0' + v / 100);
+            if (v >= 10)
+                *at++ = (char)('0' + v / 10 % 10);
+            *at++ = (char)('0' + v % 10);
+            *at++ = '.';
+        }
+        return (size_t)(at - buf - 1);
     }
-    return buf;
+    if (sa->sa_family == AF_INET6 &&
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+                  buf, INET6_ADDRSTRLEN) != NULL)
+        return strlen(buf);
+    return 0;
 }
 
 /* X-Request-Id: the client's passes through with the other fields; a
  * request without one gets the id the access log records too. */
-static void px_request_id(struct proxy *px, struct evbuffer *b,
+static void px_request_id(struct proxy *px, struct px_text *b,
                           const struct http_request *r)
 {
     struct pt_str id = conn_request_id(px->c);
 
     if (http_header_find(r->headers, r->nheaders, "X-Request-Id") == NULL)
-        px_add_field(b, PT_STR("X-Request-Id"), id);
+        px_put_field(b, PT_STR("X-Request-Id"), id);
 }
 
 /* X-Forwarded-For: what the client sent, then the client itself. */
 static void px_forwarded_for(struct proxy *px, const struct http_request *r,
-                             struct evbuffer *b)
+                             struct px_text *b)
 {
-    char ip[64];
+    char ip[INET6_ADDRSTRLEN];
     int first = 1;
 
-    evbuffer_add(b, PT_LIT("X-Forwarded-For: "));
+    px_put(b, PT_LIT("X-Forwarded-For: "));
     for (size_t i = 0; i < r->nheaders; i++) {
         if (!pt_str_ieq(r->headers[i].name, "X-Forwarded-For") ||
             r->headers[i].value.len == 0)
             continue;
         if (!first)
-            evbuffer_add(b, PT_LIT(", "));
-        evbuffer_add(b, r->headers[i].value.p, r->headers[i].value.len);
+            px_put(b, PT_LIT(", "));
+        px_put(b, r->headers[i].value.p, r->headers[i].value.len);
         first = 0;
     }
     if (!first)
-        evbuffer_add(b, PT_LIT(", "));
-    evbuffer_add_printf(b, "%s\r\n",
-                        px_client_ip(conn_peer(px->c), ip, sizeof(ip)));
+        px_put(b, PT_LIT(", "));
+    px_put(b, ip, px_client_ip(conn_peer(px->c), ip));
+    px_put(b, PT_LIT("\r\n"));
 }
 
 /* The upstream request head, into px->head (made here: a hit has none).
@@ -347,58 +426,61 @@ static void px_forwarded_for(struct proxy *px, const struct http_request *r,
 static int px_build_head(struct proxy *px, const struct http_request *r)
 {
     const struct conf_upstream *up = px->route->upstream;
-    struct evbuffer *b = px->head = evbuffer_new();
+    struct px_text text, *b = &text;
 
-    if (b == NULL)
+    px->head = evbuffer_new();
+    if (px->head == NULL)
         return PT_ERROR;
+    px_text_init(b);
 
     if (px->head_fill)
-        evbuffer_add(b, PT_LIT("GET "));
+        px_put(b, PT_LIT("GET "));
     else {
-        evbuffer_add(b, r->method.p, r->method.len);
-        evbuffer_add(b, PT_LIT(" "));
+        px_put(b, r->method.p, r->method.len);
+        px_put(b, PT_LIT(" "));
     }
     if (r->target.len && r->target.p[0] != '/' && r->target.p[0] != '*') {
         /* absolute-form: the upstream gets origin-form */
         if (r->path.len)
-            evbuffer_add(b, r->path.p, r->path.len);
+            px_put(b, r->path.p, r->path.len);
         else
-            evbuffer_add(b, PT_LIT("/"));
+            px_put(b, PT_LIT("/"));
         if (r->query.len) {
-            evbuffer_add(b, PT_LIT("?"));
-            evbuffer_add(b, r->query.p, r->query.len);
+            px_put(b, PT_LIT("?"));
+            px_put(b, r->query.p, r->query.len);
         }
     } else {
-        evbuffer_add(b, r->target.p, r->target.len);
+        px_put(b, r->target.p, r->target.len);
     }
-    evbuffer_add(b, PT_LIT(" HTTP/1.1\r\n"));
+    px_put(b, PT_LIT(" HTTP/1.1\r\n"));
     if (up->host)
-        evbuffer_add_printf(b, "Host: %s\r\n", up->host);
+        px_put_field(b, PT_STR("Host"), pt_str_c(up->host));
     else
-        px_add_field(b, PT_STR("Host"), r->host);
+        px_put_field(b, PT_STR("Host"), r->host);
     px_copy_request_fields(px, r, b);
     px_forwarded_for(px, r, b);
     if (conn_is_tls(px->c))
-        evbuffer_add(b, PT_LIT("X-Forwarded-Proto: https\r\n"));
+        px_put(b, PT_LIT("X-Forwarded-Proto: https\r\n"));
     else
-        evbuffer_add(b, PT_LIT("X-Forwarded-Proto: http\r\n"));
-    px_add_field(b, PT_STR("X-Forwarded-Host"), r->host);
-    evbuffer_add(b, PT_LIT("Via: 1.1 portico\r\n"));
+        px_put(b, PT_LIT("X-Forwarded-Proto: http\r\n"));
+    px_put_field(b, PT_STR("X-Forwarded-Host"), r->host);
+    px_put(b, PT_LIT("Via: 1.1 portico\r\n"));
     px_request_id(px, b, r);
-    px_add_ops(b, &px->route->request_headers);
+    px_put_ops(b, &px->route->request_headers);
     if (px->upgrade) {
         /* The one hop-by-hop exchange passed on: a protocol switch. */
         const struct http_header *u =
             http_header_find(r->headers, r->nheaders, "Upgrade");
-        evbuffer_add(b, PT_LIT("Connection: upgrade\r\n"));
-        px_add_field(b, u->name, u->value);
+        px_put(b, PT_LIT("Connection: upgrade\r\n"));
+        px_put_field(b, u->name, u->value);
     }
     if (r->chunked)
-        evbuffer_add(b, PT_LIT("Transfer-Encoding: chunked\r\n"));
+        px_put(b, PT_LIT("Transfer-Encoding: chunked\r\n"));
     if (cache_revalidation_fields(&px->cx))
-        evbuffer_add_printf(b, "%s", cache_revalidation_fields(&px->cx));
-    evbuffer_add(b, PT_LIT("\r\n"));
-    return PT_OK;
+        px_put(b, cache_revalidation_fields(&px->cx),
+                     strlen(cache_revalidation_fields(&px->cx)));
+    px_put(b, PT_LIT("\r\n"));
+    return px_text_end(b, px->head);
 }
 
 /* ---- failures before the response head ------------------------------------ */
@@ -711,20 +793,24 @@ static int px_tunnel_close(struct proxy *px, struct bufferevent *from,
     return 1;
 }
 
-static void px_start_tunnel(struct proxy *px, const struct http_response *r)
+/* PT_ERROR, with nothing sent, when out of memory. */
+static int px_start_tunnel(struct proxy *px, const struct http_response *r)
 {
     struct bufferevent *cb = px_client(px), *ub = px->uc->bev;
     struct evbuffer *out = bufferevent_get_output(cb);
     struct timeval wtv = px_tv(px->to.send), itv = px_tv(px->websocket_idle);
+    struct px_text t;
 
-    evbuffer_add_printf(out, "HTTP/1.1 101 %.*s\r\n", (int)r->reason.len,
-                        r->reason.p);
+    px_text_init(&t);
+    px_put_status(&t, 101, r->reason);
     for (size_t i = 0; i < r->nheaders; i++) {
         struct pt_str name = r->headers[i].name;
         if (!px_hop_by_hop(name) || pt_str_ieq(name, "Upgrade"))
-            px_add_field(out, name, r->headers[i].value);
+            px_put_field(&t, name, r->headers[i].value);
     }
-    evbuffer_add(out, PT_LIT("Connection: upgrade\r\n\r\n"));
+    px_put(&t, PT_LIT("Connection: upgrade\r\n\r\n"));
+    if (px_text_end(&t, out) < 0)
+        return PT_ERROR;
     px->state = PX_TUNNEL;
     px->status = 101;
     px->upstream_us = px_elapsed_us(&px->t0);
@@ -739,13 +825,14 @@ static void px_start_tunnel(struct proxy *px, const struct http_response *r)
         evtimer_add(px->idle_ev, &itv);
     conn_proxy_log(px->c, 101, ups_server_conf(px->srv)->address,
                    px->upstream_us);
+    return PT_OK;
 }
 
 /* ---- response head ---------------------------------------------------------- */
 
 static void px_copy_response_fields(struct proxy *px,
                                     const struct http_response *r,
-                                    struct evbuffer *b)
+                                    struct px_text *b)
 {
     const struct conf_header_ops *ops = &px->route->response_headers;
 
@@ -759,7 +846,7 @@ static void px_copy_response_fields(struct proxy *px,
         if (pt_str_ieq(name, "Content-Length") && px->body != BODY_LENGTH &&
             px->body != BODY_NONE)
             continue;
-        px_add_field(b, name, r->headers[i].value);
+        px_put_field(b, name, r->headers[i].value);
     }
 }
 
@@ -798,42 +885,54 @@ static void px_learn_keepalive(struct proxy *px, const struct http_response *r)
     }
 }
 
-/* Relay an interim response (100 Continue, 103 Early Hints). */
-static void px_relay_interim(struct proxy *px, const struct http_response *r)
+/* Relay an interim response (100 Continue, 103 Early Hints).  PT_ERROR,
+ * with nothing sent, when out of memory. */
+static int px_relay_interim(struct proxy *px, const struct http_response *r)
 {
-    struct evbuffer *out = px_out(px);
+    struct px_text t;
 
     if (px->client_http10 || r->status == 101)
-        return; /* HTTP/1.0 has no interim responses */
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", r->status,
-                        (int)r->reason.len, r->reason.p);
+        return PT_OK; /* HTTP/1.0 has no interim responses */
+    px_text_init(&t);
+    px_put_status(&t, r->status, r->reason);
     for (size_t i = 0; i < r->nheaders; i++)
         if (!px_hop_by_hop(r->headers[i].name))
-            px_add_field(out, r->headers[i].name, r->headers[i].value);
-    evbuffer_add(out, PT_LIT("\r\n"));
+            px_put_field(&t, r->headers[i].name, r->headers[i].value);
+    px_put(&t, PT_LIT("\r\n"));
+    return px_text_end(&t, px_out(px));
 }
 
-static void px_send_head(struct proxy *px, const struct http_response *r)
+/* PT_ERROR, with nothing sent, when out of memory. */
+static int px_send_head(struct proxy *px, const struct http_response *r)
 {
     struct evbuffer *out = px_out(px);
     /* A body without framing for the client ends with the connection. */
     int keep = px_keep(px) && px->body != BODY_CLOSE &&
                px->body != BODY_CHUNKED_TO_RAW;
+    struct px_text t;
+    char csbuf[300];
+    const char *cs;
 
-    evbuffer_add_printf(out, "HTTP/1.1 %d %.*s\r\n", r->status,
-                        (int)r->reason.len, r->reason.p);
-    px_copy_response_fields(px, r, out);
-    px_add_ops(out, &px->route->response_headers);
-    cache_on_response(&px->cx, px->conf, px->route, r,
-                      !px->head_only || px->head_fill, out);
+    px_text_init(&t);
+    px_put_status(&t, r->status, r->reason);
+    px_copy_response_fields(px, r, &t);
+    px_put_ops(&t, &px->route->response_headers);
+    cs = cache_on_response(&px->cx, px->conf, px->route, r,
+                           !px->head_only || px->head_fill, csbuf,
+                           sizeof(csbuf));
+    if (cs)
+        px_put(&t, cs, strlen(cs));
     if (px->body == BODY_CHUNKED || px->body == BODY_CLOSE_TO_CHUNKED)
-        evbuffer_add(out, PT_LIT("Transfer-Encoding: chunked\r\n"));
+        px_put(&t, PT_LIT("Transfer-Encoding: chunked\r\n"));
     if (!keep)
-        evbuffer_add(out, PT_LIT("Connection: close\r\n"));
+        px_put(&t, PT_LIT("Connection: close\r\n"));
     else if (px->client_http10)
-        evbuffer_add(out, PT_LIT("Connection: keep-alive\r\n"));
-    evbuffer_add(out, PT_LIT("\r\n"));
+        px_put(&t, PT_LIT("Connection: keep-alive\r\n"));
+    px_put(&t, PT_LIT("\r\n"));
+    if (px_text_end(&t, out) < 0)
+        return PT_ERROR;
     px_set_keep(px, keep);
+    return PT_OK;
 }
 
 /* Parse what the upstream sent so far.  Returns PT_OK once a final head
@@ -873,14 +972,20 @@ static int px_read_head(struct proxy *px)
                 px_server_error(px, 502, "101 without an upgrade request");
                 return PT_ERROR;
             }
-            px_start_tunnel(px, &r);
+            if (px_start_tunnel(px, &r) < 0) {
+                px_fail(px, 502, "out of memory");
+                return PT_ERROR;
+            }
             evbuffer_drain(in, (size_t)n);
             px_move(px, px->uc->bev, px_client(px));
             px_move(px, px_client(px), px->uc->bev);
             return PT_ERROR; /* not a response to deliver */
         }
         if (r.status < 200) {
-            px_relay_interim(px, &r);
+            if (px_relay_interim(px, &r) < 0) {
+                px_fail(px, 502, "out of memory");
+                return PT_ERROR;
+            }
             evbuffer_drain(in, (size_t)n);
             continue;
         }
@@ -913,7 +1018,10 @@ static int px_read_head(struct proxy *px)
             px_timeouts(px);
         }
         px_learn_keepalive(px, &r);
-        px_send_head(px, &r);
+        if (px_send_head(px, &r) < 0) {
+            px_fail(px, 502, "out of memory");
+            return PT_ERROR;
+        }
         if (px->head_fill && !px->cx.storing) {
             /* Not stored after all: the HEAD's client needs no body,
              * and the upstream connection goes rather than read it. */

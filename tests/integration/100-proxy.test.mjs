@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
 import fs from 'node:fs';
 import { baseConfig, delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
   startPortico, waitFor } from './lib/harness.mjs';
@@ -171,6 +172,11 @@ describe('forwarding', () => {
     assert.equal(h['x-forwarded-host'], 'front.example');
     assert.equal(h.via, '1.1 portico');
     assert.equal(h['x-request-id'], 'abc-123');
+    // the client's address as written, for any IPv4 address
+    for (const ip of ['127.10.200.3', '127.0.99.250', '127.255.0.10']) {
+      const r = await httpRequest(d.port, { path: '/h3', localAddress: ip });
+      assert.equal(JSON.parse(r.body).headers['x-forwarded-for'], ip);
+    }
     const r2 = await httpRequest(d.port, { path: '/h2' });
     assert.match(JSON.parse(r2.body).headers['x-request-id'], /^[0-9a-f]{32}$/);
     // made ones never repeat, in one worker or across workers
@@ -251,6 +257,19 @@ describe('forwarding', () => {
     assert.match(text, /HTTP\/1\.1 200 OK/);
     assert.match(text, /"body":"hello"/);
   });
+});
+
+test('X-Forwarded-For from an IPv6 client: the address without brackets or port', async (t) => {
+  const v6 = Object.values(os.networkInterfaces()).flat().some((i) => i?.address === '::1');
+  if (!v6) { t.skip('no ::1 on this machine'); return; }
+  const up = await echoServer('a');
+  t.after(() => up.close());
+  const d = await startPortico({ config: proxyConfig({ app: { servers: [{ address: up.address }] } },
+    [{ upstream: 'app' }], { listeners: [{ listen: '[::1]:0' }] }) });
+  t.after(() => d.stop());
+  const r = await httpRequest(d.port, { host: '::1', path: '/v6' });
+  assert.equal(r.status, 200);
+  assert.equal(JSON.parse(r.body).headers['x-forwarded-for'], '::1');
 });
 
 describe('framing from raw upstreams', () => {

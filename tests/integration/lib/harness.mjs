@@ -672,10 +672,10 @@ export function keepAliveAgent(maxSockets = 1) {
  * (string), reused, localPort}.
  */
 export function httpRequest(port, { path: p = '/', method = 'GET', headers = {},
-  agent, host = '127.0.0.1', body, timeout = WAIT_MS } = {}) {
+  agent, host = '127.0.0.1', body, timeout = WAIT_MS, localAddress } = {}) {
   return new Promise((resolve, reject) => {
     const req = http.request({ host, port, path: p, method, headers,
-      agent: agent ?? false }, (res) => {
+      agent: agent ?? false, localAddress }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve({
