@@ -224,15 +224,32 @@ static void px_end_done(struct proxy *px, int status, uint64_t body_bytes,
 /* Hop-by-hop fields (RFC 9110 7.6.1), and those portico sets itself. */
 static int px_hop_by_hop(struct pt_str name)
 {
-    static const char *const hop[] = {
-        "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
-        "Upgrade", "Proxy-Connection", "Proxy-Authenticate",
-        "Proxy-Authorization"};
-
-    for (size_t i = 0; i < PT_ARRAY_LEN(hop); i++)
-        if (pt_str_ieq(name, hop[i]))
+    switch (name.len) { /* one compare or two for most names */
+    case 2:
+        return pt_str_ieq(name, "TE");
+    case 7:
+        return pt_str_ieq(name, "Trailer") || pt_str_ieq(name, "Upgrade");
+    case 10:
+        return pt_str_ieq(name, "Connection") ||
+               pt_str_ieq(name, "Keep-Alive");
+    case 17:
+        if (pt_str_ieq(name, "Transfer-Encoding"))
             return 1;
-    return name.len > 6 && strncasecmp(name.p, "Proxy-", 6) == 0;
+        break;
+    }
+    /* Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, ... */
+    return name.len > 6 && pt_lower(name.p[0]) == 'p' &&
+           strncasecmp(name.p, "Proxy-", 6) == 0;
+}
+
+/* Has the message a Connection field (whose tokens name more fields
+ * to drop)? */
+static int px_has_connection(const struct http_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pt_str_ieq(h[i].name, "Connection"))
+            return 1;
+    return 0;
 }
 
 /* Is name listed in any Connection field of the message? */
@@ -273,21 +290,32 @@ static void px_text_init(struct px_text *t)
     t->failed = 0;
 }
 
-static void px_put(struct px_text *t, const void *s, size_t n)
+static void px_put_grow(struct px_text *t, const void *s, size_t n)
 {
+    size_t cap = PT_MAX(t->cap * 2, t->len + n);
+    char *p;
+
     if (t->failed)
         return;
-    if (n > t->cap - t->len) {
-        size_t cap = PT_MAX(t->cap * 2, t->len + n);
-        char *p = t->p == t->room ? malloc(cap) : realloc(t->p, cap);
-        if (p == NULL) {
-            t->failed = 1;
-            return;
-        }
-        if (t->p == t->room)
-            memcpy(p, t->room, t->len);
-        t->p = p;
-        t->cap = cap;
+    p = t->p == t->room ? malloc(cap) : realloc(t->p, cap);
+    if (p == NULL) {
+        t->failed = 1;
+        t->cap = t->len = 0; /* px_put does nothing more */
+        return;
+    }
+    if (t->p == t->room)
+        memcpy(p, t->room, t->len);
+    t->p = p;
+    t->cap = cap;
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+}
+
+static inline void px_put(struct px_text *t, const void *s, size_t n)
+{
+    if (n > t->cap - t->len) { /* or failed: cap is 0 then */
+        px_put_grow(t, s, n);
+        return;
     }
     memcpy(t->p + t->len, s, n);
     t->len += n;
@@ -347,11 +375,13 @@ static void px_copy_request_fields(struct proxy *px,
     const struct conf_header_ops *ops = &px->route->request_headers;
     static const char *const rewritten[] = {
         "Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"};
+    int lists = px_has_connection(r->headers, r->nheaders);
 
     for (size_t i = 0; i < r->nheaders; i++) {
         struct pt_str name = r->headers[i].name;
         int skip = px_hop_by_hop(name) ||
-                   px_connection_lists(r->headers, r->nheaders, name) ||
+                   (lists &&
+                    px_connection_lists(r->headers, r->nheaders, name)) ||
                    route_header_dropped(ops, name);
         for (size_t k = 0; k < PT_ARRAY_LEN(rewritten) && !skip; k++)
             skip = pt_str_ieq(name, rewritten[k]);
@@ -835,11 +865,12 @@ static void px_copy_response_fields(struct proxy *px,
                                     struct px_text *b)
 {
     const struct conf_header_ops *ops = &px->route->response_headers;
+    int lists = px_has_connection(r->headers, r->nheaders);
 
     for (size_t i = 0; i < r->nheaders; i++) {
         struct pt_str name = r->headers[i].name;
         if (px_hop_by_hop(name) ||
-            px_connection_lists(r->headers, r->nheaders, name) ||
+            (lists && px_connection_lists(r->headers, r->nheaders, name)) ||
             route_header_dropped(ops, name))
             continue;
         /* portico frames the body itself */

@@ -521,8 +521,9 @@ struct upconn *ups_conn_get(struct ups_server *s)
         s->nidle--;
         uc->next = NULL;
         uc->reused = 1;
+        /* its idle timeout stands until the caller sets its own, at
+         * once (each change re-adds the bufferevent's events) */
         bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
-        bufferevent_set_timeouts(uc->bev, NULL, NULL);
         return uc;
     }
     uc = calloc(1, sizeof(*uc));

@@ -160,6 +160,8 @@ describe('forwarding', () => {
   test('hop-by-hop fields are dropped, forwarding fields added', async () => {
     const raw = 'GET /h HTTP/1.1\r\nHost: front.example\r\nConnection: keep-alive, X-Hop\r\n' +
       'X-Hop: secret\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Connection: x\r\n' +
+      'Trailer: X-Sum\r\nProxy-Authorization: Basic eDp5\r\nUpgrade: h2c\r\n' +
+      `X-Big: ${'b'.repeat(5000)}\r\n` + // past the 2 KB the head is built in first
       'X-Forwarded-For: 10.1.2.3\r\nX-Request-Id: abc-123\r\n\r\n';
     const [res] = parseResponses((await rawRequest(d.port, raw, { timeout: 3000 })).data).responses;
     const h = JSON.parse(res.body).headers;
@@ -167,6 +169,10 @@ describe('forwarding', () => {
     assert.equal(h['keep-alive'], undefined);
     assert.equal(h.te, undefined);
     assert.equal(h['proxy-connection'], undefined);
+    assert.equal(h.trailer, undefined);
+    assert.equal(h['proxy-authorization'], undefined);
+    assert.equal(h.upgrade, undefined);
+    assert.equal(h['x-big'], 'b'.repeat(5000));
     assert.equal(h['x-forwarded-for'], '10.1.2.3, 127.0.0.1');
     assert.equal(h['x-forwarded-proto'], 'http');
     assert.equal(h['x-forwarded-host'], 'front.example');
