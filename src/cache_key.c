@@ -44,10 +44,13 @@ static void out_view(struct out *o, struct pt_str s)
 
 static void out_lower(struct out *o, struct pt_str s)
 {
-    for (size_t i = 0; i < s.len; i++) {
-        char c = pt_lower(s.p[i]);
-        out_bytes(o, &c, 1);
+    if (o->overflow || s.len > o->cap - o->len) {
+        o->overflow = 1;
+        return;
     }
+    for (size_t i = 0; i < s.len; i++)
+        o->buf[o->len + i] = pt_lower(s.p[i]);
+    o->len += s.len;
 }
 
 static void out_int(struct out *o, int64_t v)

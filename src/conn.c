@@ -330,8 +330,15 @@ static void conn_make_rid(char out[33])
     out[32] = '\0';
 }
 
-struct pt_str conn_request_id(const struct conn *c)
+/* The client's X-Request-Id (kept when the access log is on), else one
+ * made for the request when first asked for: the upstream and the log
+ * see the same. */
+struct pt_str conn_request_id(struct conn *c)
 {
+    if (c->req.request_id.len == 0) {
+        conn_make_rid(c->req.rid);
+        c->req.request_id = (struct pt_str){c->req.rid, 32};
+    }
     return c->req.request_id;
 }
 
@@ -345,10 +352,6 @@ static void conn_log_capture(struct conn *c, const struct http_request *r)
     ref = http_header_find(r->headers, r->nheaders, "Referer");
     ua = http_header_find(r->headers, r->nheaders, "User-Agent");
     rid = http_header_find(r->headers, r->nheaders, "X-Request-Id");
-    if (rid == NULL) {
-        conn_make_rid(c->req.rid);
-        c->req.request_id = (struct pt_str){c->req.rid, 32};
-    }
     need = r->method.len + r->target.len + (ref ? ref->value.len : 0) +
            (ua ? ua->value.len : 0) + (rid ? rid->value.len : 0);
     if (need > c->logcap) {
@@ -398,7 +401,7 @@ static void conn_log_access_up(struct conn *c, int status, uint64_t bytes,
     e.duration_us = (uint64_t)d.tv_sec * 1000000 + (uint64_t)d.tv_usec;
     e.upstream = upstream;
     e.upstream_us = upstream_us;
-    e.request_id = c->req.request_id;
+    e.request_id = conn_request_id(c);
     e.cache = c->req.cache;
     access_log_write(g->access_fd, (enum access_format)format, &e);
 }
@@ -731,6 +734,16 @@ static size_t conn_head_span(struct conn *c, struct evbuffer *in,
             const unsigned char *p = v[i].iov_base;
             size_t n = PT_MIN(v[i].iov_len, upto - scanned);
             for (size_t k = 0; k < n; k++) {
+                if (p[k] > '\r' && (t & 0xff) != '\r') {
+                    /* most bytes: neither CR nor LF, nor after a CR */
+                    size_t j = k + 1;
+                    while (j < n && p[j] > '\r')
+                        j++;
+                    scanned += j - k;
+                    t = p[j - 1]; /* no match can span a byte like it */
+                    k = j - 1;
+                    continue;
+                }
                 int after_cr = (t & 0xff) == '\r';
                 t = t << 8 | p[k];
                 scanned++;
@@ -855,8 +868,12 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     c->req.chunked = r->chunked;
     c->req.body_left = r->content_length > 0 ? (uint64_t)r->content_length
                                              : 0;
-    conn_log_capture(c, r);
     c->req.route = route_match(cf, r->host, r->path);
+    /* the access log's copies of the request's strings, if it is on */
+    if (c->access_format != ACCESS_OFF ||
+        (c->req.route && c->req.route->access_format &&
+         c->req.route->access_format != ACCESS_OFF))
+        conn_log_capture(c, r);
     evtimer_del(c->timer);
     if (r->method_id == HTTP_M_CONNECT) {
         conn_error(c, 501, "CONNECT is not supported");

@@ -22,7 +22,7 @@ struct gen;
 int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
              int salen, const struct gen_listener *lc);
 /* The request's X-Request-Id: the client's, or one made for it. */
-struct pt_str conn_request_id(const struct conn *c);
+struct pt_str conn_request_id(struct conn *c);
 /* What the cache did for the request in flight (a static string), for
  * the json access log. */
 void conn_set_cache_status(struct conn *c, const char *status);

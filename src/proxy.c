@@ -422,10 +422,8 @@ static size_t px_client_ip(const struct sockaddr *sa, char *buf)
 static void px_request_id(struct proxy *px, struct px_text *b,
                           const struct http_request *r)
 {
-    struct pt_str id = conn_request_id(px->c);
-
     if (http_header_find(r->headers, r->nheaders, "X-Request-Id") == NULL)
-        px_put_field(b, PT_STR("X-Request-Id"), id);
+        px_put_field(b, PT_STR("X-Request-Id"), conn_request_id(px->c));
 }
 
 /* X-Forwarded-For: what the client sent, then the client itself. */
