@@ -196,10 +196,12 @@ static struct gen *gen_new(struct worker *w, unsigned id, struct conf *conf,
             gen_build_respond(&g->responds[r], &conf->routes[r].respond))
             goto fail;
     for (size_t i = 0; i < conf->nlisteners; i++, g->nlsn = i) {
+        /* backlog 0: the socket listens already, with the configured
+         * backlog (-1 would have libevent listen again, with 128) */
         g->lsn[i] = evconnlistener_new(
             w->base, on_accept, &g->lctx[i],
             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED,
-            -1, lfds[i]);
+            0, lfds[i]);
         if (g->lsn[i] == NULL)
             goto fail;
         evconnlistener_set_error_cb(g->lsn[i], on_accept_error);

@@ -4,6 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { httpRequest, keepAliveAgent, parseOne, rawRequest, RawConn,
   startPortico, tempDir, waitFor } from './lib/harness.mjs';
@@ -305,4 +306,40 @@ describe('serving respond routes', () => {
       '"http://ref\\.example/page" "it-agent/1\\.0 \\\\x22quoted\\\\x22" \\d+\\.\\d{3}' + UPSTREAM + '$'));
     assert.match(lines[1], new RegExp(`^${clf} "HEAD ${esc(tag)}-404 HTTP/1\\.0" 404 0 "-" "-" \\d+\\.\\d{3}${UPSTREAM}$`));
   });
+});
+
+test('the configured backlog holds: 300 connects wait while the worker is stopped', async (t) => {
+  // A worker that re-listened with a backlog of its own (libevent's
+  // listener does so unless told not to) would leave room for ~129.
+  const d = await startPortico({ config: {
+    workers: 1,
+    error_log: { level: 'info' },
+    access_log: { format: 'off' },
+    listeners: [{ listen: '127.0.0.1:0', backlog: 1000 }],
+    routes: [{ respond: { status: 200, body: 'ok' } }],
+  } });
+  t.after(() => d.stop());
+  const [worker] = await d.waitWorkers(1);
+  const conns = [];
+  t.after(() => { for (const s of conns) s.destroy(); });
+  process.kill(worker, 'SIGSTOP');
+  let connected;
+  try {
+    connected = await Promise.all(Array.from({ length: 300 }, () => new Promise((resolve) => {
+      const s = net.connect(d.port, '127.0.0.1');
+      conns.push(s);
+      const timer = setTimeout(() => resolve(false), 2500);
+      s.once('connect', () => { clearTimeout(timer); resolve(true); });
+      s.once('error', () => { clearTimeout(timer); resolve(false); });
+    })));
+  } finally { process.kill(worker, 'SIGCONT'); }
+  assert.equal(connected.filter(Boolean).length, 300, 'every connect completed in the kernel');
+  // and each is served once the worker runs again
+  const answers = await Promise.all(conns.map((s) => new Promise((resolve) => {
+    let got = '';
+    s.on('data', (b) => { got += b; if (/\r\n\r\nok$/.test(got)) resolve(true); });
+    s.once('close', () => resolve(/\r\n\r\nok$/.test(got)));
+    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  })));
+  assert.equal(answers.filter(Boolean).length, 300);
 });
