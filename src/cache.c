@@ -121,7 +121,7 @@ static void cache_notify(struct cache_xfer *x)
         close(fd);
 }
 
-static void cache_head_forget(void);
+void cache_head_forget(void);
 
 void cache_zone_set(struct cache_store *s)
 {
@@ -403,6 +403,10 @@ struct cache_head {
     unsigned refs;
     uint32_t entry, version;
     struct http_response resp;
+    char *block; /* owns: cache_head_block's, for block_status/ops */
+    size_t block_len;
+    int block_status;
+    const struct conf_header_ops *block_ops;
     int64_t cr_at;            /* stored_at cr was read under */
     unsigned cr_ok : 1;
     struct cache_response cr; /* views into bytes */
@@ -415,8 +419,10 @@ static struct cache_head *head_memo[CACHE_HEAD_MEMO];
 
 static void cache_head_put(struct cache_head *h)
 {
-    if (h != NULL && --h->refs == 0)
+    if (h != NULL && --h->refs == 0) {
+        free(h->block);
         free(h);
+    }
 }
 
 static struct cache_head **cache_head_slot(const struct cache_ref *ref)
@@ -426,7 +432,7 @@ static struct cache_head **cache_head_slot(const struct cache_ref *ref)
     return &head_memo[(k ^ (k >> 16)) & (CACHE_HEAD_MEMO - 1)];
 }
 
-static void cache_head_forget(void)
+void cache_head_forget(void)
 {
     for (size_t i = 0; i < CACHE_HEAD_MEMO; i++) {
         cache_head_put(head_memo[i]);
@@ -475,6 +481,7 @@ static struct cache_head *cache_head_read(struct cache_xfer *x)
     h->entry = x->ref.entry;
     h->version = x->ref.version;
     h->cr_ok = 0;
+    h->block = NULL;
     return h;
 }
 
@@ -782,30 +789,13 @@ static char *cache_put_uint(char *at, uint64_t v)
     return cache_put(at, tmp + i, sizeof(tmp) - i);
 }
 
-/*
- * The head of a stored response to the client: status line, the stored
- * fields as the route's headers.response rules have them, Age,
- * Cache-Status (when given) and the connection's own field.  Written in
- * one piece of out's own space (its size counted first): no format
- * strings, no copy through a scratch buffer.  PT_ERROR (nothing written)
- * when out cannot grow.
- */
-static int cache_write_head(struct evbuffer *out,
-                             const struct http_response *resp, int status,
-                             const struct conf_header_ops *ops, int64_t age,
-                             const char *cache_status, const char *framing,
-                             int keep_alive, int http10)
+/* The status line, the stored fields as the route's headers.response
+ * rules have them, and the rules' own fields: the part of a hit's head
+ * that only the entry, the status sent and the rules decide. */
+static size_t cache_block_len(const struct http_response *resp, int status,
+                              const struct conf_header_ops *ops)
 {
-    const char *reason = http_reason(status);
-    const char *conn = !keep_alive ? "Connection: close\r\n"
-                       : http10    ? "Connection: keep-alive\r\n"
-                                   : "";
-    size_t fl = framing ? strlen(framing) : 0;
-    size_t cl = cache_status ? strlen(cache_status) : 0;
-    size_t need = 9 + 4 + strlen(reason) + 2 + 5 + 20 + 2 + fl + cl +
-                  strlen(conn) + 2;
-    struct evbuffer_iovec v;
-    char *at;
+    size_t need = 9 + 4 + strlen(http_reason(status)) + 2;
 
     for (size_t i = 0; i < resp->nheaders; i++)
         need += resp->headers[i].name.len + resp->headers[i].value.len + 4;
@@ -813,9 +803,15 @@ static int cache_write_head(struct evbuffer *out,
         need += strlen(ops->set[i].name) + strlen(ops->set[i].value) + 4;
     for (size_t i = 0; i < ops->nadd; i++)
         need += strlen(ops->add[i].name) + strlen(ops->add[i].value) + 4;
-    if (evbuffer_reserve_space(out, (ev_ssize_t)need, &v, 1) < 1)
-        return PT_ERROR;
-    at = cache_put(v.iov_base, "HTTP/1.1 ", 9);
+    return need;
+}
+
+static char *cache_block_put(char *at, const struct http_response *resp,
+                             int status, const struct conf_header_ops *ops)
+{
+    const char *reason = http_reason(status);
+
+    at = cache_put(at, "HTTP/1.1 ", 9);
     at = cache_put_uint(at, (uint64_t)status);
     at = cache_put(at, " ", 1);
     at = cache_put(at, reason, strlen(reason));
@@ -834,6 +830,63 @@ static int cache_write_head(struct evbuffer *out,
     for (size_t i = 0; i < ops->nadd; i++)
         at = cache_put_field(at, ops->add[i].name, strlen(ops->add[i].name),
                              ops->add[i].value, strlen(ops->add[i].value));
+    return at;
+}
+
+/* h's block for (status, ops), made once and kept with the parsed head
+ * (head_memo is emptied when the configuration changes, so an ops
+ * pointer there is always one of a live generation).  NULL on no
+ * memory. */
+static const char *cache_head_block(struct cache_head *h, int status,
+                                    const struct conf_header_ops *ops,
+                                    size_t *len)
+{
+    if (h->block == NULL || h->block_ops != ops ||
+        h->block_status != status) {
+        char *b = malloc(cache_block_len(&h->resp, status, ops));
+        if (b == NULL)
+            return NULL;
+        free(h->block);
+        h->block = b;
+        h->block_len = (size_t)(cache_block_put(b, &h->resp, status, ops) - b);
+        h->block_ops = ops;
+        h->block_status = status;
+    }
+    *len = h->block_len;
+    return h->block;
+}
+
+/*
+ * The head of a stored response to the client: the block above (kept in
+ * h when given), Age, Cache-Status (when given) and the connection's own
+ * field.  Written in one piece of out's own space (its size counted
+ * first): no format strings, no copy through a scratch buffer.
+ * PT_ERROR (nothing written) when out cannot grow.
+ */
+static int cache_write_head(struct evbuffer *out, struct cache_head *h,
+                             const struct http_response *resp, int status,
+                             const struct conf_header_ops *ops, int64_t age,
+                             const char *cache_status, const char *framing,
+                             int keep_alive, int http10)
+{
+    const char *conn = !keep_alive ? "Connection: close\r\n"
+                       : http10    ? "Connection: keep-alive\r\n"
+                                   : "";
+    size_t fl = framing ? strlen(framing) : 0;
+    size_t cl = cache_status ? strlen(cache_status) : 0;
+    size_t blen = 0;
+    const char *block = h ? cache_head_block(h, status, ops, &blen) : NULL;
+    size_t need;
+    struct evbuffer_iovec v;
+    char *at;
+
+    if (block == NULL)
+        blen = cache_block_len(resp, status, ops);
+    need = blen + 5 + 20 + 2 + fl + cl + strlen(conn) + 2;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)need, &v, 1) < 1)
+        return PT_ERROR;
+    at = block ? cache_put(v.iov_base, block, blen)
+               : cache_block_put(v.iov_base, resp, status, ops);
     at = cache_put(at, "Age: ", 5);
     at = cache_put_uint(at, (uint64_t)PT_MAX(age, 0));
     at = cache_put(at, "\r\n", 2);
@@ -891,7 +944,8 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
     if (status != 304 && !x->head_only &&
         (pin = malloc(sizeof(*pin))) == NULL)
         return -1;
-    if (cache_write_head(out, resp, status, ops, x->meta.lifetime - x->ttl,
+    if (cache_write_head(out, x->head, resp, status, ops,
+                         x->meta.lifetime - x->ttl,
                          cache_status_line(x, cs, sizeof(cs)),
                          framing[0] ? framing : NULL, keep_alive,
                          http10) < 0) {
@@ -1073,7 +1127,7 @@ static int cache_follow_head(struct cache_xfer *x,
             *keep_alive = 0;
         x->follow_chunked = !done && !http10;
     }
-    if (cache_write_head(out, resp, resp->status, ops, 0,
+    if (cache_write_head(out, x->head, resp, resp->status, ops, 0,
                          "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
                          framing[0] ? framing : NULL, *keep_alive,
                          http10) < 0)

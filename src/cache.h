@@ -17,6 +17,9 @@
 /* The zone the master mapped before forking (NULL: no cache). */
 void cache_zone_set(struct cache_store *s);
 struct cache_store *cache_zone(void);
+/* Forget the parsed heads the worker keeps (a new configuration: the
+ * heads made with the old one's headers.response rules must go). */
+void cache_head_forget(void);
 
 enum cache_outcome {
     CACHE_PASS,  /* not cacheable here: forward, store nothing */

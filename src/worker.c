@@ -249,6 +249,7 @@ static void worker_swap_gen(struct worker *w, struct gen *g)
     }
     gen_release(&w->gen);
     w->gen = g;
+    cache_head_forget(); /* they may hold the old rules' fields */
     log_set_fd(g->error_fd);
     log_set_level(g->conf->error_log.level);
     if (!w->stopping && !w->paused)

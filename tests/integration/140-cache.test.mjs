@@ -497,6 +497,34 @@ describe('cache', () => {
     assert.equal((await httpRequest(portAt(d, '127.0.0.2'), { path: '/cache/purge?all', host: '127.0.0.2' })).status, 405);
   });
 
+  test("a reload that changes a route's headers.response rules: hits follow the new rules", async () => {
+    // Workers keep each entry's head as sent, rules applied: a reload
+    // must not leave hits with the old rules' fields.
+    const p = '/hdr/reload?cc=max-age%3D600';
+    for (let i = 0; i < 4; i++) { // a new connection each: both workers
+      const r = await get(d, p);
+      assert.equal(r.headers['x-route'], 'r1');
+      assert.equal(r.headers['x-seen'], undefined);
+    }
+    const c2 = config(o);
+    c2.routes = c2.routes.map((rt) => (rt.match?.path_prefix === '/hdr'
+      ? { ...rt, headers: { response: { set: { 'X-Route': 'r2' } } } } : rt));
+    const rl = await d.reload(c2);
+    assert.ok(rl.ok, rl.lines.join('\n'));
+    try {
+      for (let i = 0; i < 6; i++) {
+        const r = await get(d, p);
+        assert.match(r.headers['cache-status'], /hit/);
+        assert.equal(r.headers['x-route'], 'r2');
+        assert.equal(r.headers['x-seen'], '1');
+      }
+      assert.equal(o.hits.get('/hdr/reload'), 1);
+    } finally {
+      const back = await d.reload(config(o));
+      assert.ok(back.ok, back.lines.join('\n'));
+    }
+  });
+
   test('a reload that keeps cache.size keeps the cache and the workers', async () => {
     await get(d, '/kept?cc=max-age%3D600');
     const workers = d.workerPids().sort();
