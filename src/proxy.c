@@ -314,6 +314,8 @@ static void px_put_grow(struct px_text *t, const void *s, size_t n)
 
 static inline void px_put(struct px_text *t, const void *s, size_t n)
 {
+    if (n == 0)
+        return; /* s may be NULL then (an absent Host, say) */
     if (n > t->cap - t->len) { /* or failed: cap is 0 then */
         px_put_grow(t, s, n);
         return;
