@@ -121,8 +121,6 @@ static void cache_notify(struct cache_xfer *x)
         close(fd);
 }
 
-void cache_head_forget(void);
-
 void cache_zone_set(struct cache_store *s)
 {
     if (s != zone)
@@ -395,8 +393,8 @@ static int cache_vary_fields(const struct conf_route *rt,
  * the head's lines).  A stored head never changes under its (entry,
  * version), so each worker keeps the heads it served lately (head_memo,
  * direct-mapped) and a hit neither copies nor parses its head again; the
- * Cache-Control and validators read from it are kept too, for the
- * stored_at they were read under (a 304 refreshes stored_at in place).
+ * freshness fields read from it (struct cache_response) are kept too,
+ * for the stored_at they were read under (a 304 refreshes stored_at in place).
  * Counted references: the memo's slot and each xfer using it.
  */
 struct cache_head {

@@ -130,10 +130,10 @@ struct conn {
 };
 
 /*
- * A plain-TCP keep-alive connection between requests sleeps: its struct
- * conn (bufferevent, buffers, timer, per-request state: ~1.8 KB) goes
- * back to the worker's pool, and a struct sleeper (~0.2 KB) watches the
- * socket: one persistent read event whose timeout is the idle deadline.
+ * A plain-TCP keep-alive connection idle beyond the CONN_DOZE_MAX that
+ * doze (conn_doze) sleeps: its struct conn (bufferevent, buffers, timer,
+ * per-request state: ~1.8 KB) goes back to the worker's pool, and a
+ * struct sleeper (~0.2 KB) watches the socket: one persistent read event whose timeout is the idle deadline.
  * A readable socket wakes it into a conn from the pool.  While it
  * switches, both events are registered on the socket for a moment, so
  * epoll sees no change and no system call is made.  A TLS connection
@@ -372,12 +372,20 @@ static void conn_log_capture(struct conn *c, const struct http_request *r)
         c->req.request_id = conn_keep(&p, rid->value);
 }
 
+/* The access log format for a request on route r (NULL: none, as for
+ * the admin listener's): the route's own, else the listener's. */
+static int conn_access_format(const struct conn *c,
+                              const struct conf_route *r)
+{
+    return r && r->access_format ? r->access_format : c->access_format;
+}
+
 static void conn_log_access_up(struct conn *c, int status, uint64_t bytes,
                                const char *upstream, uint64_t upstream_us)
 {
     struct gen *g = c->req.gen ? c->req.gen : worker_gen(c->w);
     const struct conf_route *r = c->req.route;
-    int format = r && r->access_format ? r->access_format : c->access_format;
+    int format = conn_access_format(c, r);
     struct access_entry e;
     struct timeval now, d;
 
@@ -449,8 +457,10 @@ static void conn_release(struct conn *c, int close_fd)
     evutil_socket_t fd = bufferevent_getfd(c->bev);
 
     evtimer_del(c->timer);
-    if (c->wake_on)
+    if (c->wake_on) {
         event_del(&c->wake);
+        c->wake_on = 0;
+    }
     if (!c->tls && conn_pool_n < CONN_POOL_MAX &&
         evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -869,10 +879,10 @@ static void conn_start_request(struct conn *c, struct http_request *r,
     c->req.body_left = r->content_length > 0 ? (uint64_t)r->content_length
                                              : 0;
     c->req.route = route_match(cf, r->host, r->path);
-    /* the access log's copies of the request's strings, if it is on */
-    if (c->access_format != ACCESS_OFF ||
-        (c->req.route && c->req.route->access_format &&
-         c->req.route->access_format != ACCESS_OFF))
+    /* the access log's copies of the request's strings, if it is on
+     * (for the route, or for the listener: an admin request has none) */
+    if (conn_access_format(c, c->req.route) != ACCESS_OFF ||
+        c->access_format != ACCESS_OFF)
         conn_log_capture(c, r);
     evtimer_del(c->timer);
     if (r->method_id == HTTP_M_CONNECT) {
@@ -1225,7 +1235,8 @@ static void on_write(struct bufferevent *bev, void *arg)
         conn_process(c);
     } else if (c->state == CONN_HEAD && !c->head_started &&
                (c->direct || c->stop_after)) {
-        /* the answer is out: sleep, or close when stopping (conn_idle) */
+        /* the answer is out: doze or sleep, or close when stopping
+         * (conn_idle) */
         conn_process(c);
     } else if (c->state == CONN_PROXY) {
         proxy_on_client_drained(c->req.px);
@@ -1571,7 +1582,7 @@ static void conn_read_now(struct conn *c)
     else if (n > 0)
         conn_process(c);
     else
-        conn_idle(c); /* nothing yet: sleep, or read when it comes */
+        conn_idle(c); /* nothing yet: doze or sleep till it comes */
 }
 
 /* A sleeper's socket is readable (or its deadline passed): wake it into

@@ -71,7 +71,8 @@ struct proxy {
     struct ups_group *group;         /* borrowed */
     struct ups_server *srv;          /* borrowed: current server */
     struct upconn *uc;               /* owns while the exchange runs */
-    struct evbuffer *head;           /* owns: the upstream request head */
+    char *head;                      /* owns: the upstream request head */
+    size_t head_len;
     uint32_t hash_key;               /* for balance: hash */
     uint64_t tried;                  /* servers tried (bit per index) */
     unsigned attempts;
@@ -324,6 +325,23 @@ static inline void px_put(struct px_text *t, const void *s, size_t n)
     t->len += n;
 }
 
+/* What t holds, as an allocation of the caller's (*len bytes), and t
+ * emptied.  NULL when memory ran out. */
+static char *px_text_take(struct px_text *t, size_t *len)
+{
+    char *p = t->failed ? NULL
+              : t->p != t->room ? t->p
+                                : malloc(t->len ? t->len : 1);
+
+    if (p != NULL && t->p == t->room)
+        memcpy(p, t->room, t->len);
+    else if (p == NULL && t->p != t->room)
+        free(t->p);
+    *len = t->len;
+    px_text_init(t);
+    return p;
+}
+
 /* Add what t holds to b, and empty t.  PT_ERROR (nothing added) when
  * memory ran out. */
 static int px_text_end(struct px_text *t, struct evbuffer *b)
@@ -457,11 +475,9 @@ static void px_forwarded_for(struct proxy *px, const struct http_request *r,
 static int px_build_head(struct proxy *px, const struct http_request *r)
 {
     const struct conf_upstream *up = px->route->upstream;
+    const char *reval = cache_revalidation_fields(&px->cx);
     struct px_text text, *b = &text;
 
-    px->head = evbuffer_new();
-    if (px->head == NULL)
-        return PT_ERROR;
     px_text_init(b);
 
     if (px->head_fill)
@@ -507,11 +523,11 @@ static int px_build_head(struct proxy *px, const struct http_request *r)
     }
     if (r->chunked)
         px_put(b, PT_LIT("Transfer-Encoding: chunked\r\n"));
-    if (cache_revalidation_fields(&px->cx))
-        px_put(b, cache_revalidation_fields(&px->cx),
-                     strlen(cache_revalidation_fields(&px->cx)));
+    if (reval)
+        px_put(b, reval, strlen(reval));
     px_put(b, PT_LIT("\r\n"));
-    return px_text_end(b, px->head);
+    px->head = px_text_take(b, &px->head_len);
+    return px->head ? PT_OK : PT_ERROR;
 }
 
 /* ---- failures before the response head ------------------------------------ */
@@ -610,24 +626,22 @@ static void px_timeouts(struct proxy *px)
 static void px_send(struct proxy *px)
 {
     struct bufferevent *ub = px->uc->bev;
-    size_t len = evbuffer_get_length(px->head);
+    int now = px->req_done && !px->uc->tls && !px->upgrade;
 
     px->state = PX_SEND;
     clock_gettime(CLOCK_MONOTONIC, &px->t0);
     px_timeouts(px);
     bufferevent_setwatermark(ub, EV_WRITE, PX_HIGH / 4, 0);
-    if (px->req_done && !px->uc->tls && !px->upgrade) {
+    if (now) /* no body: see below */
+        bufferevent_disable(ub, EV_WRITE);
+    evbuffer_add(bufferevent_get_output(ub), px->head, px->head_len);
+    if (now) {
         /* No body: the head goes out now, without arming EV_WRITE (an
          * epoll change to make and undo) unless the socket is full. */
-        bufferevent_disable(ub, EV_WRITE);
-        evbuffer_add(bufferevent_get_output(ub),
-                     evbuffer_pullup(px->head, -1), len);
         bufferevent_enable(ub, conn_write_now(ub) ? EV_READ | EV_WRITE
                                                   : EV_READ);
         return;
     }
-    evbuffer_add(bufferevent_get_output(ub), evbuffer_pullup(px->head, -1),
-                 len);
     bufferevent_enable(ub, EV_READ | EV_WRITE);
     px_pump_request(px);
 }
@@ -1650,7 +1664,6 @@ void proxy_free(struct proxy **pp)
         proxy_free(&px->bg);
     if (px->sink)
         evbuffer_free(px->sink);
-    if (px->head) /* none for a hit */
-        evbuffer_free(px->head);
+    free(px->head); /* none for a hit */
     px_release(px);
 }
