@@ -620,7 +620,7 @@ static void px_timeouts(struct proxy *px)
     struct timeval rtv = px_tv(px->sse ? px->sse_idle : px->to.read);
     struct timeval wtv = px_tv(px->to.send);
 
-    bufferevent_set_timeouts(px->uc->bev, px->req_done ? &rtv : NULL, &wtv);
+    ups_conn_timeouts(px->uc, px->req_done ? &rtv : NULL, &wtv);
 }
 
 static void px_send(struct proxy *px)
@@ -635,14 +635,15 @@ static void px_send(struct proxy *px)
     if (now) /* no body: see below */
         bufferevent_disable(ub, EV_WRITE);
     evbuffer_add(bufferevent_get_output(ub), px->head, px->head_len);
+    ups_conn_read(px->uc, 1);
     if (now) {
         /* No body: the head goes out now, without arming EV_WRITE (an
          * epoll change to make and undo) unless the socket is full. */
-        bufferevent_enable(ub, conn_write_now(ub) ? EV_READ | EV_WRITE
-                                                  : EV_READ);
+        if (conn_write_now(ub))
+            bufferevent_enable(ub, EV_WRITE);
         return;
     }
-    bufferevent_enable(ub, EV_READ | EV_WRITE);
+    bufferevent_enable(ub, EV_WRITE);
     px_pump_request(px);
 }
 
@@ -683,7 +684,7 @@ static void px_connect(struct proxy *px)
     }
     struct timeval ctv = px_tv(px->to.connect);
     px->state = PX_CONNECT;
-    bufferevent_set_timeouts(px->uc->bev, NULL, &ctv);
+    ups_conn_timeouts(px->uc, NULL, &ctv);
     bufferevent_enable(px->uc->bev, EV_WRITE);
 }
 
@@ -784,6 +785,18 @@ static uint64_t px_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Reading one side of the exchange on or off: the upstream's reads are
+ * its upconn's (ups_conn_read), the client's its bufferevent's. */
+static void px_reading(struct proxy *px, struct bufferevent *bev, int on)
+{
+    if (px->uc && bev == px->uc->bev)
+        ups_conn_read(px->uc, on);
+    else if (on)
+        bufferevent_enable(bev, EV_READ);
+    else
+        bufferevent_disable(bev, EV_READ);
+}
+
 /* Move what one side sent to the other; stop reading it while the other
  * side has PX_HIGH unsent (back-pressure, as in libevent's le-proxy). */
 static void px_move(struct proxy *px, struct bufferevent *from,
@@ -799,10 +812,7 @@ static void px_move(struct proxy *px, struct bufferevent *from,
     }
     if (px->closing)
         return;
-    if (evbuffer_get_length(out) >= PX_HIGH)
-        bufferevent_disable(from, EV_READ);
-    else
-        bufferevent_enable(from, EV_READ);
+    px_reading(px, from, evbuffer_get_length(out) < PX_HIGH);
 }
 
 static void on_tunnel_idle(evutil_socket_t fd, short what, void *arg)
@@ -834,7 +844,7 @@ static int px_tunnel_close(struct proxy *px, struct bufferevent *from,
     px->flush_to = to;
     bufferevent_setwatermark(to, EV_WRITE, 0, 0);
     if (from)
-        bufferevent_disable(from, EV_READ);
+        px_reading(px, from, 0);
     return 1;
 }
 
@@ -862,7 +872,7 @@ static int px_start_tunnel(struct proxy *px, const struct http_response *r)
     px->last_active = px_now_ms();
     ups_server_ok(px->srv);
     /* Idle tunnels are bounded by websocket_idle, not the read timeout. */
-    bufferevent_set_timeouts(ub, NULL, &wtv);
+    ups_conn_timeouts(px->uc, NULL, &wtv);
     bufferevent_setwatermark(ub, EV_WRITE, 0, 0);
     bufferevent_enable(ub, EV_WRITE); /* the client's bytes go up as well */
     px->idle_ev = evtimer_new(bufferevent_get_base(ub), on_tunnel_idle, px);
@@ -1184,7 +1194,7 @@ static void px_pump_response(struct proxy *px)
     }
     /* Back-pressure: a slow client slows the upstream read. */
     if (evbuffer_get_length(out) >= PX_HIGH)
-        bufferevent_disable(px->uc->bev, EV_READ);
+        ups_conn_read(px->uc, 0);
 }
 
 /* ---- upstream callbacks ------------------------------------------------------ */
@@ -1262,10 +1272,12 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
     if (px->state == PX_TUNNEL) {
         /* The upstream closed (or failed): flush to the client, end. */
         if ((what & BEV_EVENT_TIMEOUT) || px->closing ||
-            !px_tunnel_close(px, bev, px_client(px)))
+            !px_tunnel_close(px, bev, px_client(px))) {
             px_end_abort(px);
-        else
-            bufferevent_disable(bev, EV_READ | EV_WRITE);
+        } else {
+            ups_conn_read(px->uc, 0);
+            bufferevent_disable(bev, EV_WRITE);
+        }
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -1348,7 +1360,7 @@ void proxy_on_client_drained(struct proxy *px)
         return;
     }
     if (px->state == PX_DELIVER && px->uc) {
-        bufferevent_enable(px->uc->bev, EV_READ);
+        ups_conn_read(px->uc, 1);
         if (evbuffer_get_length(bufferevent_get_input(px->uc->bev)))
             px_pump_response(px);
     }

@@ -499,8 +499,9 @@ fail:
 }
 
 
-/* libevent moves 16 KB per read or write turn by default: a large body
- * would take a loop turn (and an epoll round) per 16 KB. */
+/* libevent writes at most 16 KB per loop turn by default: a large body
+ * would take a loop turn (and an epoll round) per 16 KB.  (Its reads
+ * are bounded anyway; plain connections read as below.) */
 #define UPS_MAX_SINGLE_READ (256 * 1024)
 #define UPS_MAX_SINGLE_WRITE (1024 * 1024)
 
@@ -508,6 +509,110 @@ static void ups_conn_tune(struct bufferevent *bev)
 {
     bufferevent_set_max_single_read(bev, UPS_MAX_SINGLE_READ);
     bufferevent_set_max_single_write(bev, UPS_MAX_SINGLE_WRITE);
+}
+
+/* ---- reading a plain connection ------------------------------------------ */
+
+/*
+ * What one read asks for: from UPS_READ_MIN, doubled after each read
+ * that filled its space, up to UPS_READ_MAX, and halved after one that
+ * used less than a quarter.  libevent gives a new buffer chain a power
+ * of two bytes including its ~50-byte header, so these stay under one.
+ */
+#define UPS_READ_MIN (4096 - 128)
+#define UPS_READ_MAX (64 * 1024 - 128)
+
+static void ups_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct upconn *uc = arg;
+    struct bufferevent *bev = uc->bev;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    bufferevent_data_cb readcb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    short why = BEV_EVENT_TIMEOUT;
+
+    bufferevent_getcb(bev, &readcb, NULL, &eventcb, &cbarg);
+    if (!(what & EV_TIMEOUT)) {
+        struct evbuffer_iovec v;
+        ssize_t n = -1;
+        /* The bufferevent keeps its input's end frozen but while it
+         * reads itself: so do we. */
+        evbuffer_unfreeze(in, 0);
+        if (evbuffer_reserve_space(in, uc->rd_want, &v, 1) == 1)
+            n = recv(fd, v.iov_base, v.iov_len, 0);
+        else
+            errno = ENOMEM;
+        if (n > 0) {
+            if ((size_t)n == v.iov_len)
+                uc->rd_want = PT_MIN(uc->rd_want * 2, UPS_READ_MAX);
+            else if ((size_t)n < uc->rd_want / 4)
+                uc->rd_want = PT_MAX(uc->rd_want / 2, UPS_READ_MIN);
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(in, &v, 1);
+        }
+        evbuffer_freeze(in, 0);
+        if (n > 0) {
+            if (readcb)
+                readcb(bev, cbarg); /* may free uc */
+            return;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+                      errno == EINTR))
+            return;
+        why = n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
+    }
+    ups_conn_read(uc, 0);
+    if (eventcb)
+        eventcb(bev, BEV_EVENT_READING | why, cbarg); /* may free uc */
+}
+
+void ups_conn_read(struct upconn *uc, int on)
+{
+    if (uc->tls) {
+        if (on)
+            bufferevent_enable(uc->bev, EV_READ);
+        else
+            bufferevent_disable(uc->bev, EV_READ);
+        return;
+    }
+    if (!on || uc->rd_on) {
+        if (!on && uc->rd_on)
+            event_del(&uc->rd);
+        uc->rd_on = (unsigned)on;
+        return;
+    }
+    if (!uc->rd_set) {
+        event_assign(&uc->rd, bufferevent_get_base(uc->bev),
+                     bufferevent_getfd(uc->bev), EV_READ | EV_PERSIST,
+                     ups_on_read, uc);
+        uc->rd_set = 1;
+        uc->rd_want = UPS_READ_MIN;
+    }
+    if (event_add(&uc->rd, uc->rd_timed ? &uc->rd_tv : NULL) == 0)
+        uc->rd_on = 1;
+    else
+        log_warn("upstream: cannot watch a connection for reading: %s",
+                 strerror(errno));
+}
+
+void ups_conn_timeouts(struct upconn *uc, const struct timeval *rd,
+                       const struct timeval *wr)
+{
+    if (uc->tls) {
+        bufferevent_set_timeouts(uc->bev, rd, wr);
+        return;
+    }
+    bufferevent_set_timeouts(uc->bev, NULL, wr);
+    uc->rd_timed = rd != NULL;
+    if (rd)
+        uc->rd_tv = *rd;
+    if (!uc->rd_on)
+        return;
+    if (rd)
+        event_add(&uc->rd, rd);
+    else
+        event_remove_timer(&uc->rd);
 }
 
 struct upconn *ups_conn_get(struct ups_server *s)
@@ -521,8 +626,8 @@ struct upconn *ups_conn_get(struct ups_server *s)
         s->nidle--;
         uc->next = NULL;
         uc->reused = 1;
-        /* its idle timeout stands until the caller sets its own, at
-         * once (each change re-adds the bufferevent's events) */
+        /* reading stays on, with its idle timeout until the caller
+         * sets its own, at once */
         bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
         return uc;
     }
@@ -579,8 +684,8 @@ void ups_conn_put(struct upconn **ucp)
     tv.tv_sec = (time_t)(ms / 1000);
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     bufferevent_setcb(uc->bev, on_idle_read, NULL, on_idle_event, uc);
-    bufferevent_set_timeouts(uc->bev, &tv, NULL);
-    bufferevent_enable(uc->bev, EV_READ);
+    ups_conn_timeouts(uc, &tv, NULL);
+    ups_conn_read(uc, 1);
     uc->next = s->idle;
     s->idle = uc;
     s->nidle++;
@@ -593,6 +698,8 @@ void ups_conn_close(struct upconn **ucp)
     if (uc == NULL)
         return;
     *ucp = NULL;
+    if (uc->rd_on)
+        event_del(&uc->rd);
     bufferevent_free(uc->bev);
     free(uc);
 }

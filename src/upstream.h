@@ -9,6 +9,7 @@
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include "conf.h"
 
@@ -18,13 +19,20 @@ struct ups_set;
 
 /* One TCP connection to an upstream server. */
 struct upconn {
-    struct bufferevent *bev;  /* owns */
+    struct bufferevent *bev;  /* owns; its callbacks are the user's */
     struct ups_server *srv;   /* borrowed */
     struct upconn *next;      /* idle list */
     uint64_t idle_ms;         /* how long it may idle in the pool */
     unsigned requests;        /* exchanges done on it */
     unsigned reused : 1;      /* came from the pool */
     unsigned tls : 1;         /* bev is a TLS bufferevent */
+    /* A plain connection's reads (see ups_conn_read): */
+    unsigned rd_set : 1;      /* rd is assigned */
+    unsigned rd_on : 1;       /* rd is added */
+    unsigned rd_timed : 1;    /* rd_tv bounds the wait for bytes */
+    uint32_t rd_want;         /* what the next read asks for */
+    struct timeval rd_tv;
+    struct event rd;
 };
 
 /* All groups of one configuration generation (owned by the generation). */
@@ -84,6 +92,24 @@ struct upconn *ups_conn_get(struct ups_server *s);
 void ups_conn_put(struct upconn **uc);
 /* Close a connection that cannot be reused. */
 void ups_conn_close(struct upconn **uc);
+
+/*
+ * Reading.  A TLS connection's reads are its bufferevent's.  A plain
+ * one's are portico's: one recv per readiness straight into the
+ * bufferevent's input, asking for more while the reads come back full
+ * (libevent's evbuffer_read asks the kernel first with FIONREAD, a
+ * system call per read, and takes at most 4 KB).  Either way the
+ * bufferevent's read and event callbacks are called as libevent would:
+ * BEV_EVENT_READING with EOF, ERROR or TIMEOUT, reading then off.
+ *
+ * ups_conn_read turns reading on or off; on again restarts the read
+ * timeout.  ups_conn_timeouts sets the read timeout (NULL: none; it
+ * runs while reading is on, from the last read) and the bufferevent's
+ * write timeout (NULL: none).
+ */
+void ups_conn_read(struct upconn *uc, int on);
+void ups_conn_timeouts(struct upconn *uc, const struct timeval *rd,
+                       const struct timeval *wr);
 
 /* Counters for this worker (retries of stale pooled connections). */
 extern unsigned long ups_stale_retries;

@@ -9,6 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import fs from 'node:fs';
+import crypto from 'node:crypto';
 import { baseConfig, delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
   startPortico, waitFor } from './lib/harness.mjs';
 
@@ -646,6 +647,88 @@ describe('streaming', () => {
       if (!SANITIZED)
         assert.ok(peak < 40 * 1024 * 1024, `worker RSS peaked at ${peak} bytes`);
     } finally { clearInterval(timer); await d.stop(); await up.close(); }
+  });
+});
+
+describe('reading the upstream', () => {
+  // The worker reads a plain upstream itself, asking for more while the
+  // reads come back full; these pin down what it must keep of libevent's
+  // reading: every byte in order, back-pressure, the read timeout
+  // between reads, and EOF.
+  test('a 24 MB body in uneven pieces arrives byte for byte through a slow reader', async () => {
+    const SIZE = 24 * 1024 * 1024;
+    const body = Buffer.alloc(SIZE);
+    let x = 0x9e3779b9;
+    for (let i = 0; i < SIZE; i += 4) { // xorshift: no two 4-byte words in a row alike
+      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+      body.writeUInt32LE(x, i);
+    }
+    const want = crypto.createHash('sha256').update(body).digest('hex');
+    const up = await echoServer('pieces', { handler(req, res) {
+      res.writeHead(200, { 'Content-Length': SIZE });
+      let off = 0, n = 0;
+      const pump = () => {
+        while (off < SIZE) {
+          // 1 byte to 300 KB, now and then after a pause
+          const len = Math.min(SIZE - off, 1 + ((n * 7919) % 300000));
+          const piece = body.subarray(off, off + len);
+          off += len;
+          if (++n % 16 === 0) return setTimeout(() => { if (res.write(piece)) pump(); else res.once('drain', pump); }, 2);
+          if (!res.write(piece)) return res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+      return true;
+    } });
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: up.address }] } }, [{ upstream: 'app' }]) });
+    try {
+      for (const pauseMs of [0, 600]) {
+        const got = await new Promise((resolve, reject) => {
+          http.get({ port: d.port, path: '/pieces', agent: false }, (res) => {
+            const h = crypto.createHash('sha256');
+            let len = 0;
+            if (pauseMs) { res.pause(); setTimeout(() => res.resume(), pauseMs); }
+            res.on('data', (c) => { h.update(c); len += c.length; });
+            res.on('end', () => resolve({ len, sum: h.digest('hex') }));
+            res.on('error', reject);
+          }).on('error', reject);
+        });
+        assert.equal(got.len, SIZE);
+        assert.equal(got.sum, want, `body corrupted (client paused ${pauseMs} ms)`);
+      }
+    } finally { await d.stop(); await up.close(); }
+  });
+
+  test('the read timeout runs between reads: a slow trickle passes, a stall mid-body is cut', async () => {
+    const up = await rawServer((sock, head) => {
+      const stall = head.startsWith('GET /stall');
+      sock.write('HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n');
+      let n = 0;
+      const t = setInterval(() => {
+        if (sock.destroyed) return clearInterval(t);
+        if (stall && n === 3) return; // three bytes, then silence
+        sock.write('abcdefghijkl'[n]);
+        if (++n === 12) clearInterval(t);
+      }, 150); // 12 x 150 ms: longer than the read timeout in all
+    });
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: up.address }], timeouts: { read: '600ms' } } },
+      [{ upstream: 'app' }]) });
+    try {
+      const ok = await httpRequest(d.port, { path: '/trickle' });
+      assert.equal(ok.status, 200);
+      assert.equal(ok.body, 'abcdefghijkl');
+      const t0 = Date.now();
+      const cut = await rawRequest(d.port, 'GET /stall HTTP/1.1\r\nHost: x\r\n\r\n', { timeout: 8000 });
+      const text = cut.text;
+      assert.ok(cut.closed, 'the client connection was not closed');
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      assert.ok(text.endsWith('\r\n\r\nabc'), `got ${JSON.stringify(text.slice(-20))}`);
+      assert.ok(Date.now() - t0 < 5000);
+      await d.waitForLog(/read timeout mid-body/);
+    } finally { await d.stop(); await up.close(); }
   });
 });
 
