@@ -55,6 +55,7 @@
 #define CONN_MAX_SINGLE_WRITE (1024 * 1024) /* bytes per write turn */
 #define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
 #define CONN_WAKE_READ (16 * 1024) /* conn_read_now's most per recv */
+#define CONN_WRITE_IOV 16 /* conn_write_now's most pieces per call */
 /* How long a closing connection keeps reading so the client gets our
  * last response instead of a reset. */
 #define CONN_LINGER_MS 2000
@@ -123,6 +124,7 @@ struct conn {
     TAILQ_ENTRY(conn) dlink;   /* the worker's dozers, oldest first */
     uint64_t doze_until;       /* ms (conn_now_ms): keep-alive deadline */
     unsigned wake_on : 1;      /* wake is registered */
+    unsigned wake_watch : 1;   /* wake stands for reads (conn_watch_client) */
     unsigned dozing : 1;
     /* the bufferevent's timeouts, as conn_read_timeout last set them */
     unsigned to_set : 1;
@@ -312,6 +314,7 @@ static uint64_t conn_mix64(uint64_t z)
 static void conn_make_rid(char out[33])
 {
     static const char hex[] = "0123456789abcdef";
+    static char pairs[256][2]; /* a byte's two hex digits */
     static uint64_t seed[2], counter;
     static int seeded; /* workers only: each seeds after its fork */
     uint64_t v[2];
@@ -323,10 +326,13 @@ static void conn_make_rid(char out[33])
             seed[1] = ((uint64_t)random() << 32) ^ (uint64_t)random();
         seeded = 1;
     }
+    if (pairs[1][1] == 0)
+        for (size_t b = 0; b < 256; b++)
+            pairs[b][0] = hex[b >> 4], pairs[b][1] = hex[b & 15];
     v[0] = seed[0];
     v[1] = conn_mix64(seed[1] + counter++);
-    for (size_t i = 0; i < 32; i++)
-        out[i] = hex[(v[i / 16] >> (60 - 4 * (i % 16))) & 15];
+    for (size_t i = 0; i < 16; i++)
+        memcpy(out + 2 * i, pairs[(v[i / 8] >> (56 - 8 * (i % 8))) & 255], 2);
     out[32] = '\0';
 }
 
@@ -461,6 +467,7 @@ static void conn_release(struct conn *c, int close_fd)
         event_del(&c->wake);
         c->wake_on = 0;
     }
+    c->wake_watch = 0;
     if (!c->tls && conn_pool_n < CONN_POOL_MAX &&
         evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -1104,6 +1111,9 @@ static void on_doze_wake(evutil_socket_t fd, short what, void *arg)
     if (!c->dozing) {
         event_del(&c->wake);
         c->wake_on = 0;
+        if (c->wake_watch && c->state == CONN_PROXY)
+            bufferevent_enable(c->bev, EV_READ); /* bytes or EOF: see */
+        c->wake_watch = 0;
         return;
     }
     conn_undoze(c);
@@ -1130,6 +1140,7 @@ static int conn_doze(struct conn *c, uint64_t ms)
     if (bufferevent_get_enabled(c->bev) & EV_READ)
         bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
+    c->wake_watch = 0;
     c->dozing = 1;
     c->doze_until = until;
     TAILQ_INSERT_TAIL(&doze_q, c, dlink);
@@ -1246,12 +1257,36 @@ static void on_write(struct bufferevent *bev, void *arg)
 size_t conn_write_now(struct bufferevent *bev)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
+    struct evbuffer_iovec v[CONN_WRITE_IOV];
+    struct iovec iov[CONN_WRITE_IOV];
+    int fd = bufferevent_getfd(bev);
+    int nv = evbuffer_peek(out, -1, NULL, v, CONN_WRITE_IOV);
+    ssize_t n;
 
-    /* The bufferevent keeps its output's start frozen but while it
-     * writes itself: so do we. */
-    evbuffer_unfreeze(out, 1);
-    evbuffer_write(out, bufferevent_getfd(bev));
-    evbuffer_freeze(out, 1);
+    /* send(2) for one piece, sendmsg(2) for more: not evbuffer_write's
+     * writev(2), whose file-system layer costs more per call. */
+    if (nv <= 0)
+        return evbuffer_get_length(out);
+    if (nv > CONN_WRITE_IOV)
+        nv = CONN_WRITE_IOV;
+    if (nv == 1) {
+        n = send(fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)nv};
+        for (int i = 0; i < nv; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+        }
+        n = sendmsg(fd, &m, MSG_NOSIGNAL);
+    }
+    if (n > 0) {
+        /* The bufferevent keeps its output's start frozen but while it
+         * writes itself: so do we.  An error is left for EV_WRITE, where
+         * the bufferevent meets it again and reports it. */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_drain(out, (size_t)n);
+        evbuffer_freeze(out, 1);
+    }
     return evbuffer_get_length(out);
 }
 
@@ -1348,6 +1383,23 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- the client side of a proxied exchange ----------------------------- */
+
+/*
+ * While its request waits on the upstream or a fill, the client's socket
+ * is watched, so that a client that goes is seen.  A connection woken
+ * from a doze still has its wake event registered: that watches for
+ * free, and hands over to the bufferevent's reads at the first byte or
+ * EOF (on_doze_wake).  This saves turning those reads on and off again
+ * for every request.
+ */
+void conn_watch_client(struct conn *c)
+{
+    if (c->wake_on) {
+        c->wake_watch = 1;
+        return;
+    }
+    bufferevent_enable(c->bev, EV_READ);
+}
 
 struct bufferevent *conn_bev(struct conn *c)
 {

@@ -34,9 +34,12 @@ int conn_is_tls(const struct conn *c);
 /* ---- for proxy.c: the client side of a proxied exchange ---- */
 
 struct bufferevent *conn_bev(struct conn *c);
+/* Watch the client's socket while its request waits (a client that
+ * goes is seen); proxy.c calls this instead of enabling reads. */
+void conn_watch_client(struct conn *c);
 
 /* Write what a plain (not TLS) bufferevent's output holds, now, with one
- * writev, instead of on the next EV_WRITE turn.  Returns the bytes left
+ * send or sendmsg, instead of on the next EV_WRITE turn.  Returns the bytes left
  * (the socket was full, or failed: EV_WRITE finishes or reports it). */
 size_t conn_write_now(struct bufferevent *bev);
 const struct sockaddr *conn_peer(const struct conn *c);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <sys/queue.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -631,18 +632,31 @@ static void px_send(struct proxy *px)
     px->state = PX_SEND;
     clock_gettime(CLOCK_MONOTONIC, &px->t0);
     px_timeouts(px);
-    bufferevent_setwatermark(ub, EV_WRITE, PX_HIGH / 4, 0);
-    if (now) /* no body: see below */
-        bufferevent_disable(ub, EV_WRITE);
-    evbuffer_add(bufferevent_get_output(ub), px->head, px->head_len);
     ups_conn_read(px->uc, 1);
     if (now) {
-        /* No body: the head goes out now, without arming EV_WRITE (an
-         * epoll change to make and undo) unless the socket is full. */
+        /* No body: the head goes out now, straight from px->head when
+         * nothing is queued before it, without arming EV_WRITE (an epoll
+         * change to make and undo) unless the socket is full.  What the
+         * socket did not take, or an error, is left to EV_WRITE. */
+        struct evbuffer *out = bufferevent_get_output(ub);
+        size_t sent = 0;
+        if (bufferevent_get_enabled(ub) & EV_WRITE)
+            bufferevent_disable(ub, EV_WRITE);
+        if (evbuffer_get_length(out) == 0) {
+            ssize_t n = send(bufferevent_getfd(ub), px->head, px->head_len,
+                             MSG_NOSIGNAL);
+            sent = n > 0 ? (size_t)n : 0;
+        }
+        if (sent == px->head_len)
+            return;
+        evbuffer_add(out, px->head + sent, px->head_len - sent);
         if (conn_write_now(ub))
             bufferevent_enable(ub, EV_WRITE);
         return;
     }
+    evbuffer_add(bufferevent_get_output(ub), px->head, px->head_len);
+    /* a body: on_up_write pumps more of it below a quarter of PX_HIGH */
+    bufferevent_setwatermark(ub, EV_WRITE, PX_HIGH / 4, 0);
     bufferevent_enable(ub, EV_WRITE);
     px_pump_request(px);
 }
@@ -1650,7 +1664,7 @@ void proxy_run(struct proxy *px)
         return;
     }
     /* Waiting on the upstream or a fill: a client that goes is seen. */
-    bufferevent_enable(conn_bev(px->c), EV_READ);
+    conn_watch_client(px->c);
     if (px->cx.following) {
         px_follow_start(px);
         return;

@@ -603,7 +603,16 @@ void ups_conn_timeouts(struct upconn *uc, const struct timeval *rd,
         bufferevent_set_timeouts(uc->bev, rd, wr);
         return;
     }
-    bufferevent_set_timeouts(uc->bev, NULL, wr);
+    /* the same write timeout as before is not set again: that would
+     * re-add the bufferevent's events */
+    if (wr ? !uc->wr_timed || uc->wr_tv.tv_sec != wr->tv_sec ||
+                 uc->wr_tv.tv_usec != wr->tv_usec
+           : uc->wr_timed) {
+        bufferevent_set_timeouts(uc->bev, NULL, wr);
+        uc->wr_timed = wr != NULL;
+        if (wr)
+            uc->wr_tv = *wr;
+    }
     uc->rd_timed = rd != NULL;
     if (rd)
         uc->rd_tv = *rd;
@@ -684,7 +693,8 @@ void ups_conn_put(struct upconn **ucp)
     tv.tv_sec = (time_t)(ms / 1000);
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     bufferevent_setcb(uc->bev, on_idle_read, NULL, on_idle_event, uc);
-    ups_conn_timeouts(uc, &tv, NULL);
+    /* the write timeout stays: nothing is written while idle */
+    ups_conn_timeouts(uc, &tv, uc->wr_timed ? &uc->wr_tv : NULL);
     ups_conn_read(uc, 1);
     uc->next = s->idle;
     s->idle = uc;

@@ -30,8 +30,10 @@ struct upconn {
     unsigned rd_set : 1;      /* rd is assigned */
     unsigned rd_on : 1;       /* rd is added */
     unsigned rd_timed : 1;    /* rd_tv bounds the wait for bytes */
+    unsigned wr_timed : 1;    /* wr_tv is the bufferevent's write timeout */
     uint32_t rd_want;         /* what the next read asks for */
     struct timeval rd_tv;
+    struct timeval wr_tv;
     struct event rd;
 };
 

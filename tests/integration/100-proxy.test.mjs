@@ -10,8 +10,8 @@ import net from 'node:net';
 import os from 'node:os';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
-import { baseConfig, delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, runPorticod,
-  startPortico, waitFor } from './lib/harness.mjs';
+import { baseConfig, delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, RawConn,
+  runPorticod, startPortico, waitFor } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
 const SANITIZED = /sanitizers=yes/.test(runPorticod(['-V']).stdout);
@@ -768,5 +768,49 @@ test('a client that goes while its request waits on the upstream: the upstream c
     s.destroy();
     await waitFor(() => closedAt > 0, { timeout: 3000, what: 'the upstream connection closed' });
     assert.ok(closedAt - sentAt < 3000);
+  } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
+});
+
+test('a keep-alive client that goes while its second request waits: the upstream connection is closed; a pipelined one is answered', async () => {
+  // Between requests the connection dozes, and its wake event goes on
+  // watching the socket while the next request waits on the upstream:
+  // it must hand EOF, or pipelined bytes, over to the reads.
+  const closes = [];
+  const up = http.createServer((req, res) => {
+    if (req.url === '/fast') return res.end('fast\n');
+    req.socket.once('close', () => closes.push(Date.now()));
+    setTimeout(() => { if (!res.destroyed) res.end('late\n'); }, req.url === '/slow' ? 5000 : 300);
+  });
+  up.keepAliveTimeout = 30000;
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const d = await startPortico({ config: baseConfig({
+    workers: 1,
+    upstreams: { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } },
+    routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
+  }) });
+  try {
+    const c = await RawConn.open(d.port);
+    await c.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal((await c.read(1))[0].status, 200);
+    await delay(100); // dozing now
+    await c.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await delay(300); // the request waits on the upstream
+    const goneAt = Date.now();
+    c.destroy();
+    await waitFor(() => closes.length > 0, { timeout: 3000, what: 'the upstream connection closed' });
+    assert.ok(closes[0] - goneAt < 3000);
+
+    // Pipelined behind a waiting request: both answered, in order.
+    const p = await RawConn.open(d.port);
+    await p.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal((await p.read(1))[0].status, 200);
+    await delay(100);
+    await p.write('GET /medium HTTP/1.1\r\nHost: x\r\n\r\n');
+    await delay(50);
+    await p.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n');
+    const [a, b] = await p.read(2);
+    assert.equal(a.body.toString(), 'late\n');
+    assert.equal(b.body.toString(), 'fast\n');
+    p.destroy();
   } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
 });
