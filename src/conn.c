@@ -123,6 +123,7 @@ struct conn {
     struct event wake;         /* the next request's first byte */
     TAILQ_ENTRY(conn) dlink;   /* the worker's dozers, oldest first */
     uint64_t doze_until;       /* ms (conn_now_ms): keep-alive deadline */
+    evutil_socket_t fd;        /* bev's, from conn_get to conn_release */
     unsigned wake_on : 1;      /* wake is registered */
     unsigned wake_watch : 1;   /* wake stands for reads (conn_watch_client) */
     unsigned dozing : 1;
@@ -468,6 +469,7 @@ static void conn_release(struct conn *c, int close_fd)
         c->wake_on = 0;
     }
     c->wake_watch = 0;
+    c->fd = -1;
     if (!c->tls && conn_pool_n < CONN_POOL_MAX &&
         evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -1131,7 +1133,7 @@ static int conn_doze(struct conn *c, uint64_t ms)
         (last != NULL && until < last->doze_until))
         return PT_ERROR;
     if (!c->wake_on) {
-        event_assign(&c->wake, worker_base(c->w), bufferevent_getfd(c->bev),
+        event_assign(&c->wake, worker_base(c->w), c->fd,
                      EV_READ | EV_PERSIST, on_doze_wake, c);
         if (event_add(&c->wake, NULL) < 0)
             return PT_ERROR;
@@ -1254,12 +1256,11 @@ static void on_write(struct bufferevent *bev, void *arg)
     }
 }
 
-size_t conn_write_now(struct bufferevent *bev)
+size_t conn_write_now(struct bufferevent *bev, evutil_socket_t fd)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
     struct evbuffer_iovec v[CONN_WRITE_IOV];
     struct iovec iov[CONN_WRITE_IOV];
-    int fd = bufferevent_getfd(bev);
     int nv = evbuffer_peek(out, -1, NULL, v, CONN_WRITE_IOV);
     ssize_t n;
 
@@ -1305,7 +1306,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
         conn_flush_unlink(c);
         if (evbuffer_get_length(out) == 0)
             continue;
-        if (conn_write_now(c->bev) == 0) {
+        if (conn_write_now(c->bev, c->fd) == 0) {
             on_write(c->bev, c); /* may queue c again, or free it */
         } else {
             c->write_armed = 1;
@@ -1519,6 +1520,7 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
         c->logbuf = logbuf;
         c->logcap = logcap;
         c->direct = 1;
+        c->fd = fd;
         if (!reading)
             bufferevent_disable(bev, EV_READ); /* no socket: no call */
         bufferevent_setfd(bev, fd);
@@ -1529,6 +1531,7 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
+    c->fd = fd;
     c->timer = evtimer_new(base, on_timer, c);
     c->bev = c->timer ? conn_bev_new(base, fd, tls) : NULL;
     if (c->bev == NULL) {
@@ -1618,7 +1621,7 @@ static void conn_read_now(struct conn *c)
 {
     static char buf[CONN_WAKE_READ]; /* the worker's: copied out at once */
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    ssize_t n = recv(bufferevent_getfd(c->bev), buf, sizeof(buf), 0);
+    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
 
     /* Copied into a buffer sized to what came: a request of a few
      * hundred bytes takes a small allocation, not a 16 KB one. */

@@ -643,14 +643,14 @@ static void px_send(struct proxy *px)
         if (bufferevent_get_enabled(ub) & EV_WRITE)
             bufferevent_disable(ub, EV_WRITE);
         if (evbuffer_get_length(out) == 0) {
-            ssize_t n = send(bufferevent_getfd(ub), px->head, px->head_len,
+            ssize_t n = send(px->uc->fd, px->head, px->head_len,
                              MSG_NOSIGNAL);
             sent = n > 0 ? (size_t)n : 0;
         }
         if (sent == px->head_len)
             return;
         evbuffer_add(out, px->head + sent, px->head_len - sent);
-        if (conn_write_now(ub))
+        if (conn_write_now(ub, px->uc->fd))
             bufferevent_enable(ub, EV_WRITE);
         return;
     }

@@ -583,9 +583,8 @@ void ups_conn_read(struct upconn *uc, int on)
         return;
     }
     if (!uc->rd_set) {
-        event_assign(&uc->rd, bufferevent_get_base(uc->bev),
-                     bufferevent_getfd(uc->bev), EV_READ | EV_PERSIST,
-                     ups_on_read, uc);
+        event_assign(&uc->rd, bufferevent_get_base(uc->bev), uc->fd,
+                     EV_READ | EV_PERSIST, ups_on_read, uc);
         uc->rd_set = 1;
         uc->rd_want = UPS_READ_MIN;
     }
@@ -654,6 +653,7 @@ struct upconn *ups_conn_get(struct ups_server *s)
         }
         ups_conn_tune(uc->bev);
         uc->tls = 1;
+        uc->fd = bufferevent_getfd(uc->bev);
         return uc;
     }
     uc->bev = bufferevent_socket_new(set->base, -1, BEV_OPT_CLOSE_ON_FREE);
@@ -669,8 +669,8 @@ struct upconn *ups_conn_get(struct ups_server *s)
         errno = saved;
         return NULL;
     }
-    setsockopt(bufferevent_getfd(uc->bev), IPPROTO_TCP, TCP_NODELAY, &one,
-               sizeof(one));
+    uc->fd = bufferevent_getfd(uc->bev);
+    setsockopt(uc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return uc;
 }
 

@@ -22,6 +22,7 @@ struct upconn {
     struct bufferevent *bev;  /* owns; its callbacks are the user's */
     struct ups_server *srv;   /* borrowed */
     struct upconn *next;      /* idle list */
+    evutil_socket_t fd;       /* bev's */
     uint64_t idle_ms;         /* how long it may idle in the pool */
     unsigned requests;        /* exchanges done on it */
     unsigned reused : 1;      /* came from the pool */
