@@ -30,6 +30,7 @@ const label = (config) => {
   const [p, w] = config.split(':');
   if (p === 'varnish') return 'varnish (2 thread pools)';
   if (p === 'direct') return 'origin alone (no proxy)';
+  if (p === 'relay') return 'TCP relay, no HTTP (bench/relay.c)';
   if (p === 'haproxy') return `haproxy (${w} thread${w === '1' ? '' : 's'})`;
   return `${p} (${w} worker${w === '1' ? '' : 's'})`;
 };
@@ -101,6 +102,14 @@ for (const [sc, title] of HTTP) {
     const d = of('static').find((s) => s.config === 'direct:-');
     if (d) p(`| | ${label(d.config)}, for reference | ${fmt(d.med[0])} | ${fmt(d.med[1], 2)} | ${fmt(d.med[2], 2)} | ` +
       `${fmt(d.med[3], 1)} (the origin's own) | | | |`);
+    // The floor: what forwarding the bytes costs with nothing parsed.
+    // Its CPU ratio is the least any proxy could reach against a peer.
+    const relay = of('static').find((s) => s.config === 'relay:-');
+    const peers = PEERS.filter((x) => x !== 'portico').map((x) => bestOf('static', x)).filter(Boolean);
+    const cheapest = peers.length ? peers.reduce((a, b) => (b.med[3] < a.med[3] ? b : a)) : null;
+    if (relay) p(`| | ${label(relay.config)}, the floor for any proxy | ${fmt(relay.med[0])} | ${fmt(relay.med[1], 2)} | ` +
+      `${fmt(relay.med[2], 2)} | ${fmt(relay.med[3], 1)} (the relay's own) | | ` +
+      `${cheapest ? `${ratio(relay.med[3], cheapest.med[3])} of ${label(cheapest.config)}` : ''} | |`);
   }
 }
 p();
@@ -138,7 +147,7 @@ p();
 p('| scenario | configuration | req/s | p50 ms | p99 ms | CPU µs/req | rounds |');
 p('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
 for (const [sc] of [...HTTP, ...CACHE]) {
-  for (const s of of(sc).filter((x) => x.config !== 'direct:-')) {
+  for (const s of of(sc).filter((x) => x.config !== 'direct:-' && x.config !== 'relay:-')) {
     p(`| ${sc} | ${label(s.config)} | ${fmt(s.med[0])} | ${fmt(s.med[1], 2)} | ${fmt(s.med[2], 2)} | ` +
       `${fmt(s.med[3], 1)} | ${s.runs.length} |`);
   }
