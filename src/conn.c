@@ -56,6 +56,9 @@
 #define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
 #define CONN_WAKE_READ (16 * 1024) /* conn_read_now's most per recv */
 #define CONN_WRITE_IOV 16 /* conn_write_now's most pieces per call */
+#define CONN_LIBEVENT_READ 4096 /* libevent's most per read (2.1) */
+#define CONN_BULK_READ (64 * 1024 - 128) /* conn_read_more's one recv */
+#define CONN_BULK_HELD (256 * 1024) /* ... while the input holds less */
 /* How long a closing connection keeps reading so the client gets our
  * last response instead of a reset. */
 #define CONN_LINGER_MS 2000
@@ -1223,8 +1226,38 @@ static void conn_process(struct conn *c)
 
 /* ---- callbacks --------------------------------------------------------- */
 
+/*
+ * libevent 2.1 reads at most 4 KB per readiness (EVBUFFER_MAX_READ),
+ * after asking the kernel how much is there (FIONREAD): a request body
+ * or a tunnel took two system calls and a loop turn per 4 KB.  When the
+ * bufferevent's read came back full, more is likely waiting: it is taken
+ * with one recv straight into the input, while the input holds less than
+ * CONN_BULK_HELD.  EOF or an error is left for the bufferevent's next
+ * read to meet again.
+ */
+static void conn_read_more(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t have = evbuffer_get_length(in);
+    struct evbuffer_iovec v;
+
+    if (c->tls || (c->state != CONN_BODY && c->state != CONN_PROXY) ||
+        have < CONN_LIBEVENT_READ || have >= CONN_BULK_HELD)
+        return;
+    evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so */
+    if (evbuffer_reserve_space(in, CONN_BULK_READ, &v, 1) == 1) {
+        ssize_t n = recv(c->fd, v.iov_base, v.iov_len, 0);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(in, &v, 1);
+        }
+    }
+    evbuffer_freeze(in, 0);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
+    conn_read_more(arg);
     conn_process(arg);
 }
 

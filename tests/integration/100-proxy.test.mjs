@@ -650,11 +650,11 @@ describe('streaming', () => {
   });
 });
 
-describe('reading the upstream', () => {
+describe('reading bodies', () => {
   // The worker reads a plain upstream itself, asking for more while the
-  // reads come back full; these pin down what it must keep of libevent's
-  // reading: every byte in order, back-pressure, the read timeout
-  // between reads, and EOF.
+  // reads come back full, and reads a client's body past libevent's 4 KB;
+  // these pin down what it must keep of libevent's reading: every byte
+  // in order, back-pressure, the read timeout between reads, and EOF.
   test('a 24 MB body in uneven pieces arrives byte for byte through a slow reader', async () => {
     const SIZE = 24 * 1024 * 1024;
     const body = Buffer.alloc(SIZE);
@@ -699,6 +699,51 @@ describe('reading the upstream', () => {
         assert.equal(got.sum, want, `body corrupted (client paused ${pauseMs} ms)`);
       }
     } finally { await d.stop(); await up.close(); }
+  });
+
+  test('a 24 MB upload in uneven pieces reaches the upstream byte for byte, through a slow reader', async () => {
+    // The client side reads more than libevent's 4 KB when a read comes
+    // back full (conn_read_more): the body must still arrive whole and
+    // in order, with back-pressure from an upstream that reads late.
+    const SIZE = 24 * 1024 * 1024;
+    const body = crypto.randomBytes(SIZE);
+    const want = crypto.createHash('sha256').update(body).digest('hex');
+    const up = http.createServer((req, res) => {
+      const h = crypto.createHash('sha256');
+      let len = 0;
+      req.pause();
+      setTimeout(() => req.resume(), req.url === '/slow' ? 600 : 0);
+      req.on('data', (c) => { h.update(c); len += c.length; });
+      req.on('end', () => res.end(JSON.stringify({ len, sum: h.digest('hex') })));
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } }, [{ upstream: 'app' }],
+      { limits: { max_body_bytes: 0 } }) });
+    try {
+      for (const [path, chunked] of [['/fast', false], ['/slow', false], ['/slow', true]]) {
+        const got = await new Promise((resolve, reject) => {
+          const headers = chunked ? {} : { 'Content-Length': SIZE };
+          const req = http.request({ port: d.port, path, method: 'PUT', agent: false, headers }, (res) => {
+            let b = ''; res.on('data', (c) => { b += c; }); res.on('end', () => resolve(JSON.parse(b)));
+          });
+          req.on('error', reject);
+          let off = 0, n = 0;
+          const pump = () => {
+            while (off < SIZE) {
+              const len = Math.min(SIZE - off, 1 + ((n++ * 104729) % 500000));
+              const piece = body.subarray(off, off + len);
+              off += len;
+              if (!req.write(piece)) return req.once('drain', pump);
+            }
+            req.end();
+          };
+          pump();
+        });
+        assert.equal(got.len, SIZE, `${path} chunked=${chunked}`);
+        assert.equal(got.sum, want, `body corrupted (${path}, chunked=${chunked})`);
+      }
+    } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
   });
 
   test('the read timeout runs between reads: a slow trickle passes, a stall mid-body is cut', async () => {
