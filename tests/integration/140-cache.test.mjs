@@ -24,6 +24,11 @@ async function origin() {
     const h = { 'Content-Type': 'text/plain', 'X-Seen': String(n) };
     const cc = u.searchParams.get('cc');
     if (cc) h['Cache-Control'] = cc;
+    // A refetched copy stays fresh: with max-age=1 (and a Date of
+    // one-second resolution) it could go stale, and be fetched again,
+    // before a slow (sanitizer) run had looked at it.
+    if ((u.pathname === '/swr' || u.pathname === '/refill') && n > 1)
+      h['Cache-Control'] = 'max-age=60';
     if (u.pathname.startsWith('/tagged')) h['Surrogate-Key'] = `all-products product-${u.pathname.slice(8)}`;
     if (u.pathname.startsWith('/ctag')) h['Cache-Tag'] = 'news,front';
     if (u.pathname.startsWith('/etag')) { h.ETag = '"v1"'; h['Last-Modified'] = 'Sat, 01 Nov 2025 00:00:00 GMT'; }
