@@ -41,6 +41,7 @@
 #include <openssl/err.h>
 
 #include "admin.h"
+#include "evio.h"
 #include "http_parse.h"
 #include "log.h"
 #include "stats.h"
@@ -55,7 +56,6 @@
 #define CONN_MAX_SINGLE_WRITE (1024 * 1024) /* bytes per write turn */
 #define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
 #define CONN_WAKE_READ (16 * 1024) /* conn_read_now's most per recv */
-#define CONN_WRITE_IOV 16 /* conn_write_now's most pieces per call */
 #define CONN_LIBEVENT_READ 4096 /* libevent's most per read (2.1) */
 #define CONN_BULK_READ (64 * 1024 - 128) /* conn_read_more's one recv */
 #define CONN_BULK_HELD (256 * 1024) /* ... while the input holds less */
@@ -318,7 +318,6 @@ static uint64_t conn_mix64(uint64_t z)
 static void conn_make_rid(char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    static char pairs[256][2]; /* a byte's two hex digits */
     static uint64_t seed[2], counter;
     static int seeded; /* workers only: each seeds after its fork */
     uint64_t v[2];
@@ -330,13 +329,13 @@ static void conn_make_rid(char out[33])
             seed[1] = ((uint64_t)random() << 32) ^ (uint64_t)random();
         seeded = 1;
     }
-    if (pairs[1][1] == 0)
-        for (size_t b = 0; b < 256; b++)
-            pairs[b][0] = hex[b >> 4], pairs[b][1] = hex[b & 15];
     v[0] = seed[0];
     v[1] = conn_mix64(seed[1] + counter++);
-    for (size_t i = 0; i < 16; i++)
-        memcpy(out + 2 * i, pairs[(v[i / 8] >> (56 - 8 * (i % 8))) & 255], 2);
+    for (size_t i = 0; i < 16; i++) { /* a byte, two digits, at a time */
+        unsigned b = (unsigned)(v[i / 8] >> (56 - 8 * (i % 8))) & 255;
+        out[2 * i] = hex[b >> 4];
+        out[2 * i + 1] = hex[b & 15];
+    }
     out[32] = '\0';
 }
 
@@ -1238,21 +1237,12 @@ static void conn_process(struct conn *c)
 static void conn_read_more(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    size_t have = evbuffer_get_length(in);
-    struct evbuffer_iovec v;
+    size_t have = evbuffer_get_length(in), room;
 
     if (c->tls || (c->state != CONN_BODY && c->state != CONN_PROXY) ||
         have < CONN_LIBEVENT_READ || have >= CONN_BULK_HELD)
         return;
-    evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so */
-    if (evbuffer_reserve_space(in, CONN_BULK_READ, &v, 1) == 1) {
-        ssize_t n = recv(c->fd, v.iov_base, v.iov_len, 0);
-        if (n > 0) {
-            v.iov_len = (size_t)n;
-            evbuffer_commit_space(in, &v, 1);
-        }
-    }
-    evbuffer_freeze(in, 0);
+    (void)evio_recv(in, c->fd, CONN_BULK_READ, &room);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -1289,41 +1279,6 @@ static void on_write(struct bufferevent *bev, void *arg)
     }
 }
 
-size_t conn_write_now(struct bufferevent *bev, evutil_socket_t fd)
-{
-    struct evbuffer *out = bufferevent_get_output(bev);
-    struct evbuffer_iovec v[CONN_WRITE_IOV];
-    struct iovec iov[CONN_WRITE_IOV];
-    int nv = evbuffer_peek(out, -1, NULL, v, CONN_WRITE_IOV);
-    ssize_t n;
-
-    /* send(2) for one piece, sendmsg(2) for more: not evbuffer_write's
-     * writev(2), whose file-system layer costs more per call. */
-    if (nv <= 0)
-        return evbuffer_get_length(out);
-    if (nv > CONN_WRITE_IOV)
-        nv = CONN_WRITE_IOV;
-    if (nv == 1) {
-        n = send(fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
-    } else {
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)nv};
-        for (int i = 0; i < nv; i++) {
-            iov[i].iov_base = v[i].iov_base;
-            iov[i].iov_len = v[i].iov_len;
-        }
-        n = sendmsg(fd, &m, MSG_NOSIGNAL);
-    }
-    if (n > 0) {
-        /* The bufferevent keeps its output's start frozen but while it
-         * writes itself: so do we.  An error is left for EV_WRITE, where
-         * the bufferevent meets it again and reports it. */
-        evbuffer_unfreeze(out, 1);
-        evbuffer_drain(out, (size_t)n);
-        evbuffer_freeze(out, 1);
-    }
-    return evbuffer_get_length(out);
-}
-
 /*
  * End of a loop turn's callbacks: write the output queued during it.  A
  * connection whose output all went is told so at once (on_write); one
@@ -1339,7 +1294,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
         conn_flush_unlink(c);
         if (evbuffer_get_length(out) == 0)
             continue;
-        if (conn_write_now(c->bev, c->fd) == 0) {
+        if (evio_send_now(out, c->fd) == 0) {
             on_write(c->bev, c); /* may queue c again, or free it */
         } else {
             c->write_armed = 1;

@@ -38,10 +38,6 @@ struct bufferevent *conn_bev(struct conn *c);
  * goes is seen); proxy.c calls this instead of enabling reads. */
 void conn_watch_client(struct conn *c);
 
-/* Write what a plain (not TLS) bufferevent's output holds, now, with one
- * send or sendmsg, instead of on the next EV_WRITE turn.  Returns the bytes left
- * (the socket was full, or failed: EV_WRITE finishes or reports it). */
-size_t conn_write_now(struct bufferevent *bev, evutil_socket_t fd);
 const struct sockaddr *conn_peer(const struct conn *c);
 /* May the client connection stay open after this exchange? */
 int conn_client_keep_alive(const struct conn *c);

@@ -33,6 +33,7 @@
 #include "cache.h"
 #include "cache_key.h"
 #include "conn.h"
+#include "evio.h"
 #include "log.h"
 #include "route.h"
 #include "stats.h"
@@ -650,7 +651,7 @@ static void px_send(struct proxy *px)
         if (sent == px->head_len)
             return;
         evbuffer_add(out, px->head + sent, px->head_len - sent);
-        if (conn_write_now(ub, px->uc->fd))
+        if (evio_send_now(out, px->uc->fd))
             bufferevent_enable(ub, EV_WRITE);
         return;
     }

@@ -29,6 +29,7 @@
 
 #include <event2/buffer.h>
 
+#include "evio.h"
 #include "http_parse.h"
 #include "log.h"
 #include "shm.h"
@@ -499,9 +500,9 @@ fail:
 }
 
 
-/* libevent writes at most 16 KB per loop turn by default: a large body
- * would take a loop turn (and an epoll round) per 16 KB.  (Its reads
- * are bounded anyway; plain connections read as below.) */
+/* libevent moves 16 KB per read or write turn by default: a large body
+ * would take a loop turn (and an epoll round) per 16 KB.  The read
+ * bound counts for TLS connections; plain ones read as below. */
 #define UPS_MAX_SINGLE_READ (256 * 1024)
 #define UPS_MAX_SINGLE_WRITE (1024 * 1024)
 
@@ -526,7 +527,6 @@ static void ups_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct upconn *uc = arg;
     struct bufferevent *bev = uc->bev;
-    struct evbuffer *in = bufferevent_get_input(bev);
     bufferevent_data_cb readcb;
     bufferevent_event_cb eventcb;
     void *cbarg;
@@ -534,25 +534,14 @@ static void ups_on_read(evutil_socket_t fd, short what, void *arg)
 
     bufferevent_getcb(bev, &readcb, NULL, &eventcb, &cbarg);
     if (!(what & EV_TIMEOUT)) {
-        struct evbuffer_iovec v;
-        ssize_t n = -1;
-        /* The bufferevent keeps its input's end frozen but while it
-         * reads itself: so do we. */
-        evbuffer_unfreeze(in, 0);
-        if (evbuffer_reserve_space(in, uc->rd_want, &v, 1) == 1)
-            n = recv(fd, v.iov_base, v.iov_len, 0);
-        else
-            errno = ENOMEM;
+        size_t room;
+        ssize_t n = evio_recv(bufferevent_get_input(bev), fd, uc->rd_want,
+                              &room);
         if (n > 0) {
-            if ((size_t)n == v.iov_len)
+            if ((size_t)n == room)
                 uc->rd_want = PT_MIN(uc->rd_want * 2, UPS_READ_MAX);
             else if ((size_t)n < uc->rd_want / 4)
                 uc->rd_want = PT_MAX(uc->rd_want / 2, UPS_READ_MIN);
-            v.iov_len = (size_t)n;
-            evbuffer_commit_space(in, &v, 1);
-        }
-        evbuffer_freeze(in, 0);
-        if (n > 0) {
             if (readcb)
                 readcb(bev, cbarg); /* may free uc */
             return;
@@ -576,12 +565,14 @@ void ups_conn_read(struct upconn *uc, int on)
             bufferevent_disable(uc->bev, EV_READ);
         return;
     }
-    if (!on || uc->rd_on) {
-        if (!on && uc->rd_on)
+    if (!on) {
+        if (uc->rd_on)
             event_del(&uc->rd);
-        uc->rd_on = (unsigned)on;
+        uc->rd_on = 0;
         return;
     }
+    if (uc->rd_on)
+        return;
     if (!uc->rd_set) {
         event_assign(&uc->rd, bufferevent_get_base(uc->bev), uc->fd,
                      EV_READ | EV_PERSIST, ups_on_read, uc);
@@ -593,6 +584,21 @@ void ups_conn_read(struct upconn *uc, int on)
     else
         log_warn("upstream: cannot watch a connection for reading: %s",
                  strerror(errno));
+}
+
+/* A plain connection's read timeout (NULL: none), applied at once when
+ * reading is on. */
+static void ups_conn_read_timeout(struct upconn *uc, const struct timeval *rd)
+{
+    uc->rd_timed = rd != NULL;
+    if (rd)
+        uc->rd_tv = *rd;
+    if (!uc->rd_on)
+        return;
+    if (rd)
+        event_add(&uc->rd, rd);
+    else
+        event_remove_timer(&uc->rd);
 }
 
 void ups_conn_timeouts(struct upconn *uc, const struct timeval *rd,
@@ -612,15 +618,7 @@ void ups_conn_timeouts(struct upconn *uc, const struct timeval *rd,
         if (wr)
             uc->wr_tv = *wr;
     }
-    uc->rd_timed = rd != NULL;
-    if (rd)
-        uc->rd_tv = *rd;
-    if (!uc->rd_on)
-        return;
-    if (rd)
-        event_add(&uc->rd, rd);
-    else
-        event_remove_timer(&uc->rd);
+    ups_conn_read_timeout(uc, rd);
 }
 
 struct upconn *ups_conn_get(struct ups_server *s)
@@ -694,7 +692,10 @@ void ups_conn_put(struct upconn **ucp)
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     bufferevent_setcb(uc->bev, on_idle_read, NULL, on_idle_event, uc);
     /* the write timeout stays: nothing is written while idle */
-    ups_conn_timeouts(uc, &tv, uc->wr_timed ? &uc->wr_tv : NULL);
+    if (uc->tls)
+        bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    else
+        ups_conn_read_timeout(uc, &tv);
     ups_conn_read(uc, 1);
     uc->next = s->idle;
     s->idle = uc;

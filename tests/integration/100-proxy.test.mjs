@@ -10,7 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
-import { baseConfig, delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, RawConn,
+import { delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, RawConn,
   runPorticod, startPortico, waitFor } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
@@ -791,11 +791,8 @@ test('a client that goes while its request waits on the upstream: the upstream c
     setTimeout(() => { if (!res.destroyed) res.end('late\n'); }, 4000);
   });
   await new Promise((r) => up.listen(0, '127.0.0.1', r));
-  const d = await startPortico({ config: baseConfig({
-    workers: 1,
-    upstreams: { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } },
-    routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
-  }) });
+  const d = await startPortico({ config: proxyConfig(
+    { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } }, [{ upstream: 'app' }]) });
   try {
     // The worker is stopped while the client connects and sends, so the
     // request is there when the connection is accepted.
@@ -828,11 +825,8 @@ test('a keep-alive client that goes while its second request waits: the upstream
   });
   up.keepAliveTimeout = 30000;
   await new Promise((r) => up.listen(0, '127.0.0.1', r));
-  const d = await startPortico({ config: baseConfig({
-    workers: 1,
-    upstreams: { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } },
-    routes: [{ match: { path_prefix: '/' }, upstream: 'app' }],
-  }) });
+  const d = await startPortico({ config: proxyConfig(
+    { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } }, [{ upstream: 'app' }]) });
   try {
     const c = await RawConn.open(d.port);
     await c.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n');

@@ -1,0 +1,35 @@
+/*
+ * evio.h -- a plain socket's bytes into and out of a bufferevent's
+ * buffers without the bufferevent's own I/O: libevent 2.1 asks the
+ * kernel how much is there (ioctl FIONREAD) before every read and reads
+ * at most 4 KB, and writes with writev, which passes through the
+ * file-system layer.  Layer 1.  Calls: libevent's evbuffer, libc.
+ */
+#ifndef PORTICO_EVIO_H
+#define PORTICO_EVIO_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <event2/buffer.h>
+#include <event2/util.h>
+
+/*
+ * One recv(2) of up to `want` bytes (or the room the last chain has
+ * beyond that) straight onto the end of a bufferevent's input, `in`.
+ * Returns recv's result: bytes added, 0 at EOF, -1 with errno (ENOMEM
+ * when no room could be made).  *room gets the room the recv was
+ * offered, so the caller can tell a read that filled it.
+ */
+ssize_t evio_recv(struct evbuffer *in, evutil_socket_t fd, size_t want,
+                  size_t *room);
+
+/*
+ * Write what a bufferevent's output, `out`, holds, now, with one send(2)
+ * or sendmsg(2), instead of on the bufferevent's next EV_WRITE turn.
+ * Returns the bytes left: the socket was full, or failed, and EV_WRITE
+ * finishes the write or meets the error again and reports it.
+ */
+size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd);
+
+#endif
