@@ -6,6 +6,22 @@
 #include "evio.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#include <sanitizer/asan_interface.h>
+#endif
+#endif
+#ifndef ASAN_POISON_MEMORY_REGION
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#endif
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -61,4 +77,90 @@ size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd)
         evbuffer_freeze(out, 1);
     }
     return evbuffer_get_length(out);
+}
+
+/* ---- libevent's memory ---------------------------------------------- */
+
+/*
+ * Every block carries a 16-byte header: the bytes its caller may use,
+ * and its class.  Requests of 513 B to 64 KB are rounded up to a power
+ * of two, their class; a freed block of a class waits on that class's
+ * list, up to EVIO_MEM_KEEP of them, for the next request of the class.
+ * Smaller and larger requests go to malloc as they are (class 0).
+ */
+#define EVIO_MEM_MIN 10 /* 1 KB */
+#define EVIO_MEM_MAX 16 /* 64 KB */
+struct evio_mem_hdr {
+    size_t size;
+    size_t cls;
+};
+
+static void *mem_kept[EVIO_MEM_MAX + 1][EVIO_MEM_KEEP];
+static unsigned mem_nkept[EVIO_MEM_MAX + 1];
+
+static size_t mem_class(size_t n)
+{
+    size_t c = EVIO_MEM_MIN;
+
+    if (n <= ((size_t)1 << EVIO_MEM_MIN) / 2 || n > (size_t)1 << EVIO_MEM_MAX)
+        return 0;
+    while (((size_t)1 << c) < n)
+        c++;
+    return c;
+}
+
+void *evio_mem_alloc(size_t n)
+{
+    size_t c = mem_class(n);
+    struct evio_mem_hdr *h;
+
+    if (c && mem_nkept[c]) {
+        void *p = mem_kept[c][--mem_nkept[c]];
+        ASAN_UNPOISON_MEMORY_REGION(p, (size_t)1 << c);
+        return p;
+    }
+    h = malloc(sizeof(*h) + (c ? (size_t)1 << c : n));
+    if (h == NULL)
+        return NULL;
+    h->size = c ? (size_t)1 << c : n;
+    h->cls = c;
+    return h + 1;
+}
+
+void evio_mem_free(void *p)
+{
+    struct evio_mem_hdr *h;
+
+    if (p == NULL)
+        return;
+    h = (struct evio_mem_hdr *)p - 1;
+    if (h->cls && mem_nkept[h->cls] < EVIO_MEM_KEEP) {
+        mem_kept[h->cls][mem_nkept[h->cls]++] = p;
+        ASAN_POISON_MEMORY_REGION(p, h->size); /* a use after free shows */
+    } else {
+        free(h);
+    }
+}
+
+void *evio_mem_realloc(void *p, size_t n)
+{
+    struct evio_mem_hdr *h;
+    void *q;
+
+    if (p == NULL)
+        return evio_mem_alloc(n);
+    h = (struct evio_mem_hdr *)p - 1;
+    if (n <= h->size)
+        return p;
+    q = evio_mem_alloc(n);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, h->size);
+    evio_mem_free(p);
+    return q;
+}
+
+void evio_mem_init(void)
+{
+    event_set_mem_functions(evio_mem_alloc, evio_mem_realloc, evio_mem_free);
 }

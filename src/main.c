@@ -11,6 +11,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "evio.h"
 #include "conf.h"
 #include "log.h"
 #include "master.h"
@@ -72,6 +73,7 @@ int main(int argc, char **argv)
     struct conf *conf;
     char *abspath;
 
+    evio_mem_init();
     while ((opt = getopt(argc, argv, "c:tTVh")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;

@@ -2,11 +2,16 @@
  * check_evio.c -- evio_recv and evio_send_now over a socketpair: bytes
  * land whole and in order, EOF and an empty socket are told apart, a
  * full socket leaves the rest queued, and a buffer kept frozen the way
- * a bufferevent keeps it is frozen again afterwards.
+ * a bufferevent keeps it is frozen again afterwards.  And libevent's
+ * memory: blocks as big as asked for, reused by class, at most
+ * EVIO_MEM_KEEP kept, realloc keeping the bytes.  The suite runs with
+ * evio_mem_init installed, as porticod does, so every evbuffer above
+ * lives in those blocks.
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -111,6 +116,99 @@ START_TEST(test_send_now)
 }
 END_TEST
 
+/* Fill all n bytes: under ASan a block smaller than asked would show. */
+static void *mem_fill(size_t n, int v)
+{
+    void *p = evio_mem_alloc(n);
+
+    ck_assert_ptr_nonnull(p);
+    memset(p, v, n);
+    return p;
+}
+
+START_TEST(test_mem_sizes)
+{
+    static const size_t sizes[] = {0,    1,     511,   512,   513,     1024,
+                                   1025, 4096,  40000, 65536, 65537, 1 << 20};
+    void *p[sizeof(sizes) / sizeof(sizes[0])];
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        p[i] = mem_fill(sizes[i], (int)i);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        for (size_t k = 0; k < sizes[i]; k++)
+            ck_assert_int_eq(((unsigned char *)p[i])[k], i);
+        evio_mem_free(p[i]);
+    }
+    evio_mem_free(NULL);
+}
+END_TEST
+
+START_TEST(test_mem_reuse)
+{
+    void *a = mem_fill(3000, 1), *b, *c;
+    void *many[EVIO_MEM_KEEP + 8], *again[EVIO_MEM_KEEP + 8];
+
+    /* 3000 and 4000 bytes are one class (4 KB): the block comes back */
+    evio_mem_free(a);
+    b = mem_fill(4000, 2);
+    ck_assert_ptr_eq(a, b);
+    /* 5000 is the next class: not that block, and not a small one */
+    evio_mem_free(b);
+    c = mem_fill(5000, 3);
+    ck_assert_ptr_ne(c, b);
+    evio_mem_free(c);
+    /* blocks outside the classes are never kept */
+    a = mem_fill(100, 4);
+    evio_mem_free(a);
+    b = mem_fill(300000, 5);
+    evio_mem_free(b);
+    /* at most EVIO_MEM_KEEP of a class are kept, the first freed; the
+     * rest go back to malloc */
+    for (size_t i = 0; i < EVIO_MEM_KEEP + 8; i++)
+        many[i] = mem_fill(2048, 6);
+#ifndef __SANITIZE_ADDRESS__
+    size_t used = mallinfo2().uordblks;
+#endif
+    for (size_t i = 0; i < EVIO_MEM_KEEP + 8; i++)
+        evio_mem_free(many[i]);
+#ifndef __SANITIZE_ADDRESS__
+    size_t back = used - mallinfo2().uordblks;
+    ck_assert_uint_ge(back, 8 * (2048 + 16));
+    ck_assert_uint_lt(back, 9 * (2048 + 16));
+#endif
+    for (size_t i = 0; i < EVIO_MEM_KEEP; i++) {
+        again[i] = mem_fill(2048, 7);
+        ck_assert_ptr_eq(again[i], many[EVIO_MEM_KEEP - 1 - i]);
+    }
+    for (size_t i = 0; i < EVIO_MEM_KEEP; i++)
+        evio_mem_free(again[i]);
+}
+END_TEST
+
+START_TEST(test_mem_realloc)
+{
+    unsigned char *p = evio_mem_realloc(NULL, 200), *q;
+
+    ck_assert_ptr_nonnull(p);
+    for (int i = 0; i < 200; i++)
+        p[i] = (unsigned char)i;
+    /* past a small block's size, and on through the classes: the bytes
+     * go along */
+    for (size_t n = 300; n <= 200000; n = n * 3) {
+        q = evio_mem_realloc(p, n);
+        ck_assert_ptr_nonnull(q);
+        for (int i = 0; i < 200; i++)
+            ck_assert_int_eq(q[i], i);
+        memset(q + 200, 0xee, n - 200);
+        p = q;
+    }
+    /* smaller: the same block */
+    ck_assert_ptr_eq(evio_mem_realloc(p, 10), p);
+    ck_assert_int_eq(p[9], 9);
+    evio_mem_free(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("evio");
@@ -118,8 +216,12 @@ int main(void)
     SRunner *sr;
     int failed;
 
+    evio_mem_init();
     tcase_add_test(tc, test_recv);
     tcase_add_test(tc, test_send_now);
+    tcase_add_test(tc, test_mem_sizes);
+    tcase_add_test(tc, test_mem_reuse);
+    tcase_add_test(tc, test_mem_realloc);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
