@@ -139,8 +139,9 @@ struct conn {
  * A plain-TCP keep-alive connection idle beyond the CONN_DOZE_MAX that
  * doze (conn_doze) sleeps: its struct conn (bufferevent, buffers, timer,
  * per-request state: ~1.8 KB) goes back to the worker's pool, and a
- * struct sleeper (~0.2 KB) watches the socket: one persistent read event whose timeout is the idle deadline.
- * A readable socket wakes it into a conn from the pool.  While it
+ * struct sleeper (~0.2 KB) watches the socket: one persistent read
+ * event whose timeout is the idle deadline.  A readable socket wakes it
+ * into a conn from the pool.  While it
  * switches, both events are registered on the socket for a moment, so
  * epoll sees no change and no system call is made.  A TLS connection
  * keeps its session in its bufferevent and never sleeps.

@@ -11,8 +11,8 @@
 #include <event2/event.h>
 
 #include "config.h"
-#include "evio.h"
 #include "conf.h"
+#include "evio.h"
 #include "log.h"
 #include "master.h"
 #include "tls.h"

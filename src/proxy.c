@@ -275,14 +275,16 @@ static int px_connection_lists(const struct http_header *h, size_t n,
 
 /*
  * A head being written: into a buffer on the stack (on the heap past
- * it), then added to its evbuffer in one piece by px_text_end.  An
+ * it), then added to its evbuffer in one piece by px_text_end, or kept
+ * as it is by px_text_take (the upstream request head).  An
  * evbuffer_add per piece would cost ~100 instructions each, plus the
  * byte-counting callback of a client's output.
  */
 struct px_text {
     char *p;
     size_t len, cap;
-    unsigned failed : 1; /* out of memory: px_text_end adds nothing */
+    unsigned failed : 1; /* out of memory: px_text_end adds nothing,
+                          * px_text_take gives NULL */
     char room[2048];
 };
 
