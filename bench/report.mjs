@@ -136,7 +136,14 @@ if (cacheRan) {
   p();
   p('| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | portico ÷ peer: req/s | CPU µs/req | p99 |');
   p('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-  for (const [sc, title] of CACHE) peerRows(sc, title);
+  for (const [sc, title] of CACHE) {
+    peerRows(sc, title);
+    // What the fast origin does answering the same request itself: no
+    // proxy, no cache, one epoll thread writing from memory.
+    const d = of(sc).find((s) => s.config === 'direct:-');
+    if (d) p(`| | ${label(d.config)}, a minimal responder, for reference | ${fmt(d.med[0])} | ${fmt(d.med[1], 2)} | ` +
+      `${fmt(d.med[2], 2)} | ${fmt(d.med[3], 1)} (the origin's own) | | | |`);
+  }
 } else {
   p(cacheBuilt === '1' ? 'Not measured in this run nor kept from an earlier one (`bench/run --cache`).'
     : 'Not measured: this porticod has no cache (`cache:` is rejected).');
