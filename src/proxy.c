@@ -144,6 +144,7 @@ static struct proxy *px_new_refresh(struct conn *c, struct ups_set *ups,
                                     struct proxy *fg);
 static void px_follow_unlink(struct proxy *px);
 static void px_pump_request(struct proxy *px);
+static void px_up_write_now(struct proxy *px);
 static void px_pump_response(struct proxy *px);
 
 static int px_idempotent(enum http_method m)
@@ -658,10 +659,15 @@ static void px_send(struct proxy *px)
         return;
     }
     evbuffer_add(bufferevent_get_output(ub), px->head, px->head_len);
-    /* a body: on_up_write pumps more of it below a quarter of PX_HIGH */
+    /* a body: on_up_write pumps more of it below a quarter of PX_HIGH;
+     * a plain upstream's is written as it comes (px_up_write_now) */
     bufferevent_setwatermark(ub, EV_WRITE, PX_HIGH / 4, 0);
-    bufferevent_enable(ub, EV_WRITE);
+    if (px->uc->tls)
+        bufferevent_enable(ub, EV_WRITE);
+    else if (bufferevent_get_enabled(ub) & EV_WRITE)
+        bufferevent_disable(ub, EV_WRITE);
     px_pump_request(px);
+    px_up_write_now(px);
 }
 
 static void px_connect(struct proxy *px)
@@ -786,6 +792,7 @@ static void px_pump_request(struct proxy *px)
             px_timeouts(px);
         }
     }
+    px_up_write_now(px);
     /* Back-pressure: stop reading the client while upstream is full. */
     if (!px->req_done && evbuffer_get_length(out) >= PX_HIGH)
         bufferevent_disable(cb, EV_READ);
@@ -814,6 +821,27 @@ static void px_reading(struct proxy *px, struct bufferevent *bev, int on)
         bufferevent_disable(bev, EV_READ);
 }
 
+/*
+ * What goes to a plain upstream (a request head and body, a tunnel's
+ * bytes from the client) is written at once, and EV_WRITE is armed only
+ * for what the socket did not take; on_up_write turns it off again once
+ * all went.  libevent's own way, arming EV_WRITE when bytes are added
+ * and disarming it when they are written, costs two epoll changes and a
+ * loop turn for every request with a body and every tunnel message.
+ * While armed, EV_WRITE carries timeouts.send, as before.  The client's
+ * side needs nothing: conn.c writes plain client output itself at the
+ * end of the turn.  A TLS upstream stays with libevent throughout.
+ */
+static void px_up_write_now(struct proxy *px)
+{
+    struct bufferevent *ub = px->uc->bev;
+
+    if (px->uc->tls || (bufferevent_get_enabled(ub) & EV_WRITE))
+        return; /* libevent writes it */
+    if (evio_send_now(bufferevent_get_output(ub), px->uc->fd))
+        bufferevent_enable(ub, EV_WRITE);
+}
+
 /* Move what one side sent to the other; stop reading it while the other
  * side has PX_HIGH unsent (back-pressure, as in libevent's le-proxy). */
 static void px_move(struct proxy *px, struct bufferevent *from,
@@ -826,6 +854,8 @@ static void px_move(struct proxy *px, struct bufferevent *from,
     if (n) {
         evbuffer_remove_buffer(in, out, n);
         px->last_active = px_now_ms();
+        if (px->uc && to == px->uc->bev)
+            px_up_write_now(px);
     }
     if (px->closing)
         return;
@@ -1235,6 +1265,9 @@ static void on_up_write(struct bufferevent *bev, void *arg)
     struct proxy *px = arg;
 
     if (px->state != PX_TUNNEL) {
+        if (!px->uc->tls &&
+            evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            bufferevent_disable(bev, EV_WRITE); /* px_up_write_now's */
         px_pump_request(px);
         return;
     }
@@ -1244,6 +1277,10 @@ static void on_up_write(struct bufferevent *bev, void *arg)
             px_end_abort(px);
         return;
     }
+    /* All written (the low watermark is 0): from now on px_move writes
+     * the client's bytes itself (px_up_write_now). */
+    if (!px->uc->tls)
+        bufferevent_disable(bev, EV_WRITE);
     px_move(px, px_client(px), bev);
 }
 

@@ -728,6 +728,8 @@ describe('reading bodies', () => {
             let b = ''; res.on('data', (c) => { b += c; }); res.on('end', () => resolve(JSON.parse(b)));
           });
           req.on('error', reject);
+          // a body that stops moving fails the test instead of hanging it
+          req.setTimeout(20000, () => req.destroy(new Error(`stalled: ${off} of ${SIZE} bytes written`)));
           let off = 0, n = 0;
           const pump = () => {
             while (off < SIZE) {
@@ -744,6 +746,38 @@ describe('reading bodies', () => {
         assert.equal(got.sum, want, `body corrupted (${path}, chunked=${chunked})`);
       }
     } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
+  });
+
+  test('an upstream that stops reading a request body is cut by its send timeout: 504', async () => {
+    // The upstream takes the head and then reads nothing: portico's
+    // writes fill the socket, wait on EV_WRITE, and timeouts.send ends
+    // the wait.
+    const up = net.createServer((sock) => { sock.once('data', () => sock.pause()); sock.on('error', () => {}); });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const d = await startPortico({ config: proxyConfig(
+      { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }], timeouts: { send: '1s' }, max_fails: 0 } },
+      [{ upstream: 'app' }], { limits: { max_body_bytes: 0 } }) });
+    try {
+      const SIZE = 64 * 1024 * 1024;
+      const t0 = Date.now();
+      const status = await new Promise((resolve, reject) => {
+        const req = http.request({ port: d.port, path: '/put', method: 'PUT', agent: false,
+          headers: { 'Content-Length': SIZE } }, (res) => { res.resume(); resolve(res.statusCode); });
+        req.on('error', () => {}); // portico may close while the body is still going
+        req.setTimeout(20000, () => { req.destroy(); reject(new Error('no answer in 20 s')); });
+        const piece = Buffer.alloc(256 * 1024, 120);
+        let off = 0;
+        const pump = () => {
+          while (off < SIZE && !req.destroyed) {
+            off += piece.length;
+            if (!req.write(piece)) return req.once('drain', pump);
+          }
+        };
+        pump();
+      });
+      assert.equal(status, 504);
+      assert.ok(Date.now() - t0 < 15000, `the 504 took ${Date.now() - t0} ms`);
+    } finally { await d.stop(); up.close(); }
   });
 
   test('the read timeout runs between reads: a slow trickle passes, a stall mid-body is cut', async () => {

@@ -2,10 +2,14 @@
 // Server-Sent Events against real Node.js upstreams: echo of text and
 // binary frames up to 16 MB, ping/pong, close from either side, the idle
 // timeout, events delivered one by one without buffering, client abort
-// reaching the upstream, and both kinds of stream surviving 10 reloads.
+// reaching the upstream, both kinds of stream surviving 10 reloads, and
+// 8 MB sent up a tunnel to an upstream that does not read for a while,
+// and one that never reads again, cut by its send timeout.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import http from 'node:http';
+import net from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { startPortico, waitFor } from './lib/harness.mjs';
 
@@ -239,4 +243,116 @@ test('a WebSocket and an SSE stream keep working across 10 reloads', async () =>
     ws.close();
     s.req.destroy();
   } finally { await d.stop(); await u.close(); }
+});
+
+test('8 MB sent up a tunnel while the upstream does not read arrive whole and in order', async () => {
+  // portico writes a plain upstream's tunnel bytes itself and waits for
+  // the socket (EV_WRITE) only when it is full: here it fills, stays full
+  // for 800 ms, then drains.  The upstream answers the upgrade by hand,
+  // counts and hashes what comes, and sends the digest back down.
+  const SIZE = 8 * 1024 * 1024;
+  const body = crypto.randomBytes(SIZE);
+  const want = crypto.createHash('sha256').update(body).digest('hex');
+  const up = net.createServer((sock) => {
+    let head = Buffer.alloc(0);
+    const onHead = (c) => {
+      head = Buffer.concat([head, c]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      sock.off('data', onHead);
+      sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      sock.pause();
+      const h = crypto.createHash('sha256');
+      let len = 0;
+      const take = (d) => {
+        h.update(d); len += d.length;
+        if (len === SIZE) sock.write(`${len} ${h.digest('hex')}\n`);
+      };
+      if (head.length > end + 4) take(head.subarray(end + 4));
+      sock.on('data', take);
+      setTimeout(() => sock.resume(), 800);
+    };
+    sock.on('data', onHead);
+    sock.on('error', () => {});
+  });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const d = await startPortico({ config: config({ address: `127.0.0.1:${up.address().port}` }) });
+  try {
+    const got = await new Promise((resolve, reject) => {
+      const c = net.connect(d.port, '127.0.0.1');
+      let buf = '', upgraded = false, off = 0;
+      const stall = setTimeout(() => {
+        c.removeAllListeners('close'); c.destroy();
+        reject(new Error(`stalled: ${off} of ${SIZE} bytes written, no digest from the upstream in 20 s`));
+      }, 20000);
+      c.on('error', reject);
+      c.on('close', () => reject(new Error(`closed early: ${JSON.stringify(buf.slice(0, 200))}`)));
+      c.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      c.on('data', (chunk) => {
+        buf += chunk.toString('latin1');
+        if (!upgraded) {
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          assert.match(buf, /^HTTP\/1\.1 101 /);
+          upgraded = true;
+          buf = buf.slice(end + 4);
+          // uneven pieces, as fast as the socket takes them
+          let n = 0;
+          const pump = () => {
+            while (off < SIZE && !c.destroyed) {
+              const len = Math.min(SIZE - off, 1 + ((n++ * 104729) % 300000));
+              const ok = c.write(body.subarray(off, off + len));
+              off += len;
+              if (!ok) return c.once('drain', pump);
+            }
+          };
+          pump();
+        }
+        if (buf.endsWith('\n')) {
+          clearTimeout(stall); c.removeAllListeners('close'); c.destroy(); resolve(buf.trim());
+        }
+      });
+    });
+    assert.equal(got, `${SIZE} ${want}`, 'the bytes that reached the upstream differ from those sent');
+  } finally { await d.stop(); up.close(); }
+});
+
+test('a tunnel whose upstream stops reading is closed by the send timeout', async () => {
+  const up = net.createServer((sock) => {
+    sock.once('data', () => {
+      sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      sock.pause(); // and never reads again
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const cfg = config({ address: `127.0.0.1:${up.address().port}` });
+  cfg.upstreams.app.timeouts = { send: '1s' };
+  const d = await startPortico({ config: cfg });
+  try {
+    const t0 = Date.now();
+    const how = await new Promise((resolve, reject) => {
+      const c = net.connect(d.port, '127.0.0.1');
+      let upgraded = false, head = '';
+      const stall = setTimeout(() => { c.destroy(); reject(new Error('the tunnel was still open after 20 s')); }, 20000);
+      c.on('error', () => {});
+      c.on('close', () => { clearTimeout(stall); resolve(upgraded ? 'closed' : `closed before the upgrade: ${head}`); });
+      c.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      c.on('data', (chunk) => {
+        if (upgraded) return;
+        head += chunk.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        upgraded = true;
+        const piece = Buffer.alloc(256 * 1024, 97);
+        const pump = () => {
+          while (!c.destroyed) if (!c.write(piece)) return c.once('drain', pump);
+        };
+        pump();
+      });
+    });
+    assert.equal(how, 'closed');
+    assert.ok(Date.now() - t0 < 15000, `closing took ${Date.now() - t0} ms`);
+  } finally { await d.stop(); up.close(); }
 });
