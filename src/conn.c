@@ -1571,9 +1571,8 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
              int salen, const struct gen_listener *lc)
 {
     struct conn *c;
-    int one = 1;
 
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* TCP_NODELAY comes from the listening socket (listener_open) */
     c = conn_get(w, fd, lc->tls, 0); /* plain: conn_read_now first */
     if (c == NULL) {
         evutil_closesocket(fd);

@@ -24,6 +24,10 @@ int listener_open(const struct conf_listener *l)
     if (l->addr.ss_family == AF_INET6 &&
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
         goto fail;
+    /* Linux copies TCP_NODELAY from the listening socket to each one it
+     * accepts: set here, it costs no system call per connection. */
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+        goto fail;
     if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0)
         goto fail;
     if (listen(fd, l->backlog) < 0)

@@ -6,12 +6,15 @@
  * memory: blocks as big as asked for, reused by class, at most
  * EVIO_MEM_KEEP kept, realloc keeping the bytes.  The suite runs with
  * evio_mem_init installed, as porticod does, so every evbuffer above
- * lives in those blocks.
+ * lives in those blocks.  Last, a connection accepted on a socket from
+ * listener_open has TCP_NODELAY without setting it itself.
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,7 +22,9 @@
 
 #include <event2/buffer.h>
 
+#include "conf.h"
 #include "evio.h"
+#include "listener.h"
 
 static int sv[2];
 
@@ -126,6 +131,41 @@ static void *mem_fill(size_t n, int v)
     return p;
 }
 
+/* conn.c sets no TCP_NODELAY per connection: it comes from the
+ * listening socket, which Linux copies to each accepted one. */
+START_TEST(test_listener_nodelay)
+{
+    struct conf_listener l;
+    struct sockaddr_in *a = (struct sockaddr_in *)&l.addr;
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof(bound);
+    int lfd, cfd, afd, v = 0;
+    socklen_t vl = sizeof(v);
+
+    memset(&l, 0, sizeof(l));
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    l.addrlen = sizeof(*a);
+    l.backlog = 8;
+    lfd = listener_open(&l);
+    ck_assert_int_ge(lfd, 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&bound, &bl), 0);
+    cfd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(cfd, 0);
+    ck_assert_int_eq(connect(cfd, (struct sockaddr *)&bound, bl), 0);
+    /* the listener is non-blocking; loopback's handshake is done by now
+     * (connect returned), but allow the queue a moment */
+    for (int i = 0; (afd = accept(lfd, NULL, NULL)) < 0 && i < 100; i++)
+        usleep(10000);
+    ck_assert_int_ge(afd, 0);
+    ck_assert_int_eq(getsockopt(afd, IPPROTO_TCP, TCP_NODELAY, &v, &vl), 0);
+    ck_assert_int_ne(v, 0);
+    close(afd);
+    close(cfd);
+    close(lfd);
+}
+END_TEST
+
 START_TEST(test_mem_sizes)
 {
     static const size_t sizes[] = {0,    1,     511,   512,   513,     1024,
@@ -222,6 +262,7 @@ int main(void)
     tcase_add_test(tc, test_mem_sizes);
     tcase_add_test(tc, test_mem_reuse);
     tcase_add_test(tc, test_mem_realloc);
+    tcase_add_test(tc, test_listener_nodelay);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
