@@ -230,6 +230,59 @@ for (const [sc, title, unit, lat] of realtime) {
   p();
 }
 
+// ---- the targets of issue 7, read off the rows above.  Each side at its
+// own best configuration for the figure compared: the highest req/s, the
+// lowest CPU per request, the lowest p99.
+const ours = (sc) => of(sc).filter((s) => peerOf(s.config) === 'portico');
+const theirs = (sc, peer) => of(sc).filter((s) => (peer ? peerOf(s.config) === peer
+  : PEERS.includes(peerOf(s.config)) && peerOf(s.config) !== 'portico'));
+const best = (list, i, lower = false) => (list.length
+  ? list.reduce((a, b) => ((lower ? b.med[i] < a.med[i] : b.med[i] > a.med[i]) ? b : a)) : null);
+const TARGETS = [
+  // [target, scenario, figure index, lower is better, peer (null: the best of all), limit]
+  ['cache hit 1 KB, c=50: req/s ≥ 1.15× the best peer\'s', 'hit1k', 0, false, null, 1.15],
+  ['cache hit 1 KB, c=50: CPU per request ≤ 0.85× the best peer\'s', 'hit1k', 3, true, null, 0.85],
+  ['cache hit 256 KB: req/s ≥ 1.3× nginx\'s', 'hit256k', 0, false, 'nginx', 1.3],
+  ['pass-through to the fast origin, c=50: CPU per request ≤ 0.85× the best peer\'s', 'static', 3, true, null, 0.85],
+  ['new connection per request: req/s ≥ HAProxy\'s', 'hitclose', 0, false, 'haproxy', 1],
+  ['cache hit 1 KB, c=200: p99 no worse than the best peer\'s', 'hit1k200', 2, true, null, 1],
+  ['pass-through, c=200: p99 no worse than the best peer\'s', 'static200', 2, true, null, 1],
+];
+const unit = ['req/s', '', 'ms p99', 'µs/req'];
+const fig = (s, i) => `${fmt(s.med[i], i === 0 ? 0 : i === 2 ? 2 : 1)} ${unit[i]}, ${label(s.config)}`;
+const targetRows = [];
+for (const [what, sc, i, lower, peer, limit] of TARGETS) {
+  const a = best(ours(sc), i, lower);
+  // the best peer: for a CPU target, the peer with the most req/s, at its
+  // lowest CPU; otherwise the best figure of any peer (or of the one named)
+  let b;
+  if (i === 3 && !peer) {
+    const top = best(theirs(sc), 0);
+    b = top && best(theirs(sc, peerOf(top.config)), 3, true);
+  } else {
+    b = best(theirs(sc, peer), i, lower);
+  }
+  if (!a || !b) continue;
+  const r = a.med[i] / b.med[i];
+  const met = lower ? r <= limit : r >= limit;
+  targetRows.push(`| ${dated(sc, what)} | ${fig(a, i)} | ${fig(b, i)} | ${r.toFixed(3)}× | ${met ? 'met' : '**not met**'} |`);
+}
+const idle = best(ours('idle'), 0, true);
+if (idle) targetRows.push(`| ${dated('idle', 'memory per idle keep-alive connection ≤ 500 B')} | ` +
+  `${fmt(idle.med[0])} B, ${label(idle.config)} | | | ${idle.med[0] <= 500 ? 'met' : '**not met**'} |`);
+if (targetRows.length) {
+  p('## The targets of issue 7');
+  p();
+  p('Read off the tables above; each side at its own best configuration for the figure compared ' +
+    '(highest req/s, lowest CPU per request, lowest p99). For a CPU target the best peer is the one ' +
+    'with the most req/s, taken at its lowest CPU.');
+  p();
+  p('| target | portico | peer | ratio | |');
+  p('| --- | --- | --- | ---: | --- |');
+  for (const l of targetRows) p(l);
+  p();
+}
+
 // ---- notes
 p('## Notes');
 p();
