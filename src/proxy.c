@@ -666,8 +666,11 @@ static void px_send(struct proxy *px)
         bufferevent_enable(ub, EV_WRITE);
     else if (bufferevent_get_enabled(ub) & EV_WRITE)
         bufferevent_disable(ub, EV_WRITE);
-    px_pump_request(px);
-    px_up_write_now(px);
+    if (px->req_done)
+        px_up_write_now(px); /* an upgrade's head: no body to pump */
+    else
+        px_pump_request(px); /* writes the head with the body's first
+                              * bytes, or ends the exchange (px freed) */
 }
 
 static void px_connect(struct proxy *px)

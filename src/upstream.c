@@ -691,7 +691,9 @@ void ups_conn_put(struct upconn **ucp)
     tv.tv_sec = (time_t)(ms / 1000);
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     bufferevent_setcb(uc->bev, on_idle_read, NULL, on_idle_event, uc);
-    /* the write timeout stays: nothing is written while idle */
+    /* A plain connection keeps its write timeout (nothing is written
+     * while idle; setting it again would re-add its events); a TLS one's
+     * are all set anew by its next exchange. */
     if (uc->tls)
         bufferevent_set_timeouts(uc->bev, &tv, NULL);
     else

@@ -813,6 +813,34 @@ describe('reading bodies', () => {
 
 function require_status(pid) { return fs.readFileSync(`/proc/${pid}/status`, 'utf8'); }
 
+test('bad chunk framing sent with the head of a proxied request: 400, and the worker lives', async () => {
+  // The body is pumped upstream as soon as the request goes: bad framing
+  // found then ends the exchange there and then, with nothing after it
+  // touching the upstream connection.
+  const up = http.createServer((req, res) => { req.resume(); req.on('end', () => res.end('ok')); });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const d = await startPortico({ config: proxyConfig(
+    { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } }, [{ upstream: 'app' }]) });
+  const raw = (req) => new Promise((resolve) => {
+    const c = net.connect(d.port, '127.0.0.1', () => c.write(req));
+    let b = '';
+    c.on('data', (x) => { b += x; });
+    c.on('close', () => resolve(b));
+    c.on('error', () => {});
+    c.setTimeout(8000, () => c.destroy());
+  });
+  try {
+    const H = 'POST /up HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n';
+    for (const bad of ['zz\r\nhello\r\n0\r\n\r\n', '5\r\nhelloXX0\r\n\r\n']) {
+      const got = await raw(H + bad);
+      assert.match(got, /^HTTP\/1\.1 400 /, `answer to ${JSON.stringify(bad)}: ${JSON.stringify(got.slice(0, 80))}`);
+    }
+    const ok = await raw('GET /after HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n');
+    assert.match(ok, /^HTTP\/1\.1 200 /);
+    assert.deepEqual(d.linesMatching(/worker \d+ \(pid \d+\) exited/), [], 'a worker died');
+  } finally { await d.stop(); up.close(); }
+});
+
 test('a client that goes while its request waits on the upstream: the upstream connection is closed', async () => {
   // The request arrives with the connection and is read at once, before
   // the socket is watched: going to the upstream must still watch it.
