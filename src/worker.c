@@ -26,6 +26,7 @@
 #include "channel.h"
 #include "conn.h"
 #include "proxy.h"
+#include "listener.h"
 #include "log.h"
 #include "stats.h"
 #include "tls.h"
@@ -44,6 +45,8 @@ struct worker {
     int notify_fd;               /* owns; -1 without a cache */
     unsigned stopping : 1;
     unsigned paused : 1;         /* accepting paused at max_connections */
+    unsigned shedding : 1;       /* accepting paused: over its share */
+    struct event *shed_ev;       /* owns: checks the share while shedding */
     struct http_header *hdrs;    /* owns: scratch for one request head */
     size_t hdrs_cap;
 };
@@ -217,14 +220,33 @@ fail:
     return NULL;
 }
 
+/* One worker woken per connection, not all (listener_wake_one). */
+static void listener_wake(struct evconnlistener *l)
+{
+    static int warned;
+    int r = listener_wake_one(evconnlistener_get_fd(l));
+
+    if (r == -2) {
+        log_error("listener: lost its epoll registration; registering "
+                  "it again (every worker wakes for each connection)");
+        evconnlistener_disable(l);
+        evconnlistener_enable(l);
+    } else if (r < 0 && !warned) {
+        warned = 1;
+        log_debug("listener: no EPOLLEXCLUSIVE here; every worker wakes "
+                  "for each connection");
+    }
+}
+
 static void gen_listen(struct gen *g, int on)
 {
     for (size_t i = 0; i < g->nlsn; i++) {
         if (g->lsn[i] == NULL)
             continue;
-        if (on)
+        if (on) {
             evconnlistener_enable(g->lsn[i]);
-        else
+            listener_wake(g->lsn[i]);
+        } else
             evconnlistener_disable(g->lsn[i]);
     }
 }
@@ -253,7 +275,7 @@ static void worker_swap_gen(struct worker *w, struct gen *g)
     cache_head_forget(); /* they may hold the old rules' fields */
     log_set_fd(g->error_fd);
     log_set_level(g->conf->error_log.level);
-    if (!w->stopping && !w->paused)
+    if (!w->stopping && !w->paused && !w->shedding)
         gen_listen(g, 1);
     if (w->slot == 0)
         ups_set_check(g->ups);
@@ -288,6 +310,69 @@ struct http_header *worker_headers(struct worker *w, size_t n)
 
 /* ---- accepting --------------------------------------------------------- */
 
+/*
+ * The kernel wakes the worker that began waiting first (EPOLLEXCLUSIVE,
+ * listener_wake_one), so on a quiet server one worker would take every
+ * connection, and long-lived ones (WebSockets, event streams, keep-alive
+ * clients) would stay piled on it once they got busy.  A worker holding
+ * more than its share of the open connections stops waiting on the
+ * listeners until it is back near the mean; the kernel then wakes the
+ * others in its place.  The worker with the fewest connections is never
+ * above the mean, so one always listens.  The counts are the shared
+ * ones (stats.h); a worker that died leaves its connections counted,
+ * which only raises the mean and makes shedding rarer.
+ */
+#define SHED_CHECK_MS 50
+
+static int worker_over_share(int leaving)
+{
+    struct stats_global *sg = stats_global();
+    int64_t open, mean;
+    uint64_t n;
+
+    if (sg == NULL)
+        return 0;
+    open = atomic_load_explicit(&sg->connections_open, memory_order_relaxed);
+    n = atomic_load_explicit(&sg->workers, memory_order_relaxed);
+    if (n < 2 || open <= 0)
+        return 0;
+    mean = open / (int64_t)n;
+    /* 8 + mean/8 over the mean to start, half that to stop */
+    return (int64_t)conn_count() >
+           mean + (8 + mean / 8) / (leaving ? 2 : 1);
+}
+
+static void worker_shed_check(struct worker *w)
+{
+    if (worker_over_share(1))
+        return;
+    w->shedding = 0;
+    event_del(w->shed_ev);
+    if (!w->paused && !w->stopping)
+        gen_listen(w->gen, 1);
+}
+
+static void on_shed_check(evutil_socket_t fd, short what, void *arg)
+{
+    worker_shed_check(arg);
+}
+
+static void worker_shed(struct worker *w)
+{
+    static const struct timeval every = {0, SHED_CHECK_MS * 1000};
+
+    if (w->shedding || !worker_over_share(0))
+        return;
+    if (w->shed_ev == NULL)
+        w->shed_ev = event_new(w->base, -1, EV_PERSIST, on_shed_check, w);
+    if (w->shed_ev == NULL || event_add(w->shed_ev, &every) < 0)
+        return; /* keep accepting: balance is not worth a stall */
+    w->shedding = 1;
+    gen_listen(w->gen, 0);
+    log_debug("%u connections, over this worker's share: not accepting "
+              "for now", conn_count());
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
@@ -303,6 +388,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
         gen_listen(w->gen, 0);
         log_warn("limits.max_connections (%u) reached; pausing accept",
                  w->gen->conf->limits.max_connections);
+    } else if (!w->paused) {
+        worker_shed(w);
     }
 }
 
@@ -328,8 +415,11 @@ void worker_conn_closed(struct worker *w)
     }
     if (w->paused && conn_count() < w->gen->conf->limits.max_connections) {
         w->paused = 0;
-        gen_listen(w->gen, 1);
+        if (!w->shedding)
+            gen_listen(w->gen, 1);
     }
+    if (w->shedding)
+        worker_shed_check(w);
 }
 
 /* ---- stopping ---------------------------------------------------------- */
@@ -354,6 +444,8 @@ static void worker_stop_graceful(struct worker *w, const char *why)
     w->stopping = 1;
     if (w->notify_retry)
         evtimer_del(w->notify_retry);
+    if (w->shed_ev)
+        event_del(w->shed_ev);
     gen_close_listeners(w->gen);
     conn_stop_all_graceful();
     if (conn_count() == 0) {
@@ -638,6 +730,8 @@ static void worker_fini(struct worker *w)
         event_free(w->grace_ev);
     if (w->notify_ev)
         event_free(w->notify_ev);
+    if (w->shed_ev)
+        event_free(w->shed_ev);
     if (w->notify_retry)
         event_free(w->notify_retry);
     if (w->notify_fd >= 0)

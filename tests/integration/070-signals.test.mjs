@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { baseConfig, delay, parseOne, pidAlive, rawRequest, RawConn,
-  startPortico, tempDir, waitFor } from './lib/harness.mjs';
+import { agentPerWorker, baseConfig, closeAgents, delay, httpRequest, parseOne, pidAlive,
+  rawRequest, RawConn, startPortico, tempDir, waitFor } from './lib/harness.mjs';
 
 const H = 'Host: a.example\r\n';
 
@@ -188,8 +188,12 @@ test('SIGUSR1 reopens the access log (logrotate style)', async (t) => {
     { what: `${WORKERS} workers to reopen` });
   assert.ok(fs.existsSync(log), 'a new access.log was created');
 
-  for (let i = 0; i < 4; i++) // whichever worker answers
-    assert.equal(parseOne((await req(`/after-rotate-${i}`)).data).status, 200);
+  const agents = await agentPerWorker(d);
+  t.after(() => closeAgents(agents));
+  assert.equal(agents.length, WORKERS);
+  for (let i = 0; i < 4; i++) // both workers write to the new file
+    assert.equal((await httpRequest(d.port, { path: `/after-rotate-${i}`, agent: agents[i % 2],
+      headers: { Host: 'a.example' } })).status, 200);
   await waitFor(() => {
     const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
     return [0, 1, 2, 3].every((i) => text.includes(`/after-rotate-${i} `));

@@ -10,8 +10,8 @@ import net from 'node:net';
 import os from 'node:os';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
-import { delay, httpRequest, keepAliveAgent, rawRequest, parseResponses, RawConn,
-  runPorticod, startPortico, waitFor } from './lib/harness.mjs';
+import { agentPerWorker, closeAgents, delay, httpRequest, keepAliveAgent, rawRequest,
+  parseResponses, RawConn, runPorticod, startPortico, waitFor } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
 const SANITIZED = /sanitizers=yes/.test(runPorticod(['-V']).stdout);
@@ -445,17 +445,19 @@ describe('shared health', () => {
       { app: { servers: [{ address: `127.0.0.1:${dead}` }, { address: up.address }],
         retries: 1, max_fails: 1, fail_timeout: '1h' } },
       [{ upstream: 'app' }], { workers: 2 }) });
+    const agents = await agentPerWorker(d);
     try {
+      assert.equal(agents.length, 2);
       const served = new Set();
-      for (let i = 0; i < 30; i++) {
-        const r = await httpRequest(d.port, { path: `/h${i}` }); // a new connection each
+      for (let i = 0; i < 30; i++) { // both workers, alternately
+        const r = await httpRequest(d.port, { path: `/h${i}`, agent: agents[i % 2] });
         assert.equal(r.status, 200);
         served.add(r.headers['x-upstream']);
       }
       // Each worker would try the dead server once if health were per worker.
       assert.equal(d.linesMatching(/trying another/).length, 1, d.logs.join('\n'));
       assert.equal(d.linesMatching(/down for \d+ ms after 1 failures/).length, 1);
-    } finally { await d.stop(); await up.close(); }
+    } finally { closeAgents(agents); await d.stop(); await up.close(); }
   });
 
   test('a server killed mid-test: retries, active checks take it out, then bring it back', async () => {

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
-import { httpRequest, parseResponses, pidAlive, rawRequest, startPortico, waitFor } from './lib/harness.mjs';
+import { agentPerWorker, closeAgents, httpRequest, parseResponses, pidAlive, rawRequest, startPortico,
+  waitFor } from './lib/harness.mjs';
 
 /** An upstream answering by path; counts requests per path. */
 async function origin() {
@@ -124,7 +125,8 @@ function config(o, extra = {}) {
   };
 }
 
-const get = (d, p, headers = {}, method = 'GET') => httpRequest(d.port, { path: p, headers, method });
+const get = (d, p, headers = {}, method = 'GET', agent = undefined) =>
+  httpRequest(d.port, { path: p, headers, method, agent });
 const portAt = (d, ip) => Number(d.addresses.find((a) => a.startsWith(`${ip}:`)).split(':')[1]);
 
 describe('cache', () => {
@@ -135,13 +137,17 @@ describe('cache', () => {
   test('hits do not reach the upstream, whichever worker answers', async () => {
     const first = await get(d, '/a?cc=max-age%3D60');
     assert.equal(first.headers['cache-status'], 'portico; fwd=uri-miss; stored');
-    for (let i = 0; i < 20; i++) { // a new connection each: both workers
-      const r = await get(d, '/a?cc=max-age%3D60');
-      assert.equal(r.status, 200);
-      assert.equal(r.body, first.body);
-      assert.match(r.headers['cache-status'], /^portico; hit; ttl=\d+$/);
-      assert.match(r.headers.age, /^\d+$/);
-    }
+    const agents = await agentPerWorker(d);
+    assert.equal(agents.length, 2);
+    try {
+      for (let i = 0; i < 20; i++) { // both workers, alternately
+        const r = await get(d, '/a?cc=max-age%3D60', {}, 'GET', agents[i % 2]);
+        assert.equal(r.status, 200);
+        assert.equal(r.body, first.body);
+        assert.match(r.headers['cache-status'], /^portico; hit; ttl=\d+$/);
+        assert.match(r.headers.age, /^\d+$/);
+      }
+    } finally { closeAgents(agents); }
     assert.equal(o.hits.get('/a'), 1);
     const m = (await httpRequest(portAt(d, '127.0.0.2'), { path: '/metrics', host: '127.0.0.2' })).body;
     const val = (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1]);
@@ -502,12 +508,15 @@ describe('cache', () => {
     assert.equal((await httpRequest(portAt(d, '127.0.0.2'), { path: '/cache/purge?all', host: '127.0.0.2' })).status, 405);
   });
 
-  test("a reload that changes a route's headers.response rules: hits follow the new rules", async () => {
+  test("a reload that changes a route's headers.response rules: hits follow the new rules", async (t) => {
     // Workers keep each entry's head as sent, rules applied: a reload
     // must not leave hits with the old rules' fields.
     const p = '/hdr/reload?cc=max-age%3D600';
-    for (let i = 0; i < 4; i++) { // a new connection each: both workers
-      const r = await get(d, p);
+    const agents = await agentPerWorker(d);
+    assert.equal(agents.length, 2);
+    t.after(() => closeAgents(agents));
+    for (let i = 0; i < 4; i++) { // both workers, alternately
+      const r = await get(d, p, {}, 'GET', agents[i % 2]);
       assert.equal(r.headers['x-route'], 'r1');
       assert.equal(r.headers['x-seen'], undefined);
     }
@@ -517,8 +526,8 @@ describe('cache', () => {
     const rl = await d.reload(c2);
     assert.ok(rl.ok, rl.lines.join('\n'));
     try {
-      for (let i = 0; i < 6; i++) {
-        const r = await get(d, p);
+      for (let i = 0; i < 6; i++) { // the same connections, both workers
+        const r = await get(d, p, {}, 'GET', agents[i % 2]);
         assert.match(r.headers['cache-status'], /hit/);
         assert.equal(r.headers['x-route'], 'r2');
         assert.equal(r.headers['x-seen'], '1');

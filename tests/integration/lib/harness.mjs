@@ -690,3 +690,94 @@ export function httpRequest(port, { path: p = '/', method = 'GET', headers = {},
     req.end(body);
   });
 }
+
+// ---- reaching every worker -------------------------------------------------
+
+/**
+ * This network namespace's TCP sockets, from /proc/net/tcp and tcp6:
+ * {localPort, remotePort, state (hex, '0A' listening), inode}.
+ */
+export function tcpSockets() {
+  const out = [];
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text;
+    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length < 10) continue;
+      out.push({ localPort: parseInt(c[1].split(':')[1], 16),
+        remotePort: parseInt(c[2].split(':')[1], 16), state: c[3], inode: c[9] });
+    }
+  }
+  return out;
+}
+
+/**
+ * The worker of d holding the server side of the TCP connection whose
+ * client end is on clientPort (from /proc/net/tcp*), or null.
+ */
+export function workerOf(d, clientPort) {
+  const inodes = new Set(tcpSockets()
+    .filter((s) => s.remotePort === clientPort).map((s) => s.inode));
+  for (const pid of d.workerPids()) {
+    let fds;
+    try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && inodes.has(m[1])) return pid;
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return null;
+}
+
+/**
+ * One keep-alive http.Agent per worker of d, each holding an open
+ * connection that worker accepted: requests sent through agents[i] are
+ * served by worker i.  New connections one after another all go to the
+ * worker that waits first (EPOLLEXCLUSIVE); this opens connections and
+ * holds them until that worker is over its share and the others accept
+ * too, then closes the ones it does not keep.  An agent whose connection
+ * closes fails its next request rather than reach another worker.
+ * Close them with closeAgents().
+ */
+export async function agentPerWorker(d, { port = d.port, host = '127.0.0.1',
+  workers = d.workerPids().length, max = 200 } = {}) {
+  const held = [];
+  const byWorker = new Map();
+  try {
+    while (byWorker.size < workers) {
+      if (held.length >= max)
+        throw new Error(`${max} connections reached ${byWorker.size} of ${workers} workers`);
+      const s = await new Promise((resolve, reject) => {
+        const c = net.connect({ port, host }, () => resolve(c));
+        c.once('error', reject);
+      });
+      held.push(s);
+      const pid = await waitFor(() => workerOf(d, s.localPort),
+        { what: `the worker accepting the connection from port ${s.localPort}` });
+      if (!byWorker.has(pid)) byWorker.set(pid, s);
+    }
+  } finally {
+    for (const s of held) if (![...byWorker.values()].includes(s)) s.destroy();
+  }
+  return [...byWorker.values()].map((s) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    agent.heldSocket = s;
+    let given = false;
+    agent.createConnection = () => {
+      if (given) throw new Error('the connection to this worker closed');
+      given = true;
+      return s;
+    };
+    return agent;
+  });
+}
+
+export function closeAgents(agents) {
+  for (const a of agents ?? []) {
+    a.destroy();
+    a.heldSocket.destroy();
+  }
+}
