@@ -37,6 +37,12 @@ struct stats_global *stats_global(void)
     return zone ? &zone->global : NULL;
 }
 
+void stats_shedder_gone(int64_t pid)
+{
+    if (zone)
+        atomic_compare_exchange_strong(&zone->global.accept_shedder, &pid, 0);
+}
+
 /* Find (or, with insert, claim) the slot of key in a table of n slots of
  * size sz whose first member is the key array of keylen bytes. */
 static void *stats_probe(void *table, size_t n, size_t sz, size_t keylen,

@@ -45,6 +45,10 @@ struct stats_global {
     _Atomic uint64_t workers;             /* running, as the master saw */
     _Atomic uint64_t generation;
     _Atomic uint64_t started_unix;        /* master start, seconds */
+    /* Not a counter: the pid of the one worker that stops accepting to
+     * share connections out (worker.c, worker_over_share), 0 for none.
+     * One at a time, so that another always listens. */
+    _Atomic int64_t accept_shedder;
 };
 
 extern const double stats_bucket_bounds[STATS_BUCKETS]; /* seconds */
@@ -59,6 +63,9 @@ struct stats_global *stats_global(void); /* NULL before stats_init */
 struct stats_route *stats_route_find(const struct conf_route *route);
 struct stats_server *stats_server_find(const char *group,
                                        const char *address);
+
+/* The master: pid has exited; a shedding token it held is free. */
+void stats_shedder_gone(int64_t pid);
 
 /* Count one finished exchange with this status. */
 void stats_request(struct stats_route *r, int status);

@@ -317,12 +317,12 @@ struct http_header *worker_headers(struct worker *w, size_t n)
  * clients) would stay piled on it once they got busy.  A worker holding
  * more than its share of the open connections stops waiting on the
  * listeners until it is back near the mean; the kernel then wakes the
- * others in its place.  The worker with the fewest connections is never
- * above the mean, so one always listens.  The counts are the shared
- * ones (stats.h); a worker that died leaves its connections counted,
- * which only raises the mean and makes shedding rarer.
+ * others in its place.  One worker at a time does so, so the others
+ * always listen.  The counts are the shared ones (stats.h); a worker
+ * that died leaves its connections counted, which only raises the mean
+ * and makes shedding rarer.
  */
-#define SHED_CHECK_MS 50
+#define SHED_CHECK_MS 10
 
 static int worker_over_share(int leaving)
 {
@@ -342,35 +342,76 @@ static int worker_over_share(int leaving)
            mean + (8 + mean / 8) / (leaving ? 2 : 1);
 }
 
+/* Stop shedding (the caller listens again, if it should). */
+static void worker_shed_end(struct worker *w)
+{
+    int64_t me = (int64_t)getpid();
+
+    w->shedding = 0;
+    event_del(w->shed_ev);
+    atomic_compare_exchange_strong(&stats_global()->accept_shedder, &me, 0);
+}
+
+/*
+ * Over the share: stop listening, check every SHED_CHECK_MS.  Only while
+ * no other worker does (stats_global()->accept_shedder): a worker that
+ * sheds decides on counts that move as the others accept, and two that
+ * shed on stale counts would leave nobody listening until a check.
+ */
+static void worker_shed_start(struct worker *w)
+{
+    static const struct timeval every = {0, SHED_CHECK_MS * 1000};
+    int64_t none = 0;
+
+    if (!atomic_compare_exchange_strong(&stats_global()->accept_shedder,
+                                        &none, (int64_t)getpid()))
+        return;
+    w->shedding = 1;
+    if (event_add(w->shed_ev, &every) < 0) {
+        worker_shed_end(w); /* keep accepting: balance is not worth a stall */
+        return;
+    }
+    gen_listen(w->gen, 0);
+    log_debug("%u connections, over this worker's share: not accepting "
+              "for now", conn_count());
+}
+
 static void worker_shed_check(struct worker *w)
 {
     if (worker_over_share(1))
         return;
-    w->shedding = 0;
-    event_del(w->shed_ev);
+    /* listening before another may stop: never nobody */
     if (!w->paused && !w->stopping)
         gen_listen(w->gen, 1);
+    worker_shed_end(w);
 }
 
+/*
+ * Runs every SHED_CHECK_MS while shedding; before that, once, made active
+ * by worker_shed after the accept loop that took this worker over its
+ * share.  That loop ran until accept() found the queue empty: a worker
+ * that stopped listening with connections still queued would leave them
+ * there, as the kernel told no other worker about them (EPOLLEXCLUSIVE),
+ * until some new connection woke one.
+ */
 static void on_shed_check(evutil_socket_t fd, short what, void *arg)
 {
-    worker_shed_check(arg);
+    struct worker *w = arg;
+
+    if (w->shedding)
+        worker_shed_check(w);
+    else if (!w->paused && !w->stopping && worker_over_share(0))
+        worker_shed_start(w);
 }
 
 static void worker_shed(struct worker *w)
 {
-    static const struct timeval every = {0, SHED_CHECK_MS * 1000};
-
     if (w->shedding || !worker_over_share(0))
         return;
     if (w->shed_ev == NULL)
         w->shed_ev = event_new(w->base, -1, EV_PERSIST, on_shed_check, w);
-    if (w->shed_ev == NULL || event_add(w->shed_ev, &every) < 0)
-        return; /* keep accepting: balance is not worth a stall */
-    w->shedding = 1;
-    gen_listen(w->gen, 0);
-    log_debug("%u connections, over this worker's share: not accepting "
-              "for now", conn_count());
+    if (w->shed_ev != NULL)
+        event_active(w->shed_ev, EV_TIMEOUT, 1);
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
@@ -444,8 +485,8 @@ static void worker_stop_graceful(struct worker *w, const char *why)
     w->stopping = 1;
     if (w->notify_retry)
         evtimer_del(w->notify_retry);
-    if (w->shed_ev)
-        event_del(w->shed_ev);
+    if (w->shedding)
+        worker_shed_end(w);
     gen_close_listeners(w->gen);
     conn_stop_all_graceful();
     if (conn_count() == 0) {

@@ -15,6 +15,7 @@ import { baseConfig, parseOne, rawRequest, startPortico, tcpSockets, waitFor, Ra
 
 const EPOLLEXCLUSIVE = 1 << 28;
 const REQ = 'GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n';
+const REQ_KEEP = 'GET / HTTP/1.1\r\nHost: a.example\r\n\r\n';
 
 /** Inodes of the TCP sockets listening on port. */
 function listeningInodes(port) {
@@ -174,8 +175,11 @@ test('long-lived connections opened one at a time are shared among the ' +
   const pids = await d.waitWorkers(WORKERS);
   const base = pids.map(socketCount);
   const conns = [];
+  let nobody = 0;
   t.after(() => conns.forEach((c) => c.destroy()));
   for (let i = 0; i < N; i++) {
+    // Idle between connections: what the epoll sets hold is settled.
+    if (pids.every((p) => listenerRegistrations(p, d.port).length === 0)) nobody++;
     const c = await RawConn.open(d.port);
     conns.push(c);
     await c.write('GET / HTTP/1.1\r\nHost: a.example\r\n\r\n');
@@ -183,6 +187,7 @@ test('long-lived connections opened one at a time are shared among the ' +
   }
   const held = pids.map((p, i) => socketCount(p) - base[i]);
   t.diagnostic(`connections held, by worker: ${held.join(' ')}`);
+  assert.equal(nobody, 0, `no worker accepting before ${nobody} of ${N} connections`);
   assert.equal(held.reduce((a, b) => a + b, 0), N);
   // A worker stops accepting once it holds more than the mean by
   // 8 + mean/8 (worker.c, worker_over_share).
@@ -191,4 +196,57 @@ test('long-lived connections opened one at a time are shared among the ' +
   for (const h of held)
     assert.ok(h <= most && h >= N - most * (WORKERS - 1),
       `connections by worker ${held.join(' ')}: none over ${most}`);
+});
+
+test('while a worker is over its share, another always accepts', async (t) => {
+  // A worker over its share stops accepting, one at a time.  When any
+  // could stop, two did on counts gone stale while the other accepted a
+  // burst, and for up to a check period nobody accepted: seen once in
+  // each of three runs of this sequence.
+  const WORKERS = 2;
+  const d = await startPortico({ config: baseConfig({ workers: WORKERS }) });
+  t.after(() => d.stop());
+  const pids = await d.waitWorkers(WORKERS);
+  // Where each worker's epoll set and listening socket are: read once,
+  // so that a sample is quick next to a connection.
+  const inodes = listeningInodes(d.port);
+  const where = pids.map((pid) => {
+    let ep;
+    const lfds = new Set();
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      const target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+      if (target === 'anon_inode:[eventpoll]') ep = fd;
+      const m = /^socket:\[(\d+)\]$/.exec(target);
+      if (m && inodes.has(m[1])) lfds.add(Number(fd));
+    }
+    return { pid, ep, lfds };
+  });
+  const accepting = ({ pid, ep, lfds }) => [...fs.readFileSync(`/proc/${pid}/fdinfo/${ep}`, 'utf8')
+    .matchAll(/^tfd:\s+(\d+)/gm)].some((m) => lfds.has(Number(m[1])));
+  const conns = [];
+  t.after(() => conns.forEach((c) => c.destroy()));
+  const open = () => new Promise((resolve, reject) => {
+    const c = net.connect(d.port, '127.0.0.1', () => c.write(REQ_KEEP));
+    conns.push(c);
+    // the status line comes in the first bytes
+    c.once('data', (b) => resolve(Number(/^HTTP\/1\.1 (\d{3}) /.exec(b.toString('latin1'))?.[1])));
+    c.once('error', reject);
+  });
+  let nobody = 0, samples = 0;
+  const sample = () => {
+    samples++;
+    if (!where.some(accepting)) nobody++;
+  };
+  for (let round = 0; round < 4; round++) {
+    for (let i = 0; i < 20; i++) {
+      sample();
+      assert.equal(await open(), 200);
+    }
+    sample();
+    for (const status of await Promise.all(Array.from({ length: 30 }, open)))
+      assert.equal(status, 200);
+    sample();
+  }
+  assert.equal(conns.length, 200);
+  assert.equal(nobody, 0, `no worker accepting in ${nobody} of ${samples} samples`);
 });
