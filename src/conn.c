@@ -443,9 +443,7 @@ static void conn_end_request(struct conn *c)
 static void conn_closed(struct worker *w)
 {
     conn_n--;
-    if (stats_global())
-        atomic_fetch_sub_explicit(&stats_global()->connections_open, 1,
-                                  memory_order_relaxed);
+    stats_conn_closed();
     worker_conn_closed(w);
 }
 
@@ -1580,12 +1578,7 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
     }
     conn_open(c, w, sa, (size_t)salen, lc->admin, lc->access_format);
     conn_n++;
-    if (stats_global()) {
-        atomic_fetch_add_explicit(&stats_global()->connections_open, 1,
-                                  memory_order_relaxed);
-        atomic_fetch_add_explicit(&stats_global()->connections_total, 1,
-                                  memory_order_relaxed);
-    }
+    stats_conn_opened();
     /* Until the first byte, the header deadline bounds an idle accept. */
     conn_timer_ms(c, worker_gen(w)->conf->timeouts.client_header);
     if (c->admin && !admin_allowed(worker_gen(w)->conf, sa)) {

@@ -267,7 +267,7 @@ static void master_reap(struct master *m)
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         master_forget_pins(pid);
-        stats_shedder_gone(pid);
+        stats_proc_gone(pid);
         if (master_retiree_died(m, pid, status))
             continue;
         for (size_t i = 0; i < m->nslots; i++) {

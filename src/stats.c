@@ -18,13 +18,23 @@
 const double stats_bucket_bounds[STATS_BUCKETS] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
+#define STATS_PROCS 256 /* worker processes, retiring ones included */
+
+/* A worker process's share of connections_open; pid 0: a free place. */
+struct stats_proc {
+    _Atomic int64_t pid;
+    _Atomic int64_t connections_open;
+};
+
 struct stats_zone {
     struct stats_global global;
+    struct stats_proc procs[STATS_PROCS];
     struct stats_route routes[STATS_ROUTES];
     struct stats_server servers[STATS_SERVERS];
 };
 
 static struct stats_zone *zone;
+static struct stats_proc *self_proc; /* this worker's place, or NULL */
 
 int stats_init(void)
 {
@@ -37,10 +47,65 @@ struct stats_global *stats_global(void)
     return zone ? &zone->global : NULL;
 }
 
-void stats_shedder_gone(int64_t pid)
+void stats_proc_claim(int64_t pid)
 {
-    if (zone)
-        atomic_compare_exchange_strong(&zone->global.accept_shedder, &pid, 0);
+    self_proc = NULL;
+    for (size_t i = 0; zone && i < STATS_PROCS; i++) {
+        int64_t none = 0;
+        if (atomic_compare_exchange_strong(&zone->procs[i].pid, &none, pid)) {
+            self_proc = &zone->procs[i];
+            return;
+        }
+    }
+    /* All taken (over 256 workers): this one's connections stay in the
+     * gauge if it dies. */
+}
+
+/*
+ * The gauge goes up before the worker's share and down after it, so a
+ * worker killed between the two leaves the gauge one too high, never
+ * below the truth, once stats_proc_gone took its share off.
+ */
+void stats_conn_opened(void)
+{
+    if (zone == NULL)
+        return;
+    atomic_fetch_add_explicit(&zone->global.connections_open, 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&zone->global.connections_total, 1,
+                              memory_order_relaxed);
+    if (self_proc)
+        atomic_fetch_add_explicit(&self_proc->connections_open, 1,
+                                  memory_order_relaxed);
+}
+
+void stats_conn_closed(void)
+{
+    if (zone == NULL)
+        return;
+    if (self_proc)
+        atomic_fetch_sub_explicit(&self_proc->connections_open, 1,
+                                  memory_order_relaxed);
+    atomic_fetch_sub_explicit(&zone->global.connections_open, 1,
+                              memory_order_relaxed);
+}
+
+void stats_proc_gone(int64_t pid)
+{
+    int64_t held = pid;
+
+    if (zone == NULL)
+        return;
+    atomic_compare_exchange_strong(&zone->global.accept_shedder, &held, 0);
+    for (size_t i = 0; i < STATS_PROCS; i++) {
+        struct stats_proc *p = &zone->procs[i];
+        if (atomic_load(&p->pid) != pid)
+            continue;
+        atomic_fetch_sub(&zone->global.connections_open,
+                         atomic_exchange(&p->connections_open, 0));
+        atomic_store(&p->pid, 0);
+        return;
+    }
 }
 
 /* Find (or, with insert, claim) the slot of key in a table of n slots of

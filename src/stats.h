@@ -64,8 +64,18 @@ struct stats_route *stats_route_find(const struct conf_route *route);
 struct stats_server *stats_server_find(const char *group,
                                        const char *address);
 
-/* The master: pid has exited; a shedding token it held is free. */
-void stats_shedder_gone(int64_t pid);
+/*
+ * Open client connections are counted in the global gauge and, beside
+ * it, per worker process, so that the master can take a dead worker's
+ * connections out of the gauge.  A worker claims its place at start
+ * (stats_proc_claim); conn.c counts each connection opened and closed;
+ * the master calls stats_proc_gone for each pid it reaps, which also
+ * frees a shedding token that pid held.
+ */
+void stats_proc_claim(int64_t pid);
+void stats_conn_opened(void);
+void stats_conn_closed(void);
+void stats_proc_gone(int64_t pid);
 
 /* Count one finished exchange with this status. */
 void stats_request(struct stats_route *r, int status);

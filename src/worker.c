@@ -735,6 +735,7 @@ static int worker_setup(struct worker *w, const struct worker_init *in)
 
     w->slot = in->slot;
     w->channel_fd = in->channel_fd;
+    stats_proc_claim((int64_t)getpid());
     w->base = event_base_new();
     if (w->base == NULL)
         return PT_ERROR;

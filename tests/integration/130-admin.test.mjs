@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { RawConn, agentPerWorker, closeAgents, delay, httpRequest, startPortico, tempDir, waitFor }
+import { RawConn, agentPerWorker, closeAgents, delay, httpRequest, startPortico, tempDir, waitFor,
+  workerOf }
   from './lib/harness.mjs';
 
 /**
@@ -250,3 +251,36 @@ test('a listener that logs while the global format is off still gets its file', 
     assert.ok(!text.includes('/silent'));
   } finally { await d.stop(); }
 });
+
+test('connections of a worker killed with them open leave portico_connections_open',
+  async (t) => {
+    const d = await startPortico({ config: {
+      workers: 2,
+      error_log: { level: 'info' },
+      listeners: [{ listen: '127.0.0.1:0' }],
+      admin: { listen: '127.0.0.2:0' },
+      routes: [{ match: { path_prefix: '/' }, respond: { status: 200, body: 'ok\n' } }],
+    } });
+    t.after(() => d.stop());
+    await d.waitWorkers(2);
+    const gauge = async () => (await metrics(d)).get('portico_connections_open{}');
+    const base = await gauge(); // the request's own connection
+    const conns = [];
+    t.after(() => conns.forEach((c) => c.destroy()));
+    for (let i = 0; i < 6; i++) {
+      const c = await RawConn.open(d.port);
+      conns.push(c);
+      await c.write('GET / HTTP/1.1\r\nHost: a.example\r\n\r\n');
+      assert.equal((await c.read(1))[0].status, 200);
+    }
+    assert.equal(await gauge(), base + 6);
+    const holders = new Set(conns.map((c) => workerOf(d, c.sock.localPort)));
+    assert.ok(!holders.has(null));
+    for (const pid of holders) process.kill(pid, 'SIGKILL');
+    for (const c of conns) assert.ok(await c.waitClosed(), 'the connection died with its worker');
+    await d.waitWorkers(2);
+    // The master takes a dead worker's count off when it reaps it.
+    await waitFor(async () => (await gauge()) === base,
+      { what: `portico_connections_open back to ${base}` });
+    assert.equal((await metrics(d)).get('portico_workers{}'), 2);
+  });
