@@ -10,6 +10,7 @@
  * listener_open has TCP_NODELAY without setting it itself.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -17,10 +18,14 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
 
 #include "conf.h"
 #include "evio.h"
@@ -131,25 +136,35 @@ static void *mem_fill(size_t n, int v)
     return p;
 }
 
-/* conn.c sets no TCP_NODELAY per connection: it comes from the
- * listening socket, which Linux copies to each accepted one. */
-START_TEST(test_listener_nodelay)
+/* A listening socket on 127.0.0.1, any port; *bound gets its address. */
+static int loopback_listener(struct sockaddr_storage *bound, socklen_t *bl)
 {
     struct conf_listener l;
     struct sockaddr_in *a = (struct sockaddr_in *)&l.addr;
-    struct sockaddr_storage bound;
-    socklen_t bl = sizeof(bound);
-    int lfd, cfd, afd, v = 0;
-    socklen_t vl = sizeof(v);
+    int fd;
 
     memset(&l, 0, sizeof(l));
     a->sin_family = AF_INET;
     a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     l.addrlen = sizeof(*a);
     l.backlog = 8;
-    lfd = listener_open(&l);
-    ck_assert_int_ge(lfd, 0);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&bound, &bl), 0);
+    fd = listener_open(&l);
+    ck_assert_int_ge(fd, 0);
+    *bl = sizeof(*bound);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)bound, bl), 0);
+    return fd;
+}
+
+/* conn.c sets no TCP_NODELAY per connection: it comes from the
+ * listening socket, which Linux copies to each accepted one. */
+START_TEST(test_listener_nodelay)
+{
+    struct sockaddr_storage bound;
+    socklen_t bl;
+    int lfd, cfd, afd, v = 0;
+    socklen_t vl = sizeof(v);
+
+    lfd = loopback_listener(&bound, &bl);
     cfd = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(cfd, 0);
     ck_assert_int_eq(connect(cfd, (struct sockaddr *)&bound, bl), 0);
@@ -163,6 +178,100 @@ START_TEST(test_listener_nodelay)
     close(afd);
     close(cfd);
     close(lfd);
+}
+END_TEST
+
+/* The events this process's epoll sets hold fd with, or -1: none does. */
+static long epoll_events_of(int fd)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    long found = -1;
+
+    ck_assert_ptr_nonnull(d);
+    while (found < 0 && (de = readdir(d)) != NULL) {
+        char path[300], target[64], line[256];
+        ssize_t n;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+        n = readlink(path, target, sizeof(target) - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, "anon_inode:[eventpoll]") != 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/fdinfo/%s", de->d_name);
+        f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        while (fgets(line, sizeof(line), f)) {
+            int tfd;
+            unsigned long ev;
+            if (sscanf(line, "tfd: %d events: %lx", &tfd, &ev) == 2 &&
+                tfd == fd)
+                found = (long)ev;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+static void on_conn_count(struct evconnlistener *l, evutil_socket_t fd,
+                          struct sockaddr *sa, int salen, void *arg)
+{
+    (*(int *)arg)++;
+    close(fd);
+}
+
+/* The listener's registration in the loop's epoll set becomes exclusive,
+ * survives libevent taking it out and putting it back, and still
+ * dispatches; a socket no loop holds is left alone. */
+START_TEST(test_listener_wake_one)
+{
+    struct event_base *base = event_base_new();
+    struct sockaddr_storage bound, other_bound;
+    socklen_t bl, obl;
+    struct evconnlistener *l;
+    int lfd, other, cfd, accepted = 0;
+
+    ck_assert_ptr_nonnull(base);
+    lfd = loopback_listener(&bound, &bl);
+    other = loopback_listener(&other_bound, &obl);
+    l = evconnlistener_new(base, on_conn_count, &accepted, 0, 0, lfd);
+    ck_assert_ptr_nonnull(l);
+    ck_assert_int_ge(epoll_events_of(lfd), 0);
+    ck_assert_int_eq(epoll_events_of(lfd) & EPOLLEXCLUSIVE, 0);
+
+    ck_assert_int_eq(listener_wake_one(lfd), 0);
+    ck_assert_int_ne(epoll_events_of(lfd) & EPOLLEXCLUSIVE, 0);
+    ck_assert_int_ne(epoll_events_of(lfd) & EPOLLIN, 0);
+
+    evconnlistener_disable(l);
+    ck_assert_int_eq(epoll_events_of(lfd), -1);
+    evconnlistener_enable(l);
+    ck_assert_int_eq(epoll_events_of(lfd) & EPOLLEXCLUSIVE, 0);
+    ck_assert_int_eq(listener_wake_one(lfd), 0); /* the set found before */
+    ck_assert_int_ne(epoll_events_of(lfd) & EPOLLEXCLUSIVE, 0);
+
+    ck_assert_int_eq(listener_wake_one(other), -1);
+    ck_assert_int_eq(epoll_events_of(other), -1);
+
+    cfd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(cfd, 0);
+    ck_assert_int_eq(connect(cfd, (struct sockaddr *)&bound, bl), 0);
+    for (int i = 0; accepted == 0 && i < 100; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(10000);
+    }
+    ck_assert_int_eq(accepted, 1);
+
+    close(cfd);
+    evconnlistener_free(l);
+    close(lfd);
+    close(other);
+    event_base_free(base);
 }
 END_TEST
 
@@ -263,6 +372,7 @@ int main(void)
     tcase_add_test(tc, test_mem_reuse);
     tcase_add_test(tc, test_mem_realloc);
     tcase_add_test(tc, test_listener_nodelay);
+    tcase_add_test(tc, test_listener_wake_one);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
