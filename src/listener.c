@@ -63,9 +63,9 @@ const char *listener_bound_name(int fd, char *buf, size_t len)
 /*
  * Every worker's epoll set holds the same listening socket.  Registered
  * plainly, a connection that arrives while the workers sleep wakes them
- * all, and all but one find accept() empty: with two workers, 0.5
- * context switches and 0.5 failed accept4 per connection (bench/NOTES.md,
- * entry 24).  EPOLLEXCLUSIVE wakes one sleeper only.  libevent 2.1 has no
+ * all, and all but one find accept() empty: with two idle workers, 2.65
+ * wake-ups per connection, 1.81 with this (bench/NOTES.md, entry 24).
+ * EPOLLEXCLUSIVE wakes one sleeper only.  libevent 2.1 has no
  * flag for it and keeps its epoll descriptor to itself, so once libevent
  * has registered the socket, the registration is replaced, in the same
  * set, by one with the same events and data (libevent 2.1's epoll back

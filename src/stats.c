@@ -20,9 +20,10 @@ const double stats_bucket_bounds[STATS_BUCKETS] = {
 
 #define STATS_PROCS 256 /* worker processes, retiring ones included */
 
-/* A worker process's share of connections_open; pid 0: a free place. */
+/* A worker process's share of connections_open; pid 0: a free place.
+ * A cache line each: workers update their own at every connection. */
 struct stats_proc {
-    _Atomic int64_t pid;
+    _Alignas(64) _Atomic int64_t pid;
     _Atomic int64_t connections_open;
 };
 

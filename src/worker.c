@@ -318,9 +318,8 @@ struct http_header *worker_headers(struct worker *w, size_t n)
  * more than its share of the open connections stops waiting on the
  * listeners until it is back near the mean; the kernel then wakes the
  * others in its place.  One worker at a time does so, so the others
- * always listen.  The counts are the shared ones (stats.h); a worker
- * that died leaves its connections counted, which only raises the mean
- * and makes shedding rarer.
+ * always listen.  The counts are the shared ones (stats.h), from which
+ * the master takes a dead worker's connections when it reaps it.
  */
 #define SHED_CHECK_MS 10
 

@@ -719,17 +719,26 @@ export function tcpSockets() {
 export function workerOf(d, clientPort) {
   const inodes = new Set(tcpSockets()
     .filter((s) => s.remotePort === clientPort).map((s) => s.inode));
-  for (const pid of d.workerPids()) {
-    let fds;
-    try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { continue; }
-    for (const fd of fds) {
-      try {
-        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-        if (m && inodes.has(m[1])) return pid;
-      } catch { /* closed meanwhile */ }
-    }
+  return d.workerPids().find((pid) => socketFds(pid, inodes).size > 0) ?? null;
+}
+
+/** pid's descriptors and what each is: [{fd, target}] (none once it is gone). */
+export function fdsOf(pid) {
+  const out = [];
+  let fds;
+  try { fds = fs.readdirSync(`/proc/${pid}/fd`); } catch { return out; }
+  for (const fd of fds) {
+    try {
+      out.push({ fd: Number(fd), target: fs.readlinkSync(`/proc/${pid}/fd/${fd}`) });
+    } catch { /* closed meanwhile */ }
   }
-  return null;
+  return out;
+}
+
+/** pid's descriptors of sockets whose inode is in inodes. */
+export function socketFds(pid, inodes) {
+  return new Set(fdsOf(pid).filter(({ target }) =>
+    inodes.has(/^socket:\[(\d+)\]$/.exec(target)?.[1])).map(({ fd }) => fd));
 }
 
 /**
