@@ -7,7 +7,9 @@
  * EVIO_MEM_KEEP kept, realloc keeping the bytes.  The suite runs with
  * evio_mem_init installed, as porticod does, so every evbuffer above
  * lives in those blocks.  Last, a connection accepted on a socket from
- * listener_open has TCP_NODELAY without setting it itself.
+ * listener_open has TCP_NODELAY without setting it itself, and
+ * listener_wake_one makes a loop's registration exclusive, or says what
+ * it left when the kernel refuses (epoll_ctl below fails on demand).
  */
 #include <check.h>
 #include <dirent.h>
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -32,6 +35,21 @@
 #include "listener.h"
 
 static int sv[2];
+
+/* epoll_ctl, as libevent and listener.c call it in this program: the
+ * next epoll_add_fail EPOLL_CTL_ADDs fail with ENOMEM, the rest go to
+ * the kernel. */
+static int epoll_add_fail;
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (op == EPOLL_CTL_ADD && epoll_add_fail > 0) {
+        epoll_add_fail--;
+        errno = ENOMEM;
+        return -1;
+    }
+    return (int)syscall(SYS_epoll_ctl, epfd, op, fd, ev);
+}
 
 static void pair_open(void)
 {
@@ -275,6 +293,55 @@ START_TEST(test_listener_wake_one)
 }
 END_TEST
 
+/* The kernel refuses the exclusive registration: the plain one is put
+ * back (-1).  It refuses that too: the socket is in no set (-2), and
+ * libevent registers it again when the listener is disabled and enabled,
+ * as the worker does then. */
+START_TEST(test_listener_wake_refused)
+{
+    struct event_base *base = event_base_new();
+    struct sockaddr_storage bound;
+    socklen_t bl;
+    struct evconnlistener *l;
+    int lfd, cfd, accepted = 0;
+
+    ck_assert_ptr_nonnull(base);
+    lfd = loopback_listener(&bound, &bl);
+    l = evconnlistener_new(base, on_conn_count, &accepted, 0, 0, lfd);
+    ck_assert_ptr_nonnull(l);
+
+    epoll_add_fail = 1;
+    ck_assert_int_eq(listener_wake_one(lfd), -1);
+    ck_assert_int_eq(epoll_add_fail, 0);
+    ck_assert_int_eq(epoll_events_of(lfd) & EPOLLEXCLUSIVE, 0);
+    ck_assert_int_ne(epoll_events_of(lfd) & EPOLLIN, 0);
+
+    epoll_add_fail = 2;
+    ck_assert_int_eq(listener_wake_one(lfd), -2);
+    ck_assert_int_eq(epoll_events_of(lfd), -1);
+
+    evconnlistener_disable(l);
+    evconnlistener_enable(l);
+    ck_assert_int_ne(epoll_events_of(lfd) & EPOLLIN, 0);
+    ck_assert_int_eq(listener_wake_one(lfd), 0); /* and now it may */
+    ck_assert_int_ne(epoll_events_of(lfd) & EPOLLEXCLUSIVE, 0);
+
+    cfd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(cfd, 0);
+    ck_assert_int_eq(connect(cfd, (struct sockaddr *)&bound, bl), 0);
+    for (int i = 0; accepted == 0 && i < 100; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(10000);
+    }
+    ck_assert_int_eq(accepted, 1);
+
+    close(cfd);
+    evconnlistener_free(l);
+    close(lfd);
+    event_base_free(base);
+}
+END_TEST
+
 START_TEST(test_mem_sizes)
 {
     static const size_t sizes[] = {0,    1,     511,   512,   513,     1024,
@@ -373,6 +440,7 @@ int main(void)
     tcase_add_test(tc, test_mem_realloc);
     tcase_add_test(tc, test_listener_nodelay);
     tcase_add_test(tc, test_listener_wake_one);
+    tcase_add_test(tc, test_listener_wake_refused);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
