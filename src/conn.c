@@ -55,9 +55,6 @@
 #define CONN_MAX_SINGLE_WRITE (1024 * 1024) /* bytes per write turn */
 #define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
 #define CONN_WAKE_READ (16 * 1024) /* conn_read_now's most per recv */
-#define CONN_LIBEVENT_READ 4096 /* libevent's most per read (2.1) */
-#define CONN_BULK_READ (64 * 1024 - 128) /* conn_read_more's one recv */
-#define CONN_BULK_HELD (256 * 1024) /* ... while the input holds less */
 /* How long a closing connection keeps reading so the client gets our
  * last response instead of a reset. */
 #define CONN_LINGER_MS 2000
@@ -1223,29 +1220,9 @@ static void conn_process(struct conn *c)
 
 /* ---- callbacks --------------------------------------------------------- */
 
-/*
- * libevent 2.1 reads at most 4 KB per readiness (EVBUFFER_MAX_READ),
- * after asking the kernel how much is there (FIONREAD): a request body
- * or a tunnel took two system calls and a loop turn per 4 KB.  When the
- * bufferevent's read came back full, more is likely waiting: it is taken
- * with one recv straight into the input, while the input holds less than
- * CONN_BULK_HELD.  EOF or an error is left for the bufferevent's next
- * read to meet again.
- */
-static void conn_read_more(struct conn *c)
-{
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    size_t have = evbuffer_get_length(in), room;
-
-    if (c->tls || (c->state != CONN_BODY && c->state != CONN_PROXY) ||
-        have < CONN_LIBEVENT_READ || have >= CONN_BULK_HELD)
-        return;
-    (void)evio_recv(in, c->fd, CONN_BULK_READ, &room);
-}
-
+/* Plain sockets are read by evio_read (evio_own_reads), TLS by libevent. */
 static void on_read(struct bufferevent *bev, void *arg)
 {
-    conn_read_more(arg);
     conn_process(arg);
 }
 
@@ -1510,6 +1487,7 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
         if (!reading)
             bufferevent_disable(bev, EV_READ); /* no socket: no call */
         bufferevent_setfd(bev, fd);
+        (void)evio_own_reads(bev); /* setfd put libevent's reader back */
         if (reading)
             bufferevent_enable(bev, EV_READ);
         return c;
@@ -1534,6 +1512,8 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
     evbuffer_add_cb(bufferevent_get_input(c->bev), on_in_bytes, c);
     evbuffer_add_cb(bufferevent_get_output(c->bev), on_out_bytes, c);
     c->tls = tls != NULL;
+    if (!c->tls)
+        (void)evio_own_reads(c->bev); /* else libevent's reader stays */
     /* TLS output goes through the bufferevent; plain output through the
      * flush queue (on_flush). */
     c->direct = !c->tls && flush_ev != NULL;
@@ -1593,24 +1573,14 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 
 /*
  * Read what the socket holds now and handle it, without waiting for the
- * bufferevent's next turn: one recv (evbuffer_read would first ask the
- * kernel how much is there, FIONREAD: a system call per request).  More
- * than CONN_WAKE_READ is read on by the bufferevent.
+ * bufferevent's next turn: one recv (evio_read).  More than
+ * CONN_WAKE_READ is read on by the bufferevent.
  */
 static void conn_read_now(struct conn *c)
 {
-    static char buf[CONN_WAKE_READ]; /* the worker's: copied out at once */
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+    ssize_t n = evio_read(bufferevent_get_input(c->bev), c->fd,
+                          CONN_WAKE_READ);
 
-    /* Copied into a buffer sized to what came: a request of a few
-     * hundred bytes takes a small allocation, not a 16 KB one. */
-    if (n > 0) {
-        evbuffer_unfreeze(in, 0); /* the bufferevent's own reads do so */
-        if (evbuffer_add(in, buf, (size_t)n) < 0)
-            n = -1, errno = ENOMEM;
-        evbuffer_freeze(in, 0);
-    }
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                    errno != EINTR))
         conn_free(c); /* the client closed, or the socket failed */

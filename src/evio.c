@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -48,6 +49,89 @@ ssize_t evio_recv(struct evbuffer *in, evutil_socket_t fd, size_t want,
     }
     evbuffer_freeze(in, 0);
     return n;
+}
+
+ssize_t evio_read(struct evbuffer *in, evutil_socket_t fd, size_t want)
+{
+    static char buf[EVIO_READ_SMALL]; /* the process's: copied out at once */
+    size_t room;
+    ssize_t n = recv(fd, buf, want < sizeof(buf) ? want : sizeof(buf), 0);
+    ssize_t more;
+
+    if (n <= 0)
+        return n;
+    evbuffer_unfreeze(in, 0);
+    if (evbuffer_add(in, buf, (size_t)n) < 0)
+        n = -1, errno = ENOMEM;
+    evbuffer_freeze(in, 0);
+    if (n != (ssize_t)sizeof(buf) || want <= sizeof(buf))
+        return n;
+    want -= sizeof(buf);
+    more = evio_recv(in, fd, want < EVIO_READ_BULK ? want : EVIO_READ_BULK,
+                     &room);
+    return more > 0 ? n + more : n;
+}
+
+/* The bufferevent's read event: what libevent 2.1's reader does, with
+ * evio_read for its read. */
+static void on_own_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct bufferevent *bev = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    bufferevent_data_cb readcb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    size_t low = 0, high = 0, have = evbuffer_get_length(in);
+    size_t want = EVIO_READ_SMALL + EVIO_READ_BULK;
+    short err = BEV_EVENT_READING;
+    ssize_t n;
+
+    bufferevent_getcb(bev, &readcb, NULL, &eventcb, &cbarg);
+    if (what == EV_TIMEOUT) {
+        err |= BEV_EVENT_TIMEOUT;
+        goto fail;
+    }
+    bufferevent_getwatermark(bev, EV_READ, &low, &high);
+    if (high) {
+        if (have >= high) {
+            /* the mark was lowered under what is held: setting it again
+             * suspends reading, as libevent's reader does */
+            bufferevent_setwatermark(bev, EV_READ, low, high);
+            return;
+        }
+        if (want > high - have)
+            want = high - have;
+    }
+    n = evio_read(in, fd, want);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        err |= n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
+        goto fail;
+    }
+    /* last: the callback may free bev */
+    if (readcb && evbuffer_get_length(in) >= low)
+        readcb(bev, cbarg);
+    return;
+fail:
+    bufferevent_disable(bev, EV_READ);
+    if (eventcb)
+        eventcb(bev, err, cbarg);
+}
+
+int evio_own_reads(struct bufferevent *bev)
+{
+    int on = (bufferevent_get_enabled(bev) & EV_READ) != 0;
+    int rc;
+
+    if (on)
+        bufferevent_disable(bev, EV_READ);
+    rc = event_assign(&bev->ev_read, bufferevent_get_base(bev),
+                      bufferevent_getfd(bev),
+                      EV_READ | EV_PERSIST | EV_FINALIZE, on_own_read, bev);
+    if (on)
+        bufferevent_enable(bev, EV_READ);
+    return rc < 0 ? -1 : 0;
 }
 
 size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd)

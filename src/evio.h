@@ -3,7 +3,8 @@
  * buffers without the bufferevent's own I/O: libevent 2.1 asks the
  * kernel how much is there (ioctl FIONREAD) before every read and reads
  * at most 4 KB, and writes with writev, which passes through the
- * file-system layer.  And libevent's memory, from a cache of freed
+ * file-system layer.  evio_own_reads takes a plain bufferevent's reads
+ * over for good.  And libevent's memory, from a cache of freed
  * buffer blocks (evio_mem_init).  Layer 1.  Calls: libevent's evbuffer,
  * libc.
  */
@@ -14,6 +15,7 @@
 #include <sys/types.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/util.h>
 
 /*
@@ -25,6 +27,36 @@
  */
 ssize_t evio_recv(struct evbuffer *in, evutil_socket_t fd, size_t want,
                   size_t *room);
+
+/* evio_read's first recv: into a process buffer of this size, copied
+ * into a chain sized to what came. */
+#define EVIO_READ_SMALL (16 * 1024)
+/* Its second, only when the first filled that buffer: straight into the
+ * input's room, a chain that fits a 64 KB block with its header. */
+#define EVIO_READ_BULK (64 * 1024 - 128)
+
+/*
+ * Up to `want` bytes onto the end of a bufferevent's input, `in`: one
+ * recv(2) of up to EVIO_READ_SMALL, copied, so that a request or message
+ * of a few hundred bytes takes a small chain, not a 16 KB one; when it
+ * filled that, a second recv of up to EVIO_READ_BULK for a stream.
+ * Returns the first recv's result: bytes (of both), 0 at EOF, -1 with
+ * errno.  The second's EOF or error is left for the next read to meet.
+ */
+ssize_t evio_read(struct evbuffer *in, evutil_socket_t fd, size_t want);
+
+/*
+ * From now on bev's socket is read with evio_read, not by libevent (an
+ * ioctl(FIONREAD) and a readv of at most 4 KB per turn).  Only the
+ * callback of the bufferevent's read event changes: bufferevent_enable
+ * and _disable, the read timeout and the read watermarks work on it as
+ * before, and the read, event and watermark callbacks are called as
+ * libevent calls them.  For a plain socket bufferevent (libevent 2.1's
+ * struct bufferevent, bufferevent_struct.h); again after each
+ * bufferevent_setfd, which puts libevent's reader back.  Returns -1,
+ * leaving libevent's reader, if the event cannot be set.
+ */
+int evio_own_reads(struct bufferevent *bev);
 
 /*
  * Write what a bufferevent's output, `out`, holds, now, with one send(2)

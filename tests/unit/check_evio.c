@@ -10,8 +10,11 @@
  * listener_open has TCP_NODELAY without setting it itself, and
  * listener_wake_one makes a loop's registration exclusive, or says what
  * it left when the kernel refuses (epoll_ctl below fails on demand).
+ * And evio_own_reads: a bufferevent read by evio_read, with libevent's
+ * callbacks, watermarks and timeout, and no ioctl (counted below).
  */
 #include <check.h>
+#include <stdarg.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,11 +25,13 @@
 #include <string.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -49,6 +54,22 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
         return -1;
     }
     return (int)syscall(SYS_epoll_ctl, epfd, op, fd, ev);
+}
+
+/* ioctl, counting FIONREAD: libevent's reader asks it before each read. */
+static int fionread_calls;
+
+int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    void *arg;
+
+    va_start(ap, req);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    if (req == FIONREAD)
+        fionread_calls++;
+    return (int)syscall(SYS_ioctl, fd, req, arg);
 }
 
 static void pair_open(void)
@@ -342,6 +363,155 @@ START_TEST(test_listener_wake_refused)
 }
 END_TEST
 
+/* What a bufferevent's callbacks saw. */
+struct seen {
+    int reads;       /* read callbacks */
+    size_t first;    /* bytes held at the first */
+    size_t taken;    /* bytes the read callback drained, in all */
+    short events;    /* the event callback's flags, or 0 */
+    int drain;       /* the read callback drains the input */
+    unsigned char next; /* the byte expected next */
+    int in_order;
+};
+
+static void on_seen_read(struct bufferevent *bev, void *arg)
+{
+    struct seen *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n = evbuffer_get_length(in);
+    unsigned char b[4096];
+
+    if (s->reads++ == 0)
+        s->first = n;
+    while (s->drain && n > 0) {
+        size_t k = n < sizeof(b) ? n : sizeof(b);
+        ck_assert_int_eq(evbuffer_remove(in, b, k), (int)k);
+        for (size_t i = 0; i < k; i++)
+            s->in_order &= b[i] == s->next++;
+        s->taken += k;
+        n -= k;
+    }
+}
+
+static void on_seen_event(struct bufferevent *bev, short what, void *arg)
+{
+    ((struct seen *)arg)->events = what;
+}
+
+static struct bufferevent *own_reader(struct event_base *base,
+                                      struct seen *s)
+{
+    struct bufferevent *bev = bufferevent_socket_new(base, sv[0], 0);
+
+    ck_assert_ptr_nonnull(bev);
+    memset(s, 0, sizeof(*s));
+    s->in_order = 1;
+    bufferevent_setcb(bev, on_seen_read, NULL, on_seen_event, s);
+    bufferevent_enable(bev, EV_READ);
+    ck_assert_int_eq(evio_own_reads(bev), 0);
+    ck_assert_int_ne(bufferevent_get_enabled(bev) & EV_READ, 0);
+    return bev;
+}
+
+static void turns(struct event_base *base, int n)
+{
+    for (int i = 0; i < n; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(2000);
+    }
+}
+
+/* Bytes arrive whole and in order, more than libevent's 4 KB a turn,
+ * without FIONREAD; EOF reaches the event callback and stops reading. */
+START_TEST(test_own_reads)
+{
+    struct event_base *base = event_base_new();
+    static unsigned char big[200 * 1024];
+    struct bufferevent *bev;
+    struct seen s;
+    size_t sent = 0;
+
+    pair_open();
+    ck_assert_int_eq(fcntl(sv[1], F_SETFL, 0), 0); /* the writer blocks */
+    bev = own_reader(base, &s);
+    s.drain = 1;
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (unsigned char)i;
+    fionread_calls = 0;
+    ck_assert_int_eq(write(sv[1], big, 100), 100);
+    turns(base, 3);
+    ck_assert_int_eq(s.reads, 1);
+    ck_assert_uint_eq(s.first, 100);
+
+    /* a stream: the writer fills the socket while the loop reads */
+    s.reads = 0;
+    s.next = 0;
+    while (sent < sizeof(big)) {
+        ssize_t n = send(sv[1], big + sent,
+                         sizeof(big) - sent, MSG_DONTWAIT);
+        if (n > 0)
+            sent += (size_t)n;
+        turns(base, 1);
+    }
+    turns(base, 5);
+    ck_assert_uint_eq(s.taken, 100 + sizeof(big));
+    ck_assert(s.in_order);
+    ck_assert_uint_gt(s.first, 4096); /* libevent reads 4 KB a turn */
+    ck_assert_int_eq(fionread_calls, 0);
+
+    close(sv[1]);
+    turns(base, 3);
+    ck_assert_int_eq(s.events, BEV_EVENT_READING | BEV_EVENT_EOF);
+    ck_assert_int_eq(bufferevent_get_enabled(bev) & EV_READ, 0);
+
+    bufferevent_free(bev);
+    close(sv[0]);
+    event_base_free(base);
+}
+END_TEST
+
+/* The read high watermark bounds what is held; reading resumes once
+ * the callback's owner drains it.  The read timeout reaches the event
+ * callback and stops reading. */
+START_TEST(test_own_reads_marks)
+{
+    struct event_base *base = event_base_new();
+    struct timeval tv = {0, 30 * 1000};
+    char b[5000];
+    struct bufferevent *bev;
+    struct seen s;
+
+    pair_open();
+    bev = own_reader(base, &s);
+    bufferevent_setwatermark(bev, EV_READ, 0, 1000);
+    memset(b, 'x', sizeof(b));
+    ck_assert_int_eq(write(sv[1], b, sizeof(b)), (int)sizeof(b));
+    turns(base, 5);
+    ck_assert_uint_eq(evbuffer_get_length(bufferevent_get_input(bev)), 1000);
+    ck_assert_int_eq(s.reads, 1);
+    evbuffer_drain(bufferevent_get_input(bev), 1000); /* resumes */
+    turns(base, 5);
+    ck_assert_uint_eq(evbuffer_get_length(bufferevent_get_input(bev)), 1000);
+    ck_assert_int_eq(s.reads, 2);
+    ck_assert_int_eq(s.events, 0);
+
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    evbuffer_drain(bufferevent_get_input(bev), 1000);
+    s.drain = 1;
+    turns(base, 5); /* the other 3000 */
+    ck_assert_uint_eq(s.taken, 3000);
+    bufferevent_set_timeouts(bev, &tv, NULL);
+    for (int i = 0; i < 100 && s.events == 0; i++)
+        turns(base, 1);
+    ck_assert_int_eq(s.events, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+    ck_assert_int_eq(bufferevent_get_enabled(bev) & EV_READ, 0);
+
+    bufferevent_free(bev);
+    pair_close();
+    event_base_free(base);
+}
+END_TEST
+
 START_TEST(test_mem_sizes)
 {
     static const size_t sizes[] = {0,    1,     511,   512,   513,     1024,
@@ -441,6 +611,8 @@ int main(void)
     tcase_add_test(tc, test_listener_nodelay);
     tcase_add_test(tc, test_listener_wake_one);
     tcase_add_test(tc, test_listener_wake_refused);
+    tcase_add_test(tc, test_own_reads);
+    tcase_add_test(tc, test_own_reads_marks);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
