@@ -54,7 +54,6 @@
 #define CONN_OUTPUT_HIGH (64 * 1024)
 #define CONN_MAX_SINGLE_WRITE (1024 * 1024) /* bytes per write turn */
 #define CONN_MAX_SINGLE_READ (256 * 1024)   /* bytes per read turn */
-#define CONN_WAKE_READ (16 * 1024) /* conn_read_now's most per recv */
 /* How long a closing connection keeps reading so the client gets our
  * last response instead of a reset. */
 #define CONN_LINGER_MS 2000
@@ -1574,12 +1573,12 @@ int conn_new(struct worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 /*
  * Read what the socket holds now and handle it, without waiting for the
  * bufferevent's next turn: one recv (evio_read).  More than
- * CONN_WAKE_READ is read on by the bufferevent.
+ * EVIO_READ_SMALL is read on by the bufferevent.
  */
 static void conn_read_now(struct conn *c)
 {
     ssize_t n = evio_read(bufferevent_get_input(c->bev), c->fd,
-                          CONN_WAKE_READ);
+                          EVIO_READ_SMALL);
 
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
                    errno != EINTR))

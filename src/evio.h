@@ -40,8 +40,8 @@ ssize_t evio_recv(struct evbuffer *in, evutil_socket_t fd, size_t want,
  * recv(2) of up to EVIO_READ_SMALL, copied, so that a request or message
  * of a few hundred bytes takes a small chain, not a 16 KB one; when it
  * filled that, a second recv of up to EVIO_READ_BULK for a stream.
- * Returns the first recv's result: bytes (of both), 0 at EOF, -1 with
- * errno.  The second's EOF or error is left for the next read to meet.
+ * Returns the bytes added by both, or the first recv's 0 at EOF or -1
+ * with errno.  The second's EOF or error is left for the next read.
  */
 ssize_t evio_read(struct evbuffer *in, evutil_socket_t fd, size_t want);
 

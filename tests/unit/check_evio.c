@@ -264,6 +264,24 @@ static void on_conn_count(struct evconnlistener *l, evutil_socket_t fd,
     close(fd);
 }
 
+/* Connect to a listener on base, and run base until it accepted:
+ * *accepted is on_conn_count's count.  Returns the client's socket. */
+static int connect_accepted(struct event_base *base,
+                            const struct sockaddr_storage *bound,
+                            socklen_t bl, const int *accepted)
+{
+    int cfd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(cfd, 0);
+    ck_assert_int_eq(connect(cfd, (const struct sockaddr *)bound, bl), 0);
+    for (int i = 0; *accepted == 0 && i < 100; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(10000);
+    }
+    ck_assert_int_eq(*accepted, 1);
+    return cfd;
+}
+
 /* The listener's registration in the loop's epoll set becomes exclusive,
  * survives libevent taking it out and putting it back, and still
  * dispatches; a socket no loop holds is left alone. */
@@ -297,14 +315,7 @@ START_TEST(test_listener_wake_one)
     ck_assert_int_eq(listener_wake_one(other), -1);
     ck_assert_int_eq(epoll_events_of(other), -1);
 
-    cfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(cfd, 0);
-    ck_assert_int_eq(connect(cfd, (struct sockaddr *)&bound, bl), 0);
-    for (int i = 0; accepted == 0 && i < 100; i++) {
-        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-        usleep(10000);
-    }
-    ck_assert_int_eq(accepted, 1);
+    cfd = connect_accepted(base, &bound, bl, &accepted);
 
     close(cfd);
     evconnlistener_free(l);
@@ -347,14 +358,7 @@ START_TEST(test_listener_wake_refused)
     ck_assert_int_eq(listener_wake_one(lfd), 0); /* and now it may */
     ck_assert_int_ne(epoll_events_of(lfd) & EPOLLEXCLUSIVE, 0);
 
-    cfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(cfd, 0);
-    ck_assert_int_eq(connect(cfd, (struct sockaddr *)&bound, bl), 0);
-    for (int i = 0; accepted == 0 && i < 100; i++) {
-        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-        usleep(10000);
-    }
-    ck_assert_int_eq(accepted, 1);
+    cfd = connect_accepted(base, &bound, bl, &accepted);
 
     close(cfd);
     evconnlistener_free(l);
