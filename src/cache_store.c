@@ -38,6 +38,7 @@
 #include "cache_store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -49,7 +50,10 @@
 #define NIL 0xffffffffu
 #define STORE_MAGIC 0x70746373u /* "ptcs" */
 
-enum entry_state { E_FREE, E_FILLING, E_READY, E_DEAD };
+/* E_PUNCH: unlinked and unpinned, its blocks being punched out of the
+ * zone's file by `filler` without the lock, which frees it next
+ * (entry_free, store_unlock). */
+enum entry_state { E_FREE, E_FILLING, E_READY, E_DEAD, E_PUNCH };
 
 struct entry {
     uint64_t hash;
@@ -96,6 +100,8 @@ struct cache_store {
     uint64_t pins_untracked;     /* pins taken while the ledger was full */
     uint64_t pins_returned;      /* given back by cache_store_forget */
     uint64_t off_buckets, off_entries, off_pins, off_next, off_blocks;
+    int fd;                      /* the zone's memfd, or -1 */
+    _Atomic unsigned splice_off; /* a punch failed: stop sendfile */
 };
 
 /* ---- layout ---- */
@@ -164,7 +170,9 @@ static void store_layout(struct cache_store *s, uint64_t size)
         s->off_entries = align64(s->off_buckets + (uint64_t)nb * 4);
         s->off_pins = align64(s->off_entries + (uint64_t)ne * sizeof(struct entry));
         s->off_next = align64(s->off_pins + (uint64_t)np * sizeof(struct pin));
-        s->off_blocks = align64(s->off_next + n * 4);
+        /* blocks are whole pages of the zone's file (entry_punch) */
+        s->off_blocks = (s->off_next + n * 4 + CACHE_BLOCK - 1) &
+                        ~(uint64_t)(CACHE_BLOCK - 1);
         if (s->off_blocks + n * CACHE_BLOCK <= size)
             return;
     }
@@ -191,22 +199,61 @@ static void store_reset_lists(struct cache_store *s)
     s->used_pins = 0;
 }
 
+/* Blocks [b, b + n) out of the zone's file: their pages go (to be freed
+ * once nothing else holds them) and the next write there faults in a
+ * fresh one.  0 or -1 with errno. */
+static int blocks_punch(struct cache_store *s, uint32_t b, uint32_t n)
+{
+    return fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                     (off_t)(s->off_blocks + (uint64_t)b * CACHE_BLOCK),
+                     (off_t)n * CACHE_BLOCK);
+}
+
+/* A memfd of size bytes to map the zone from, or -1 for an anonymous
+ * mapping (cache_store_file). */
+static int store_memfd(uint64_t size)
+{
+    int fd;
+
+    if (sysconf(_SC_PAGESIZE) != CACHE_BLOCK)
+        return -1;
+    fd = memfd_create("porticod-cache", MFD_CLOEXEC);
+    if (fd >= 0 && ftruncate(fd, (off_t)size) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 struct cache_store *cache_store_new(uint64_t size)
 {
     pthread_mutexattr_t a;
     struct cache_store *s;
+    int fd;
 
     if (size < 1024 * 1024) {
         errno = EINVAL;
         return NULL;
     }
-    s = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-             -1, 0);
-    if (s == MAP_FAILED)
+    fd = store_memfd(size);
+    s = mmap(NULL, size, PROT_READ | PROT_WRITE,
+             fd >= 0 ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS, fd, 0);
+    if (s == MAP_FAILED) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = e;
         return NULL;
+    }
     s->magic = STORE_MAGIC;
     s->size = size;
     store_layout(s, size);
+    s->fd = fd;
+    atomic_init(&s->splice_off, 0);
+    if (fd >= 0 && s->nblocks > 0 && blocks_punch(s, 0, 1) < 0) {
+        close(fd); /* the mapping stays */
+        s->fd = -1;
+    }
     pthread_mutexattr_init(&a);
     pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
@@ -218,14 +265,24 @@ struct cache_store *cache_store_new(uint64_t size)
 
 void cache_store_free(struct cache_store **sp)
 {
-    if (*sp)
+    if (*sp) {
+        if ((*sp)->fd >= 0)
+            close((*sp)->fd);
         munmap(*sp, (*sp)->size);
+    }
     *sp = NULL;
 }
 
 uint64_t cache_store_size(const struct cache_store *s)
 {
     return s->size;
+}
+
+int cache_store_file(const struct cache_store *s,
+                     const _Atomic unsigned **off)
+{
+    *off = &s->splice_off;
+    return s->fd;
 }
 
 /* ---- lists (lock held) ---- */
@@ -407,12 +464,55 @@ static void pin_drop(struct cache_store *s, int32_t pid, uint32_t i,
     zone_order();
 }
 
-/* Give back an entry nobody pins and nobody can find any more. */
-static void entry_free(struct cache_store *s, uint32_t i)
+/* Entry i's blocks out of the zone's file, if it is big enough to have
+ * gone to a socket from there (cache_store_file): runs of blocks that lie
+ * end to end, one punch each. */
+static void entry_punch(struct cache_store *s, uint32_t i)
+{
+    struct entry *e = &entries(s)[i];
+    uint32_t *nx = next_of(s), b = e->first, n = e->nblocks;
+
+    if (s->fd < 0 || (uint64_t)n * CACHE_BLOCK < CACHE_SPLICE_MIN)
+        return;
+    while (n > 0 && b != NIL) {
+        uint32_t run = b, len = 0;
+        do {
+            b = nx[b];
+            len++;
+            n--;
+        } while (n > 0 && b == run + len);
+        if (blocks_punch(s, run, len) < 0)
+            atomic_store(&s->splice_off, 1);
+    }
+}
+
+/* Entries this process made E_PUNCH while it held the lock, to punch
+ * once it lets go (store_unlock).  More in one hold are punched at once. */
+#define PUNCH_LATER 64
+static uint32_t punch_later[PUNCH_LATER];
+static unsigned punch_later_n;
+
+/* Give back an entry nobody pins and nobody can find any more.  One that
+ * may have gone to a socket from the zone's file is punched first; unless
+ * its blocks are wanted `now` (eviction), it is only marked, and punched
+ * and freed once the lock is let go (store_unlock): a punch takes tens of
+ * microseconds, long to hold every worker's lookups. */
+static void entry_free(struct cache_store *s, uint32_t i, int now)
 {
     struct entry *e = &entries(s)[i];
     uint32_t *nx = next_of(s), b = e->first;
 
+    if (s->fd >= 0 &&
+        (uint64_t)e->nblocks * CACHE_BLOCK >= CACHE_SPLICE_MIN &&
+        atomic_load(&e->state) != E_PUNCH) {
+        if (!now && punch_later_n < PUNCH_LATER) {
+            atomic_store(&e->state, E_PUNCH);
+            e->filler = self();
+            punch_later[punch_later_n++] = i;
+            return;
+        }
+        entry_punch(s, i);
+    }
     for (uint32_t k = 0; k < e->nblocks && b != NIL; k++) {
         uint32_t n = nx[b];
         nx[b] = s->free_block;
@@ -429,8 +529,9 @@ static void entry_free(struct cache_store *s, uint32_t i)
     s->used_entries--;
 }
 
-/* Findable no more; freed now or by the last reader's release. */
-static void entry_kill(struct cache_store *s, uint32_t i)
+/* Findable no more; freed now or by the last reader's release (now:
+ * entry_free). */
+static void entry_kill(struct cache_store *s, uint32_t i, int now)
 {
     struct entry *e = &entries(s)[i];
     uint32_t st = atomic_load(&e->state);
@@ -441,7 +542,7 @@ static void entry_kill(struct cache_store *s, uint32_t i)
     lru_unlink(s, i);
     atomic_store(&e->state, E_DEAD);
     if (e->refs == 0)
-        entry_free(s, i);
+        entry_free(s, i, now);
 }
 
 /* Entry i's filler died mid-fill: nobody will finish it, and the pin the
@@ -455,7 +556,7 @@ static void drop_filler(struct cache_store *s, uint32_t i)
         pin_drop(s, e->filler, i, 1);
         e->refs--;
     }
-    entry_kill(s, i);
+    entry_kill(s, i, 0);
 }
 
 /* The least recently used entry that is complete and unpinned goes. */
@@ -465,7 +566,7 @@ static int store_evict(struct cache_store *s)
 
     for (uint32_t i = s->lru_tail; i != NIL; i = e[i].lru_prev) {
         if (e[i].refs == 0 && atomic_load(&e[i].state) == E_READY) {
-            entry_kill(s, i);
+            entry_kill(s, i, 1); /* its blocks are wanted now */
             s->evictions++;
             return 1;
         }
@@ -628,6 +729,8 @@ static void store_repair(struct cache_store *s)
         }
         if (st == E_DEAD && e[i].refs == 0)
             st = E_FREE;
+        if (st == E_PUNCH && !pid_alive(e[i].filler))
+            st = E_FREE; /* punched below with the other free blocks */
         atomic_store(&e[i].state, st);
         if (st == E_FREE) {
             e[i].first = NIL;
@@ -641,7 +744,7 @@ static void store_repair(struct cache_store *s)
         s->used_blocks += e[i].nblocks;
         e[i].hnext = NIL;
         e[i].lru_prev = e[i].lru_next = NIL;
-        if (st == E_DEAD)
+        if (st == E_DEAD || st == E_PUNCH)
             continue;
         uint32_t *b = &bk[e[i].hash & (s->nbuckets - 1)];
         e[i].hnext = *b;
@@ -654,6 +757,15 @@ static void store_repair(struct cache_store *s)
             continue;
         nx[b] = s->free_block;
         s->free_block = b;
+    }
+    /* a dropped entry's pages may be in a dead worker's sends */
+    for (uint32_t b = 0; s->fd >= 0 && b < s->nblocks;) {
+        uint32_t run = b;
+        while (b < s->nblocks && !owned[b])
+            b++;
+        if (b > run && blocks_punch(s, run, b - run) < 0)
+            atomic_store(&s->splice_off, 1);
+        b += b < s->nblocks;
     }
     qsort_r(live, nlive, sizeof(*live), tick_cmp, e);
     s->lru_head = s->lru_tail = NIL;
@@ -672,8 +784,30 @@ static void store_lock(struct cache_store *s)
     }
 }
 
+/* Let go of the lock; then punch the entries entry_free left marked, and
+ * take the lock again to free them.  Nobody else touches an E_PUNCH
+ * entry's blocks meanwhile: it is in no bucket, list or free list, and
+ * it is this process's (filler) until then (store_repair and
+ * cache_store_forget free it only once this process is gone). */
 static void store_unlock(struct cache_store *s)
 {
+    uint32_t q[PUNCH_LATER];
+    unsigned n = punch_later_n;
+
+    if (n == 0) {
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    memcpy(q, punch_later, n * sizeof(*q));
+    punch_later_n = 0;
+    pthread_mutex_unlock(&s->lock);
+    for (unsigned k = 0; k < n; k++)
+        entry_punch(s, q[k]);
+    store_lock(s);
+    for (unsigned k = 0; k < n; k++)
+        if (atomic_load(&entries(s)[q[k]].state) == E_PUNCH &&
+            entries(s)[q[k]].filler == self())
+            entry_free(s, q[k], 0); /* punched: freed now */
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -727,7 +861,7 @@ static uint32_t store_claim(struct cache_store *s, struct pt_str key,
         e->first = NIL;
         e->nblocks = 0;
         atomic_store(&e->state, E_DEAD);
-        entry_free(s, i);
+        entry_free(s, i, 0);
         return NIL;
     }
     memcpy(block(s, b), key.p, key.len);
@@ -861,7 +995,7 @@ void cache_fill_abort(struct cache_store *s, const struct cache_ref *ref)
 
     store_lock(s);
     if (e && atomic_load(&e->state) == E_FILLING)
-        entry_kill(s, ref->entry);
+        entry_kill(s, ref->entry, 0);
     store_unlock(s);
 }
 
@@ -918,7 +1052,7 @@ void cache_release(struct cache_store *s, struct cache_ref *ref)
     if (e && e->refs > 0) {
         pin_drop(s, self(), ref->entry, 1);
         if (--e->refs == 0 && atomic_load(&e->state) == E_DEAD)
-            entry_free(s, ref->entry);
+            entry_free(s, ref->entry, 0);
     }
     store_unlock(s);
     ref->entry = NIL;
@@ -931,7 +1065,7 @@ int cache_purge(struct cache_store *s, struct pt_str key)
     store_lock(s);
     i = store_find(s, key, key_hash(key));
     if (i != NIL)
-        entry_kill(s, i);
+        entry_kill(s, i, 0);
     store_unlock(s);
     return i != NIL;
 }
@@ -997,7 +1131,7 @@ size_t cache_purge_if(struct cache_store *s,
             e[i].meta.lifetime = 0;
             e[i].meta.stored_at = 0;
         } else {
-            entry_kill(s, i);
+            entry_kill(s, i, 0);
         }
         n++;
     }
@@ -1017,7 +1151,7 @@ size_t cache_purge_prefix(struct cache_store *s, struct pt_str prefix)
         if ((st == E_READY || st == E_FILLING) &&
             e[i].key_len >= prefix.len &&
             memcmp(block(s, e[i].first), prefix.p, prefix.len) == 0) {
-            entry_kill(s, i);
+            entry_kill(s, i, 0);
             n++;
         }
     }
@@ -1055,6 +1189,10 @@ size_t cache_store_forget(struct cache_store *s, pid_t pid)
         if (atomic_load(&e[i].state) == E_FILLING && e[i].filler == pid) {
             n += e[i].refs > 0;
             drop_filler(s, i);
+        } else if (atomic_load(&e[i].state) == E_PUNCH &&
+                   e[i].filler == pid) {
+            entry_punch(s, i); /* it died before it was done */
+            entry_free(s, i, 0);
         }
     }
     /* pin_remove moves later records back into slot k: look at k again. */
@@ -1073,7 +1211,7 @@ size_t cache_store_forget(struct cache_store *s, pid_t pid)
         e[i].refs -= give;
         n += give;
         if (e[i].refs == 0 && atomic_load(&e[i].state) == E_DEAD)
-            entry_free(s, i);
+            entry_free(s, i, 0);
     }
     s->pins_returned += n;
     store_unlock(s);
@@ -1141,7 +1279,7 @@ void cache_kill(struct cache_store *s, const struct cache_ref *ref)
 
     store_lock(s);
     if (e)
-        entry_kill(s, ref->entry);
+        entry_kill(s, ref->entry, 0);
     store_unlock(s);
 }
 

@@ -28,6 +28,10 @@
 
 #define CACHE_BLOCK 4096      /* bytes of data per block */
 #define CACHE_KEY_MAX 2048    /* longer keys are not cached */
+/* Stored bytes go to a socket with sendfile(2) from the zone's file in
+ * runs of at least this many (cache_store_file); shorter runs are
+ * cheaper to copy (bench/NOTES.md, entry 27). */
+#define CACHE_SPLICE_MIN (64 * 1024)
 
 struct cache_store;
 
@@ -73,6 +77,25 @@ struct cache_store *cache_store_new(uint64_t size);
 /* Unmap (tests). */
 void cache_store_free(struct cache_store **s);
 uint64_t cache_store_size(const struct cache_store *s);
+
+/*
+ * The zone's file: a memfd mapped whole from the zone's start, so that a
+ * run of stored bytes at p can go to a socket with sendfile(2) from
+ * offset p - (char *)s, the socket's buffers taking the pages themselves
+ * instead of a copy.  Returns the descriptor (inherited by fork, like the
+ * mapping), or -1 when the zone has none (memfd_create refused, pages
+ * are not CACHE_BLOCK bytes, or holes cannot be punched); *off is set to
+ * a flag that turns non-zero if sending from the file must stop.
+ *
+ * The kernel holds such a page until the receiver has read it and says
+ * nothing when.  So an entry of CACHE_SPLICE_MIN bytes or more has its
+ * blocks punched out of the file when it is freed: a block used again
+ * is a fresh page, and bytes in flight never change.  If a punch fails,
+ * *off is raised and the blocks are freed anyway (it cannot fail on a
+ * memfd, which is checked once when the zone is made).
+ */
+int cache_store_file(const struct cache_store *s,
+                     const _Atomic unsigned **off);
 
 /*
  * Look key up.  On HIT or FILLING the entry is pinned in *ref (release it

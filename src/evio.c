@@ -23,6 +23,8 @@
 #define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #endif
+#include <stdatomic.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -134,31 +136,99 @@ int evio_own_reads(struct bufferevent *bev)
     return rc < 0 ? -1 : 0;
 }
 
+/* The file evio_send_file registered; none while fd is -1. */
+static struct {
+    const char *base;
+    size_t len, min;
+    int fd;
+    const _Atomic unsigned *off;
+} send_file = {.fd = -1};
+
+void evio_send_file(const void *base, size_t len, int fd, size_t min,
+                    const _Atomic unsigned *off)
+{
+    send_file.base = base;
+    send_file.len = len;
+    send_file.fd = base && off ? fd : -1;
+    send_file.min = min;
+    send_file.off = off;
+}
+
+/* Does piece v go with sendfile? */
+static int evio_from_file(const struct evbuffer_iovec *v)
+{
+    const char *p = v->iov_base;
+
+    return send_file.fd >= 0 && v->iov_len >= send_file.min &&
+           p >= send_file.base && p < send_file.base + send_file.len &&
+           v->iov_len <= (size_t)(send_file.base + send_file.len - p) &&
+           !atomic_load_explicit(send_file.off, memory_order_relaxed);
+}
+
+/* Piece v with sendfile.  Where the kernel refuses it for this file
+ * (not for the socket's sake, as send then shows), it is sent by copy
+ * and sendfile is used no more. */
+static ssize_t evio_sendfile(evutil_socket_t fd,
+                             const struct evbuffer_iovec *v)
+{
+    off_t at = (const char *)v->iov_base - send_file.base;
+    ssize_t n = sendfile(fd, send_file.fd, &at, v->iov_len);
+
+    if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return n;
+    n = send(fd, v->iov_base, v->iov_len, MSG_NOSIGNAL);
+    if (n >= 0)
+        send_file.fd = -1;
+    return n;
+}
+
+/* Pieces v[0..nv) by copy; more says a piece follows at once (sendfile's,
+ * so that the head before it waits to share its packets). */
+static ssize_t evio_sendv(evutil_socket_t fd, const struct evbuffer_iovec *v,
+                          int nv, int more)
+{
+    struct iovec iov[EVIO_SEND_IOV];
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)nv};
+    int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
+
+    if (nv == 1)
+        return send(fd, v[0].iov_base, v[0].iov_len, flags);
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    return sendmsg(fd, &m, flags);
+}
+
 size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd)
 {
-    struct evbuffer_iovec v[EVIO_SEND_IOV];
-    struct iovec iov[EVIO_SEND_IOV];
-    int nv = evbuffer_peek(out, -1, NULL, v, EVIO_SEND_IOV);
-    ssize_t n;
+    for (;;) {
+        struct evbuffer_iovec v[EVIO_SEND_IOV];
+        int nv = evbuffer_peek(out, -1, NULL, v, EVIO_SEND_IOV), k = 0;
+        size_t offered = 0;
+        ssize_t n;
 
-    if (nv <= 0)
-        return evbuffer_get_length(out);
-    if (nv > EVIO_SEND_IOV)
-        nv = EVIO_SEND_IOV;
-    if (nv == 1) {
-        n = send(fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
-    } else {
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)nv};
-        for (int i = 0; i < nv; i++) {
-            iov[i].iov_base = v[i].iov_base;
-            iov[i].iov_len = v[i].iov_len;
+        if (nv <= 0)
+            break;
+        if (nv > EVIO_SEND_IOV)
+            nv = EVIO_SEND_IOV;
+        while (k < nv && !evio_from_file(&v[k]))
+            offered += v[k++].iov_len;
+        if (k == 0) {
+            offered = v[0].iov_len;
+            n = evio_sendfile(fd, &v[0]);
+        } else {
+            n = evio_sendv(fd, v, k, k < nv);
         }
-        n = sendmsg(fd, &m, MSG_NOSIGNAL);
-    }
-    if (n > 0) {
+        if (n <= 0)
+            break;
+        /* a piece's last bytes drained may let its owner reuse them:
+         * sendfile's pages are the owner's to keep (evio_send_file) */
         evbuffer_unfreeze(out, 1);
         evbuffer_drain(out, (size_t)n);
         evbuffer_freeze(out, 1);
+        if ((size_t)n < offered)
+            break;
     }
     return evbuffer_get_length(out);
 }

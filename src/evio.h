@@ -59,12 +59,28 @@ ssize_t evio_read(struct evbuffer *in, evutil_socket_t fd, size_t want);
 int evio_own_reads(struct bufferevent *bev);
 
 /*
- * Write what a bufferevent's output, `out`, holds, now, with one send(2)
- * or sendmsg(2), instead of on the bufferevent's next EV_WRITE turn.
- * Returns the bytes left: the socket was full, or failed, and EV_WRITE
- * finishes the write or meets the error again and reports it.
+ * Write what a bufferevent's output, `out`, holds, now, instead of on
+ * the bufferevent's next EV_WRITE turn: send(2) or sendmsg(2) for up to
+ * 16 pieces a call, sendfile(2) for a piece from the file registered
+ * with evio_send_file, call after call while each takes all it is
+ * offered.  Returns the bytes left: the socket was full, or failed, and
+ * EV_WRITE finishes the write (copying) or meets the error again and
+ * reports it.
  */
 size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd);
+
+/*
+ * From now on a piece of an output that lies in [base, base + len) and
+ * is at least `min` bytes long goes out with sendfile(2) from `fd` at
+ * offset (piece - base), the socket's buffers taking the file's pages
+ * instead of a copy: `base` is where fd's memory is mapped whole from
+ * offset 0 (the cache zone, cache_store_file).  Whoever owns the mapping
+ * must never change such bytes once sent, since the receiver reads the
+ * pages themselves, later; while *off is non-zero the pieces are copied
+ * as any other.  fd -1 turns it off.
+ */
+void evio_send_file(const void *base, size_t len, int fd, size_t min,
+                    const _Atomic unsigned *off);
 
 /*
  * libevent's memory.  Each request's buffers come and go: with glibc's

@@ -4,14 +4,33 @@
 // options, invalidation by unsafe methods, max_object_size, a small zone
 // that evicts, a reload that keeps the cache, reloads that resize, add and
 // remove the zone, a worker killed in the middle of a fill, and one
-// killed while a client reads a hit.
+// killed while a client reads a hit; large hits, sent from the zone's
+// pages, arrive as stored.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
-import { agentPerWorker, closeAgents, httpRequest, parseResponses, pidAlive, rawRequest, startPortico,
-  waitFor } from './lib/harness.mjs';
+import { agentPerWorker, closeAgents, delay, httpRequest, parseResponses, pidAlive, RawConn, rawRequest,
+  startPortico, waitFor } from './lib/harness.mjs';
+
+/** size printable bytes that differ by seed and along the body (4 KB
+ * pages included), as a string. */
+function pattern(size, seed) {
+  const b = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) b[i] = 33 + ((i * 31 + seed * 7 + (i >> 12)) % 90);
+  return b.toString('latin1');
+}
+
+/** got is pattern(size, seed); else where it first differs, not the
+ * whole body. */
+function assertPattern(got, size, seed, what = 'body') {
+  const want = pattern(size, seed);
+  if (got === want) return;
+  let i = 0;
+  while (i < got.length && got[i] === want[i]) i++;
+  assert.fail(`${what}: ${got.length} bytes, ${size} expected; differs from byte ${i}`);
+}
 
 /** An upstream answering by path; counts requests per path. */
 async function origin() {
@@ -88,6 +107,13 @@ async function origin() {
         if (++i === 64) { clearInterval(t); res.end(); }
       }, 30);
       res.on('close', () => clearInterval(t));
+      return;
+    }
+    if (u.pathname.startsWith('/pat')) {
+      const body = pattern(Number(u.searchParams.get('size')), Number(u.searchParams.get('seed')));
+      h['Content-Length'] = body.length;
+      res.writeHead(200, h);
+      res.end(req.method === 'HEAD' ? undefined : body, 'latin1');
       return;
     }
     const size = Number(u.searchParams.get('size') || 0);
@@ -712,6 +738,55 @@ test('the json access log says what the cache did', async () => {
       ['/l?cc=max-age%3D60', 'miss'], ['/l?cc=max-age%3D60', 'hit'],
       ['/l2?cc=no-store', 'uncacheable'], ['/nocache', null]]);
   } finally { await d.stop(); await o.close(); }
+});
+
+test('large hits go out from the zone as stored: pipelined, read slowly, and while a purge and a refill reuse the blocks', async () => {
+  const o = await origin();
+  const A = '/pat/a?cc=max-age%3D600&size=100000&seed=1';
+  const B = '/pat/b?cc=max-age%3D600&size=100000&seed=2';
+  let d, c;
+  const req = (p) => `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n\r\n`;
+  try {
+    // a zone of 4m: what a purge frees is what the next fill takes
+    d = await startPortico({ config: config(o, { workers: 1, cache: { size: '4m', max_object_size: '1m' } }) });
+    const admin = (p) => httpRequest(portAt(d, '127.0.0.2'), { path: p, method: 'POST', host: '127.0.0.2' });
+    c = await RawConn.open(d.port);
+    assertPattern((await get(d, A)).body, 100000, 1);
+    // pipelined: the big hit, a small one, the big one again
+    await c.write(req(A) + req('/small?cc=max-age%3D600') + req(A));
+    const rs = await c.read(3);
+    assert.deepEqual(rs.map((r) => r.status), [200, 200, 200]);
+    for (const i of [0, 2]) {
+      assert.match(rs[i].headers['cache-status'], /hit/);
+      assertPattern(rs[i].body.toString('latin1'), 100000, 1, `response ${i}`);
+    }
+    assert.match(rs[1].body.toString('latin1'), /^\/small #1/);
+    // a client that stops reading: A is purged and B fills the zone
+    // while A's bytes wait in the sockets, then the client reads on
+    c.sock.pause();
+    await c.write(req(A));
+    await delay(200);
+    assert.equal((await admin('/cache/purge?all')).status, 200);
+    assertPattern((await get(d, B)).body, 100000, 2);
+    const hitB = await get(d, B);
+    assert.match(hitB.headers['cache-status'], /hit/);
+    assertPattern(hitB.body, 100000, 2);
+    c.sock.resume();
+    const [late] = await c.read(1);
+    assert.equal(late.status, 200);
+    assertPattern(late.body.toString('latin1'), 100000, 1, 'the late reader');
+    assert.equal(o.hits.get('/pat/a'), 1);
+    // more than the sockets hold: the rest goes as the client reads on
+    const C = '/pat/c?cc=max-age%3D600&size=600000&seed=3';
+    assertPattern((await get(d, C)).body, 600000, 3);
+    c.sock.pause();
+    await c.write(req(C));
+    await delay(200);
+    c.sock.resume();
+    const [slow] = await c.read(1);
+    assert.match(slow.headers['cache-status'], /hit/);
+    assertPattern(slow.body.toString('latin1'), 600000, 3, 'the slow reader');
+  } finally { c?.destroy(); await d?.stop(); await o.close(); }
 });
 
 test('a small zone evicts instead of failing', async () => {

@@ -6,14 +6,19 @@
  * process given back (cache_store_forget), the ledger full included.
  */
 #include <check.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
 #include "cache_store.h"
+#include "evio.h"
 
 #define MB (1024u * 1024u)
 
@@ -698,6 +703,151 @@ START_TEST(test_kills_at_random)
 }
 END_TEST
 
+/* A connected loopback TCP pair, *snd to write, *rcv to read, each with
+ * room for `room` bytes that nobody has read yet. */
+static void tcp_pair(int *snd, int *rcv, int room)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+
+    *snd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(l, 0);
+    ck_assert_int_ge(*snd, 0);
+    setsockopt(l, SOL_SOCKET, SO_RCVBUF, &room, sizeof(room));
+    setsockopt(*snd, SOL_SOCKET, SO_SNDBUF, &room, sizeof(room));
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(getsockname(l, (struct sockaddr *)&a, &al), 0);
+    ck_assert_int_eq(listen(l, 1), 0);
+    ck_assert_int_eq(connect(*snd, (struct sockaddr *)&a, al), 0);
+    *rcv = accept(l, NULL, NULL);
+    ck_assert_int_ge(*rcv, 0);
+    close(l);
+}
+
+/* An object's bytes into out by reference, blocks that lie end to end
+ * as one piece (as cache_serve queues a body); the longest piece. */
+static size_t queue_object(struct cache_store *s, struct cache_ref *ref,
+                           struct evbuffer *out)
+{
+    const char *run = NULL;
+    size_t run_len = 0, longest = 0;
+    int done = 0;
+
+    for (uint64_t off = 0;;) {
+        const void *p;
+        size_t k = cache_read(s, ref, off, &p, &done);
+        if (k != 0 && k != (size_t)-1 && run && run + run_len == p) {
+            run_len += k;
+        } else {
+            if (run)
+                evbuffer_add_reference(out, run, run_len, NULL, NULL);
+            longest = PT_MAX(longest, run_len);
+            if (k == 0 || k == (size_t)-1)
+                break;
+            run = p;
+            run_len = k;
+        }
+        off += k;
+    }
+    return longest;
+}
+
+/* Object n of len bytes stored under "GET http://x/<n>" and pinned in
+ * *ref; where its first byte is. */
+static const void *store_pinned(struct cache_store *s, int n, size_t len,
+                                struct cache_ref *ref)
+{
+    struct cache_meta meta;
+    const void *p = NULL;
+    char k[64];
+    int done;
+
+    ck_assert_int_eq(store_object(s, key_of(k, 64, "GET http://x/", n), len, n),
+                     PT_OK);
+    ck_assert_int_eq(
+        cache_lookup(s, key_of(k, 64, "GET http://x/", n), 0, ref, &meta),
+        CACHE_HIT);
+    cache_read(s, ref, 0, &p, &done);
+    return p;
+}
+
+/* An object sent with sendfile from the zone's file (cache_store_file,
+ * evio_send_file) reaches the receiver as it was sent even when, before
+ * the receiver reads it, its entry is freed and its blocks are filled
+ * with another object: the freed entry's pages left the file, so the
+ * socket still holds the old ones. */
+START_TEST(test_sent_pages_stay)
+{
+    struct cache_store *s = cache_store_new(MB);
+    const _Atomic unsigned *off;
+    const size_t len = 3 * CACHE_SPLICE_MIN;
+    struct cache_ref ref, ref2;
+    struct evbuffer *out = evbuffer_new();
+    unsigned char *want = malloc(len), *got = malloc(len);
+    const void *first, *first2;
+    struct cache_stats st;
+    int fd, snd, rcv;
+    size_t have = 0;
+    char k[64];
+
+    ck_assert_ptr_nonnull(s);
+    fd = cache_store_file(s, &off);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_uint_eq(*off, 0);
+    evio_send_file(s, cache_store_size(s), fd, CACHE_SPLICE_MIN, off);
+    tcp_pair(&snd, &rcv, 4 * (int)len);
+
+    first = store_pinned(s, 1, len, &ref);
+    ck_assert_uint_ge(queue_object(s, &ref, out), CACHE_SPLICE_MIN);
+    evbuffer_freeze(out, 1);
+    ck_assert_uint_eq(evio_send_now(out, snd), 0); /* all in the socket */
+    cache_release(s, &ref);
+    ck_assert_int_eq(cache_purge(s, key_of(k, 64, "GET http://x/", 1)), 1);
+    cache_store_stats(s, &st);
+    ck_assert_uint_eq(st.entries, 0); /* punched, then freed */
+    ck_assert_uint_eq(st.bytes_used, 0);
+
+    /* the same blocks (the freed ones are taken first), other bytes */
+    first2 = store_pinned(s, 2, len, &ref2);
+    ck_assert((const char *)first2 > (const char *)first &&
+              (const char *)first2 < (const char *)first + len + CACHE_BLOCK);
+    cache_release(s, &ref2);
+
+    while (have < len) {
+        ssize_t n = read(rcv, got + have, len - have);
+        ck_assert_int_gt(n, 0);
+        have += (size_t)n;
+    }
+    fill_bytes(want, len, 1);
+    ck_assert(memcmp(got, want, len) == 0);
+    ck_assert_int_eq(check_object(s, key_of(k, 64, "GET http://x/", 2), len, 2),
+                     1);
+
+    /* a full zone of objects that get punched when they go: each new
+     * one evicts the oldest and is stored (an eviction punches at once) */
+    for (int n = 10; n < 40; n++)
+        ck_assert_int_eq(store_object(s, key_of(k, 64, "GET http://y/", n),
+                                      CACHE_SPLICE_MIN + 1000, n),
+                         PT_OK);
+    for (int n = 35; n < 40; n++)
+        ck_assert_int_eq(check_object(s, key_of(k, 64, "GET http://y/", n),
+                                      CACHE_SPLICE_MIN + 1000, n),
+                         1);
+    cache_store_stats(s, &st);
+    ck_assert_uint_gt(st.evictions, 0);
+
+    evio_send_file(NULL, 0, -1, 0, NULL);
+    close(snd);
+    close(rcv);
+    evbuffer_free(out);
+    free(want);
+    free(got);
+    cache_store_free(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cache_store");
@@ -707,6 +857,7 @@ int main(void)
 
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_fill_and_read);
+    tcase_add_test(tc, test_sent_pages_stay);
     tcase_add_test(tc, test_read_while_write_and_abort);
     tcase_add_test(tc, test_max_object_and_purge);
     tcase_add_test(tc, test_lru_eviction_and_pins);

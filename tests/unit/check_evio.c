@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -70,6 +72,15 @@ int ioctl(int fd, unsigned long req, ...)
     if (req == FIONREAD)
         fionread_calls++;
     return (int)syscall(SYS_ioctl, fd, req, arg);
+}
+
+/* sendfile, counted: evio_send_now's pieces from a registered file. */
+static int sendfile_calls;
+
+ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    sendfile_calls++;
+    return (ssize_t)syscall(SYS_sendfile, out_fd, in_fd, offset, count);
 }
 
 static void pair_open(void)
@@ -162,6 +173,81 @@ START_TEST(test_send_now)
     free(big);
     pair_close();
     evbuffer_free(out);
+}
+END_TEST
+
+/* Read exactly len bytes from a blocking fd into a new buffer. */
+static char *read_exactly(int fd, size_t len)
+{
+    char *got = malloc(len + 1);
+    size_t have = 0;
+
+    while (have < len) {
+        ssize_t n = read(fd, got + have, len - have);
+        ck_assert_int_gt(n, 0);
+        have += (size_t)n;
+    }
+    return got;
+}
+
+/* Pieces of a registered file go with sendfile, at their offset, in
+ * order among the copied ones; short pieces, pieces of other memory and
+ * everything while the owner's flag is up are copied. */
+START_TEST(test_send_file)
+{
+    const size_t flen = 256 * 1024, min = 64 * 1024;
+    int mfd = memfd_create("check_evio", 0), sndbuf = 1 << 20;
+    _Atomic unsigned off = 0;
+    char *f, *other = malloc(min), *want = malloc(2 * flen), *got;
+    size_t wl = 0;
+
+    ck_assert_int_ge(mfd, 0);
+    ck_assert_int_eq(ftruncate(mfd, (off_t)flen), 0);
+    f = mmap(NULL, flen, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    ck_assert_ptr_ne(f, MAP_FAILED);
+    for (size_t i = 0; i < flen; i++)
+        f[i] = (char)(i * 13 + 1);
+    memset(other, 'o', min);
+    evio_send_file(f, flen, mfd, min, &off);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof(sndbuf));
+
+    for (int round = 0; round < 2; round++) {
+        struct evbuffer *out = evbuffer_new();
+        struct {
+            const char *p;
+            size_t len;
+        } piece[] = {
+            {"head\r\n", 6},         /* copied: not the file's */
+            {f + 1000, min + 5},      /* the file's, long enough */
+            {f + 100, min - 1},       /* the file's, too short */
+            {other, min},             /* long, not the file's */
+            {f + flen - min, min},    /* the file's, to its very end */
+        };
+        int calls = sendfile_calls;
+        wl = 0;
+        for (size_t i = 0; i < sizeof(piece) / sizeof(piece[0]); i++) {
+            evbuffer_add_reference(out, piece[i].p, piece[i].len, NULL, NULL);
+            memcpy(want + wl, piece[i].p, piece[i].len);
+            wl += piece[i].len;
+        }
+        evbuffer_freeze(out, 1);
+        ck_assert_uint_eq(evio_send_now(out, sv[0]), 0);
+        got = read_exactly(sv[1], wl);
+        ck_assert(memcmp(got, want, wl) == 0);
+        free(got);
+        /* two from the file, then none while its owner says stop */
+        ck_assert_int_eq(sendfile_calls - calls, round == 0 ? 2 : 0);
+        off = 1;
+        evbuffer_free(out);
+    }
+    evio_send_file(NULL, 0, -1, 0, NULL);
+    pair_close();
+    munmap(f, flen);
+    close(mfd);
+    free(other);
+    free(want);
 }
 END_TEST
 
@@ -609,6 +695,7 @@ int main(void)
     evio_mem_init();
     tcase_add_test(tc, test_recv);
     tcase_add_test(tc, test_send_now);
+    tcase_add_test(tc, test_send_file);
     tcase_add_test(tc, test_mem_sizes);
     tcase_add_test(tc, test_mem_reuse);
     tcase_add_test(tc, test_mem_realloc);
