@@ -1219,7 +1219,8 @@ static void conn_process(struct conn *c)
 
 /* ---- callbacks --------------------------------------------------------- */
 
-/* Plain sockets are read by evio_read (evio_own_reads), TLS by libevent. */
+/* Plain sockets are read by evio_read (evio_own_reads) and written by
+ * evio_send_now and evio_own_writes, TLS by libevent. */
 static void on_read(struct bufferevent *bev, void *arg)
 {
     conn_process(arg);
@@ -1486,7 +1487,9 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
         if (!reading)
             bufferevent_disable(bev, EV_READ); /* no socket: no call */
         bufferevent_setfd(bev, fd);
-        (void)evio_own_reads(bev); /* setfd put libevent's reader back */
+        /* setfd put libevent's reader and writer back */
+        (void)evio_own_reads(bev);
+        (void)evio_own_writes(bev);
         if (reading)
             bufferevent_enable(bev, EV_READ);
         return c;
@@ -1511,8 +1514,10 @@ static struct conn *conn_get(struct worker *w, evutil_socket_t fd,
     evbuffer_add_cb(bufferevent_get_input(c->bev), on_in_bytes, c);
     evbuffer_add_cb(bufferevent_get_output(c->bev), on_out_bytes, c);
     c->tls = tls != NULL;
-    if (!c->tls)
-        (void)evio_own_reads(c->bev); /* else libevent's reader stays */
+    if (!c->tls) { /* else libevent's reader and writer stay */
+        (void)evio_own_reads(c->bev);
+        (void)evio_own_writes(c->bev);
+    }
     /* TLS output goes through the bufferevent; plain output through the
      * flush queue (on_flush). */
     c->direct = !c->tls && flush_ev != NULL;

@@ -121,19 +121,26 @@ fail:
         eventcb(bev, err, cbarg);
 }
 
-int evio_own_reads(struct bufferevent *bev)
+/* bev's event ev (its ev_read or ev_write, for `what`) calls cb from now
+ * on; taken out and put back around it if the bufferevent had it in. */
+static int evio_take(struct bufferevent *bev, struct event *ev, short what,
+                     event_callback_fn cb)
 {
-    int on = (bufferevent_get_enabled(bev) & EV_READ) != 0;
+    int on = (bufferevent_get_enabled(bev) & what) != 0;
     int rc;
 
     if (on)
-        bufferevent_disable(bev, EV_READ);
-    rc = event_assign(&bev->ev_read, bufferevent_get_base(bev),
-                      bufferevent_getfd(bev),
-                      EV_READ | EV_PERSIST | EV_FINALIZE, on_own_read, bev);
+        bufferevent_disable(bev, what);
+    rc = event_assign(ev, bufferevent_get_base(bev), bufferevent_getfd(bev),
+                      what | EV_PERSIST | EV_FINALIZE, cb, bev);
     if (on)
-        bufferevent_enable(bev, EV_READ);
+        bufferevent_enable(bev, what);
     return rc < 0 ? -1 : 0;
+}
+
+int evio_own_reads(struct bufferevent *bev)
+{
+    return evio_take(bev, &bev->ev_read, EV_READ, on_own_read);
 }
 
 /* The file evio_send_file registered; none while fd is -1. */
@@ -200,8 +207,11 @@ static ssize_t evio_sendv(evutil_socket_t fd, const struct evbuffer_iovec *v,
     return sendmsg(fd, &m, flags);
 }
 
-size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd)
+/* evio_send_now; *err gets 0, or the errno of a call that failed for
+ * another reason than a full socket. */
+static size_t evio_send(struct evbuffer *out, evutil_socket_t fd, int *err)
 {
+    *err = 0;
     for (;;) {
         struct evbuffer_iovec v[EVIO_SEND_IOV];
         int nv = evbuffer_peek(out, -1, NULL, v, EVIO_SEND_IOV), k = 0;
@@ -220,6 +230,8 @@ size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd)
         } else {
             n = evio_sendv(fd, v, k, k < nv);
         }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            *err = errno;
         if (n <= 0)
             break;
         /* a piece's last bytes drained may let its owner reuse them:
@@ -231,6 +243,58 @@ size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd)
             break;
     }
     return evbuffer_get_length(out);
+}
+
+size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd)
+{
+    int err;
+
+    return evio_send(out, fd, &err);
+}
+
+/* The bufferevent's write event: what libevent 2.1's writer does, with
+ * evio_send for its writes. */
+static void on_own_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct bufferevent *bev = arg;
+    struct evbuffer *out = bufferevent_get_output(bev);
+    bufferevent_data_cb writecb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    size_t low = 0, high = 0, before = evbuffer_get_length(out), left = 0;
+    short ev = BEV_EVENT_WRITING;
+    int err = 0;
+
+    bufferevent_getcb(bev, NULL, &writecb, &eventcb, &cbarg);
+    if (what == EV_TIMEOUT) {
+        ev |= BEV_EVENT_TIMEOUT;
+        goto fail;
+    }
+    if (before > 0) {
+        left = evio_send(out, fd, &err);
+        if (left == before && !err)
+            return; /* the socket is full: the next turn */
+        if (left == before) {
+            ev |= BEV_EVENT_ERROR;
+            goto fail;
+        }
+    }
+    if (left == 0)
+        event_del(&bev->ev_write);
+    bufferevent_getwatermark(bev, EV_WRITE, &low, &high);
+    /* last: the callback may free bev */
+    if (writecb && left <= low)
+        writecb(bev, cbarg);
+    return;
+fail:
+    bufferevent_disable(bev, EV_WRITE);
+    if (eventcb)
+        eventcb(bev, ev, cbarg);
+}
+
+int evio_own_writes(struct bufferevent *bev)
+{
+    return evio_take(bev, &bev->ev_write, EV_WRITE, on_own_write);
 }
 
 /* ---- libevent's memory ---------------------------------------------- */

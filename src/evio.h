@@ -59,6 +59,19 @@ ssize_t evio_read(struct evbuffer *in, evutil_socket_t fd, size_t want);
 int evio_own_reads(struct bufferevent *bev);
 
 /*
+ * The same for its writes: what the bufferevent's write event finds in
+ * the output goes with evio_send_now's calls (sendfile for the file of
+ * evio_send_file), not libevent's writev.  The write timeout, the write
+ * watermark and the write and event callbacks work as libevent's: a
+ * timeout or a failed write to the event callback with writing off, the
+ * write event taken out once the output is empty, the write callback
+ * while the output is at or under the low mark.  Again after each
+ * bufferevent_setfd.  Returns -1, leaving libevent's writer, if the event
+ * cannot be set.
+ */
+int evio_own_writes(struct bufferevent *bev);
+
+/*
  * Write what a bufferevent's output, `out`, holds, now, instead of on
  * the bufferevent's next EV_WRITE turn: send(2) or sendmsg(2) for up to
  * 16 pieces a call, sendfile(2) for a piece from the file registered
@@ -77,7 +90,8 @@ size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd);
  * offset 0 (the cache zone, cache_store_file).  Whoever owns the mapping
  * must never change such bytes once sent, since the receiver reads the
  * pages themselves, later; while *off is non-zero the pieces are copied
- * as any other.  fd -1 turns it off.
+ * as any other.  fd -1 turns it off.  sendfile has no MSG_NOSIGNAL: the
+ * process must ignore SIGPIPE (the workers do).
  */
 void evio_send_file(const void *base, size_t len, int fd, size_t min,
                     const _Atomic unsigned *off);

@@ -21,6 +21,7 @@
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -190,23 +191,33 @@ static char *read_exactly(int fd, size_t len)
     return got;
 }
 
+/* A memfd of len bytes mapped whole, filled with a pattern; *fd gets it. */
+static char *file_mapped(size_t len, int *fd)
+{
+    char *f;
+
+    *fd = memfd_create("check_evio", 0);
+    ck_assert_int_ge(*fd, 0);
+    ck_assert_int_eq(ftruncate(*fd, (off_t)len), 0);
+    f = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+    ck_assert_ptr_ne(f, MAP_FAILED);
+    for (size_t i = 0; i < len; i++)
+        f[i] = (char)(i * 13 + 1);
+    return f;
+}
+
 /* Pieces of a registered file go with sendfile, at their offset, in
  * order among the copied ones; short pieces, pieces of other memory and
  * everything while the owner's flag is up are copied. */
 START_TEST(test_send_file)
 {
     const size_t flen = 256 * 1024, min = 64 * 1024;
-    int mfd = memfd_create("check_evio", 0), sndbuf = 1 << 20;
+    int mfd, sndbuf = 1 << 20;
     _Atomic unsigned off = 0;
-    char *f, *other = malloc(min), *want = malloc(2 * flen), *got;
+    char *f = file_mapped(flen, &mfd), *other = malloc(min);
+    char *want = malloc(2 * flen), *got;
     size_t wl = 0;
 
-    ck_assert_int_ge(mfd, 0);
-    ck_assert_int_eq(ftruncate(mfd, (off_t)flen), 0);
-    f = mmap(NULL, flen, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
-    ck_assert_ptr_ne(f, MAP_FAILED);
-    for (size_t i = 0; i < flen; i++)
-        f[i] = (char)(i * 13 + 1);
     memset(other, 'o', min);
     evio_send_file(f, flen, mfd, min, &off);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -462,6 +473,8 @@ struct seen {
     int drain;       /* the read callback drains the input */
     unsigned char next; /* the byte expected next */
     int in_order;
+    int writes;      /* write callbacks */
+    size_t out_left; /* the output's bytes at the last */
 };
 
 static void on_seen_read(struct bufferevent *bev, void *arg)
@@ -488,6 +501,14 @@ static void on_seen_event(struct bufferevent *bev, short what, void *arg)
     ((struct seen *)arg)->events = what;
 }
 
+static void on_seen_write(struct bufferevent *bev, void *arg)
+{
+    struct seen *s = arg;
+
+    s->writes++;
+    s->out_left = evbuffer_get_length(bufferevent_get_output(bev));
+}
+
 static struct bufferevent *own_reader(struct event_base *base,
                                       struct seen *s)
 {
@@ -510,6 +531,78 @@ static void turns(struct event_base *base, int n)
         usleep(2000);
     }
 }
+
+/* Writes on the write event (evio_own_writes): what the socket does not
+ * take at once goes turn by turn, in order, a registered file's piece
+ * with sendfile each turn; the write callback comes once, drained; the
+ * write timeout and a failed write reach the event callback with
+ * writing off. */
+START_TEST(test_own_writes)
+{
+    struct event_base *base = event_base_new();
+    const size_t flen = 512 * 1024;
+    int mfd, small = 4096;
+    _Atomic unsigned off = 0;
+    char *f = file_mapped(flen, &mfd), *got = malloc(flen + 4);
+    struct timeval tv = {0, 50000};
+    struct bufferevent *bev;
+    struct seen s;
+    size_t have = 0;
+
+    signal(SIGPIPE, SIG_IGN); /* as the worker: sendfile has no MSG_NOSIGNAL */
+    evio_send_file(f, flen, mfd, 64 * 1024, &off);
+    pair_open();
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    bev = bufferevent_socket_new(base, sv[0], 0); /* writing on */
+    ck_assert_ptr_nonnull(bev);
+    memset(&s, 0, sizeof(s));
+    bufferevent_setcb(bev, NULL, on_seen_write, on_seen_event, &s);
+    ck_assert_int_eq(evio_own_writes(bev), 0);
+    ck_assert_int_ne(bufferevent_get_enabled(bev) & EV_WRITE, 0);
+
+    sendfile_calls = 0;
+    bufferevent_write(bev, "head", 4);
+    evbuffer_add_reference(bufferevent_get_output(bev), f, flen, NULL, NULL);
+    for (int i = 0; have < flen + 4 && i < 20000; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        ssize_t n = read(sv[1], got + have, flen + 4 - have);
+        if (n > 0)
+            have += (size_t)n;
+    }
+    ck_assert_uint_eq(have, flen + 4);
+    ck_assert(memcmp(got, "head", 4) == 0 && memcmp(got + 4, f, flen) == 0);
+    ck_assert_int_gt(sendfile_calls, 1); /* turn after turn */
+    turns(base, 2);
+    ck_assert_int_eq(s.writes, 1);
+    ck_assert_uint_eq(s.out_left, 0);
+    ck_assert_int_eq(s.events, 0);
+
+    /* nobody reads: the write timeout */
+    bufferevent_set_timeouts(bev, NULL, &tv);
+    evbuffer_add_reference(bufferevent_get_output(bev), f, flen, NULL, NULL);
+    for (int i = 0; s.events == 0 && i < 200; i++)
+        turns(base, 1);
+    ck_assert_int_eq(s.events, BEV_EVENT_WRITING | BEV_EVENT_TIMEOUT);
+    ck_assert_int_eq(bufferevent_get_enabled(bev) & EV_WRITE, 0);
+
+    /* the reader is gone: the write fails */
+    close(sv[1]);
+    s.events = 0;
+    bufferevent_enable(bev, EV_WRITE);
+    for (int i = 0; s.events == 0 && i < 200; i++)
+        turns(base, 1);
+    ck_assert_int_eq(s.events, BEV_EVENT_WRITING | BEV_EVENT_ERROR);
+    ck_assert_int_eq(bufferevent_get_enabled(bev) & EV_WRITE, 0);
+
+    evio_send_file(NULL, 0, -1, 0, NULL);
+    bufferevent_free(bev);
+    close(sv[0]);
+    event_base_free(base);
+    munmap(f, flen);
+    close(mfd);
+    free(got);
+}
+END_TEST
 
 /* Bytes arrive whole and in order, more than libevent's 4 KB a turn,
  * without FIONREAD; EOF reaches the event callback and stops reading. */
@@ -703,6 +796,7 @@ int main(void)
     tcase_add_test(tc, test_listener_wake_one);
     tcase_add_test(tc, test_listener_wake_refused);
     tcase_add_test(tc, test_own_reads);
+    tcase_add_test(tc, test_own_writes);
     tcase_add_test(tc, test_own_reads_marks);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
