@@ -288,6 +288,8 @@ static void on_own_write(evutil_socket_t fd, short what, void *arg)
     return;
 fail:
     bufferevent_disable(bev, EV_WRITE);
+    if (err)
+        errno = err; /* for the event callback, as libevent leaves it */
     if (eventcb)
         eventcb(bev, ev, cbarg);
 }
