@@ -305,6 +305,17 @@ static uint64_t conn_mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
+/* v in 16 hex digits, a byte (two digits) at a time. */
+static void conn_hex64(char out[16], uint64_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (int i = 14; i >= 0; i -= 2, v >>= 8) {
+        out[i] = hex[(v >> 4) & 15];
+        out[i + 1] = hex[v & 15];
+    }
+}
+
 /*
  * An X-Request-Id for a request that has none: 128 bits in hex, 64 drawn
  * at random once per worker process and 64 from a counter
@@ -313,25 +324,24 @@ static uint64_t conn_mix64(uint64_t z)
  */
 static void conn_make_rid(char out[33])
 {
-    static const char hex[] = "0123456789abcdef";
-    static uint64_t seed[2], counter;
+    static char seed_hex[16]; /* the random half, written once */
+    static uint64_t seed, counter;
     static int seeded; /* workers only: each seeds after its fork */
-    uint64_t v[2];
+    uint64_t v;
 
     if (!seeded) {
-        if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
-            seed[0] = ((uint64_t)random() << 32) ^ (uint64_t)random() ^
-                      (uint64_t)getpid(),
-            seed[1] = ((uint64_t)random() << 32) ^ (uint64_t)random();
+        uint64_t r[2];
+        if (getrandom(r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+            r[0] = ((uint64_t)random() << 32) ^ (uint64_t)random() ^
+                   (uint64_t)getpid(),
+            r[1] = ((uint64_t)random() << 32) ^ (uint64_t)random();
+        conn_hex64(seed_hex, r[0]);
+        seed = r[1];
         seeded = 1;
     }
-    v[0] = seed[0];
-    v[1] = conn_mix64(seed[1] + counter++);
-    for (size_t i = 0; i < 16; i++) { /* a byte, two digits, at a time */
-        unsigned b = (unsigned)(v[i / 8] >> (56 - 8 * (i % 8))) & 255;
-        out[2 * i] = hex[b >> 4];
-        out[2 * i + 1] = hex[b & 15];
-    }
+    memcpy(out, seed_hex, 16);
+    v = conn_mix64(seed + counter++);
+    conn_hex64(out + 16, v);
     out[32] = '\0';
 }
 
