@@ -968,11 +968,16 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
      * references to add, fewer iovecs to write. */
     const char *run = NULL;
     size_t run_len = 0;
+    /* a run of CACHE_SPLICE_MIN or more goes with sendfile (evio): only
+     * from an entry hit often enough to pay for it */
+    size_t cap = cache_splice_ok(zone, &x->ref) ? SIZE_MAX
+                                                : CACHE_SPLICE_MIN - 1;
     for (uint64_t off = x->meta.head_len;;) {
         const void *p;
         int done;
         size_t k = cache_read(zone, &x->ref, off, &p, &done);
-        if (k != 0 && k != (size_t)-1 && run && run + run_len == p) {
+        if (k != 0 && k != (size_t)-1 && run && run + run_len == p &&
+            run_len + k <= cap) {
             run_len += k;
         } else {
             if (run) {

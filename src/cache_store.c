@@ -70,6 +70,8 @@ struct entry {
     _Atomic uint64_t length;   /* caller bytes written so far */
     _Atomic uint64_t waiters;  /* worker slots reading along (bit each) */
     _Atomic uint32_t head_len; /* the head's bytes, once stored; 0 before */
+    _Atomic uint32_t hits;     /* lookups that found it complete */
+    _Atomic uint32_t spliced;  /* sent from the file: punch when freed */
     struct cache_meta meta;
 };
 
@@ -285,6 +287,22 @@ int cache_store_file(const struct cache_store *s,
     return s->fd;
 }
 
+static struct entry *ref_entry(struct cache_store *s,
+                               const struct cache_ref *ref);
+
+int cache_splice_ok(struct cache_store *s, const struct cache_ref *ref)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    if (e == NULL || s->fd < 0 ||
+        atomic_load_explicit(&e->hits, memory_order_relaxed) <
+            CACHE_SPLICE_HITS)
+        return 0;
+    if (!atomic_load_explicit(&e->spliced, memory_order_relaxed))
+        atomic_store(&e->spliced, 1); /* before any byte goes */
+    return 1;
+}
+
 /* ---- lists (lock held) ---- */
 
 static void lru_unlink(struct cache_store *s, uint32_t i)
@@ -472,7 +490,7 @@ static void entry_punch(struct cache_store *s, uint32_t i)
     struct entry *e = &entries(s)[i];
     uint32_t *nx = next_of(s), b = e->first, n = e->nblocks;
 
-    if (s->fd < 0 || (uint64_t)n * CACHE_BLOCK < CACHE_SPLICE_MIN)
+    if (s->fd < 0 || !atomic_load(&e->spliced))
         return;
     while (n > 0 && b != NIL) {
         uint32_t run = b, len = 0;
@@ -502,8 +520,7 @@ static void entry_free(struct cache_store *s, uint32_t i, int now)
     struct entry *e = &entries(s)[i];
     uint32_t *nx = next_of(s), b = e->first;
 
-    if (s->fd >= 0 &&
-        (uint64_t)e->nblocks * CACHE_BLOCK >= CACHE_SPLICE_MIN &&
+    if (s->fd >= 0 && atomic_load(&e->spliced) &&
         atomic_load(&e->state) != E_PUNCH) {
         if (!now && punch_later_n < PUNCH_LATER) {
             atomic_store(&e->state, E_PUNCH);
@@ -513,12 +530,18 @@ static void entry_free(struct cache_store *s, uint32_t i, int now)
         }
         entry_punch(s, i);
     }
-    for (uint32_t k = 0; k < e->nblocks && b != NIL; k++) {
-        uint32_t n = nx[b];
-        nx[b] = s->free_block;
+    /* the chain goes onto the free list whole, in its order, so that the
+     * next fill takes its blocks in that order: end to end in the zone
+     * as they were, one run to send (cache_serve), not one per block */
+    if (e->nblocks > 0 && b != NIL) {
+        uint32_t last = b, k = 1;
+        while (k < e->nblocks && nx[last] != NIL) {
+            last = nx[last];
+            k++;
+        }
+        nx[last] = s->free_block;
         s->free_block = b;
-        s->used_blocks--;
-        b = n;
+        s->used_blocks -= k;
     }
     e->first = e->last = NIL;
     e->nblocks = 0;
@@ -875,6 +898,8 @@ static uint32_t store_claim(struct cache_store *s, struct pt_str key,
     atomic_store(&e->length, 0);
     atomic_store(&e->waiters, 0);
     atomic_store(&e->head_len, 0);
+    atomic_store(&e->hits, 0);
+    atomic_store(&e->spliced, 0);
     atomic_store(&e->state, E_FILLING);
     pin_add(s, e->filler, i);
     uint32_t *bk = &buckets(s)[h & (s->nbuckets - 1)];
@@ -910,6 +935,8 @@ enum cache_found cache_lookup(struct cache_store *s, struct pt_str key,
         lru_unlink(s, i);
         lru_push(s, i);
         found = atomic_load(&e->state) == E_READY ? CACHE_HIT : CACHE_FILLING;
+        if (found == CACHE_HIT)
+            atomic_fetch_add_explicit(&e->hits, 1, memory_order_relaxed);
         *meta = e->meta;
     } else if (claim && (i = store_claim(s, key, h)) != NIL) {
         found = CACHE_CLAIMED;

@@ -32,6 +32,11 @@
  * runs of at least this many (cache_store_file); shorter runs are
  * cheaper to copy (bench/NOTES.md, entry 27). */
 #define CACHE_SPLICE_MIN (64 * 1024)
+/* ... and only from an entry found this many times: sending from the
+ * file makes the entry's eviction and the refill of its blocks dearer
+ * (~400 us per 256 KB, against ~25 us saved per hit), which only an
+ * entry hit often pays back (bench/NOTES.md, entry 31). */
+#define CACHE_SPLICE_HITS 16
 
 struct cache_store;
 
@@ -88,14 +93,23 @@ uint64_t cache_store_size(const struct cache_store *s);
  * a flag that turns non-zero if sending from the file must stop.
  *
  * The kernel holds such a page until the receiver has read it and says
- * nothing when.  So an entry of CACHE_SPLICE_MIN bytes or more has its
- * blocks punched out of the file when it is freed: a block used again
- * is a fresh page, and bytes in flight never change.  If a punch fails,
- * *off is raised and the blocks are freed anyway (it cannot fail on a
- * memfd, which is checked once when the zone is made).
+ * nothing when.  So an entry that may have been sent so (cache_splice_ok)
+ * has its blocks punched out of the file when it is freed: a block used
+ * again is a fresh page, and bytes in flight never change.  If a punch
+ * fails, *off is raised and the blocks are freed anyway (it cannot fail
+ * on a memfd, which is checked once when the zone is made).
  */
 int cache_store_file(const struct cache_store *s,
                      const _Atomic unsigned **off);
+
+/*
+ * May the pinned entry's bytes go to a socket from the zone's file?  Yes
+ * once it has been found complete CACHE_SPLICE_HITS times; the entry is
+ * then marked, to be punched out of the file when it is freed.  The
+ * caller queues its runs of CACHE_SPLICE_MIN bytes or more only after a
+ * yes (shorter runs are never sent from the file).
+ */
+int cache_splice_ok(struct cache_store *s, const struct cache_ref *ref);
 
 /*
  * Look key up.  On HIT or FILLING the entry is pinned in *ref (release it
