@@ -124,14 +124,13 @@ static void cache_notify(struct cache_xfer *x)
 
 void cache_zone_set(struct cache_store *s)
 {
-    const _Atomic unsigned *off = NULL;
-    int fd = s ? cache_store_file(s, &off) : -1;
+    int fd = s ? cache_store_file(s) : -1;
 
     if (s != zone)
         cache_head_forget(); /* they name entries of the old zone */
     zone = s;
     /* bodies go out from the zone's pages: the workers inherit this */
-    evio_send_file(s, s ? cache_store_size(s) : 0, fd, CACHE_SPLICE_MIN, off);
+    evio_send_file(s, s ? cache_store_size(s) : 0, fd, CACHE_SPLICE_MIN);
 }
 
 struct cache_store *cache_zone(void)

@@ -280,10 +280,8 @@ uint64_t cache_store_size(const struct cache_store *s)
     return s->size;
 }
 
-int cache_store_file(const struct cache_store *s,
-                     const _Atomic unsigned **off)
+int cache_store_file(const struct cache_store *s)
 {
-    *off = &s->splice_off;
     return s->fd;
 }
 
@@ -294,7 +292,7 @@ int cache_splice_ok(struct cache_store *s, const struct cache_ref *ref)
 {
     struct entry *e = ref_entry(s, ref);
 
-    if (e == NULL || s->fd < 0 ||
+    if (e == NULL || s->fd < 0 || atomic_load(&s->splice_off) ||
         atomic_load_explicit(&e->hits, memory_order_relaxed) <
             CACHE_SPLICE_HITS)
         return 0;

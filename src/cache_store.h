@@ -89,18 +89,17 @@ uint64_t cache_store_size(const struct cache_store *s);
  * offset p - (char *)s, the socket's buffers taking the pages themselves
  * instead of a copy.  Returns the descriptor (inherited by fork, like the
  * mapping), or -1 when the zone has none (memfd_create refused, pages
- * are not CACHE_BLOCK bytes, or holes cannot be punched); *off is set to
- * a flag that turns non-zero if sending from the file must stop.
+ * are not CACHE_BLOCK bytes, or holes cannot be punched).
  *
  * The kernel holds such a page until the receiver has read it and says
  * nothing when.  So an entry that may have been sent so (cache_splice_ok)
  * has its blocks punched out of the file when it is freed: a block used
  * again is a fresh page, and bytes in flight never change.  If a punch
- * fails, *off is raised and the blocks are freed anyway (it cannot fail
- * on a memfd, which is checked once when the zone is made).
+ * fails, the blocks are freed anyway and cache_splice_ok says no from
+ * then on (it cannot fail on a memfd, which is checked once when the
+ * zone is made).
  */
-int cache_store_file(const struct cache_store *s,
-                     const _Atomic unsigned **off);
+int cache_store_file(const struct cache_store *s);
 
 /*
  * May the pinned entry's bytes go to a socket from the zone's file?  Yes

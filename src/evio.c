@@ -23,7 +23,6 @@
 #define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
 #endif
-#include <stdatomic.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -148,17 +147,14 @@ static struct {
     const char *base;
     size_t len, min;
     int fd;
-    const _Atomic unsigned *off;
 } send_file = {.fd = -1};
 
-void evio_send_file(const void *base, size_t len, int fd, size_t min,
-                    const _Atomic unsigned *off)
+void evio_send_file(const void *base, size_t len, int fd, size_t min)
 {
     send_file.base = base;
     send_file.len = len;
-    send_file.fd = base && off ? fd : -1;
+    send_file.fd = base ? fd : -1;
     send_file.min = min;
-    send_file.off = off;
 }
 
 /* Does piece v go with sendfile? */
@@ -168,8 +164,7 @@ static int evio_from_file(const struct evbuffer_iovec *v)
 
     return send_file.fd >= 0 && v->iov_len >= send_file.min &&
            p >= send_file.base && p < send_file.base + send_file.len &&
-           v->iov_len <= (size_t)(send_file.base + send_file.len - p) &&
-           !atomic_load_explicit(send_file.off, memory_order_relaxed);
+           v->iov_len <= (size_t)(send_file.base + send_file.len - p);
 }
 
 /* Piece v with sendfile.  Where the kernel refuses it for this file

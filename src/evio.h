@@ -3,8 +3,9 @@
  * buffers without the bufferevent's own I/O: libevent 2.1 asks the
  * kernel how much is there (ioctl FIONREAD) before every read and reads
  * at most 4 KB, and writes with writev, which passes through the
- * file-system layer.  evio_own_reads takes a plain bufferevent's reads
- * over for good.  And libevent's memory, from a cache of freed
+ * file-system layer.  evio_own_reads and evio_own_writes take a plain
+ * bufferevent's reads and writes over for good, and evio_send_file lets
+ * its writes use sendfile(2).  And libevent's memory, from a cache of freed
  * buffer blocks (evio_mem_init).  Layer 1.  Calls: libevent's evbuffer,
  * libc.
  */
@@ -77,8 +78,8 @@ int evio_own_writes(struct bufferevent *bev);
  * 16 pieces a call, sendfile(2) for a piece from the file registered
  * with evio_send_file, call after call while each takes all it is
  * offered.  Returns the bytes left: the socket was full, or failed, and
- * EV_WRITE finishes the write (copying) or meets the error again and
- * reports it.
+ * EV_WRITE (evio_own_writes, or libevent's writev where it is not used)
+ * finishes the write or meets the error again and reports it.
  */
 size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd);
 
@@ -89,12 +90,12 @@ size_t evio_send_now(struct evbuffer *out, evutil_socket_t fd);
  * instead of a copy: `base` is where fd's memory is mapped whole from
  * offset 0 (the cache zone, cache_store_file).  Whoever owns the mapping
  * must never change such bytes once sent, since the receiver reads the
- * pages themselves, later; while *off is non-zero the pieces are copied
- * as any other.  fd -1 turns it off.  sendfile has no MSG_NOSIGNAL: the
- * process must ignore SIGPIPE (the workers do).
+ * pages themselves, later; it decides which pieces qualify by how it
+ * queues them (cache_serve: runs under `min` while an entry may not).
+ * fd -1 turns it off.  sendfile has no MSG_NOSIGNAL: the process must
+ * ignore SIGPIPE (the workers do).
  */
-void evio_send_file(const void *base, size_t len, int fd, size_t min,
-                    const _Atomic unsigned *off);
+void evio_send_file(const void *base, size_t len, int fd, size_t min);
 
 /*
  * libevent's memory.  Each request's buffers come and go: with glibc's

@@ -208,18 +208,17 @@ static char *file_mapped(size_t len, int *fd)
 
 /* Pieces of a registered file go with sendfile, at their offset, in
  * order among the copied ones; short pieces, pieces of other memory and
- * everything while the owner's flag is up are copied. */
+ * everything once the file is unregistered are copied. */
 START_TEST(test_send_file)
 {
     const size_t flen = 256 * 1024, min = 64 * 1024;
     int mfd, sndbuf = 1 << 20;
-    _Atomic unsigned off = 0;
     char *f = file_mapped(flen, &mfd), *other = malloc(min);
     char *want = malloc(2 * flen), *got;
     size_t wl = 0;
 
     memset(other, 'o', min);
-    evio_send_file(f, flen, mfd, min, &off);
+    evio_send_file(f, flen, mfd, min);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof(sndbuf));
@@ -248,12 +247,11 @@ START_TEST(test_send_file)
         got = read_exactly(sv[1], wl);
         ck_assert(memcmp(got, want, wl) == 0);
         free(got);
-        /* two from the file, then none while its owner says stop */
+        /* two from the file, then none once it is unregistered */
         ck_assert_int_eq(sendfile_calls - calls, round == 0 ? 2 : 0);
-        off = 1;
+        evio_send_file(NULL, 0, -1, 0);
         evbuffer_free(out);
     }
-    evio_send_file(NULL, 0, -1, 0, NULL);
     pair_close();
     munmap(f, flen);
     close(mfd);
@@ -544,7 +542,6 @@ START_TEST(test_own_writes)
     struct event_base *base = event_base_new();
     const size_t flen = 512 * 1024;
     int mfd, small = 4096;
-    _Atomic unsigned off = 0;
     char *f = file_mapped(flen, &mfd), *got = malloc(flen + 4);
     struct timeval tv = {0, 50000};
     struct bufferevent *bev;
@@ -552,7 +549,7 @@ START_TEST(test_own_writes)
     size_t have = 0;
 
     signal(SIGPIPE, SIG_IGN); /* as the worker: sendfile has no MSG_NOSIGNAL */
-    evio_send_file(f, flen, mfd, 64 * 1024, &off);
+    evio_send_file(f, flen, mfd, 64 * 1024);
     pair_open();
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
     bev = bufferevent_socket_new(base, sv[0], 0); /* writing on */
@@ -597,7 +594,7 @@ START_TEST(test_own_writes)
     ck_assert_int_eq(s.err, EPIPE); /* why, as libevent's writer leaves it */
     ck_assert_int_eq(bufferevent_get_enabled(bev) & EV_WRITE, 0);
 
-    evio_send_file(NULL, 0, -1, 0, NULL);
+    evio_send_file(NULL, 0, -1, 0);
     bufferevent_free(bev);
     close(sv[0]);
     event_base_free(base);
