@@ -1214,6 +1214,9 @@ static int cache_store_head(struct cache_xfer *x, const struct conf *conf,
                             resp->headers[i].value.p);
     }
     x->meta.head_len = (uint32_t)evbuffer_get_length(b);
+    if (resp->content_length >= 0 && !x->head_only && resp->status != 204)
+        cache_fill_expect(zone, &x->ref,
+                          x->meta.head_len + (uint64_t)resp->content_length);
     if (cache_fill_append(zone, &x->ref, evbuffer_pullup(b, -1),
                           x->meta.head_len,
                           conf->cache.max_object_size) == PT_OK)

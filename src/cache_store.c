@@ -60,7 +60,10 @@ struct entry {
     uint32_t hnext;            /* bucket chain */
     uint32_t lru_prev, lru_next;
     uint32_t first, last;      /* block chain */
-    uint32_t nblocks;
+    uint32_t nblocks;          /* in the chain, a fill's reserve too */
+    uint32_t wblock, wn;       /* filling: the block of the last byte,
+                                  and how many blocks up to it */
+    uint64_t expect;           /* filling: the bytes announced, or 0 */
     uint32_t refs;             /* pins; under the lock */
     uint32_t key_len;
     int32_t filler;            /* pid filling it */
@@ -502,6 +505,25 @@ static void entry_punch(struct cache_store *s, uint32_t i)
     }
 }
 
+/* Up to n blocks of the chain from b onto the free list, whole and in
+ * their order, so that the next fill takes them in that order: end to
+ * end in the zone as they were, one run to send (cache_serve), not one
+ * per block. */
+static void chain_free(struct cache_store *s, uint32_t b, uint32_t n)
+{
+    uint32_t *nx = next_of(s), last = b, k = 1;
+
+    if (n == 0 || b == NIL)
+        return;
+    while (k < n && nx[last] != NIL) {
+        last = nx[last];
+        k++;
+    }
+    nx[last] = s->free_block;
+    s->free_block = b;
+    s->used_blocks -= k;
+}
+
 /* Entries this process made E_PUNCH while it held the lock, to punch
  * once it lets go (store_unlock).  More in one hold are punched at once. */
 #define PUNCH_LATER 64
@@ -516,7 +538,7 @@ static unsigned punch_later_n;
 static void entry_free(struct cache_store *s, uint32_t i, int now)
 {
     struct entry *e = &entries(s)[i];
-    uint32_t *nx = next_of(s), b = e->first;
+    uint32_t b = e->first;
 
     if (s->fd >= 0 && atomic_load(&e->spliced) &&
         atomic_load(&e->state) != E_PUNCH) {
@@ -528,19 +550,7 @@ static void entry_free(struct cache_store *s, uint32_t i, int now)
         }
         entry_punch(s, i);
     }
-    /* the chain goes onto the free list whole, in its order, so that the
-     * next fill takes its blocks in that order: end to end in the zone
-     * as they were, one run to send (cache_serve), not one per block */
-    if (e->nblocks > 0 && b != NIL) {
-        uint32_t last = b, k = 1;
-        while (k < e->nblocks && nx[last] != NIL) {
-            last = nx[last];
-            k++;
-        }
-        nx[last] = s->free_block;
-        s->free_block = b;
-        s->used_blocks -= k;
-    }
+    chain_free(s, b, e->nblocks);
     e->first = e->last = NIL;
     e->nblocks = 0;
     atomic_store(&e->state, E_FREE);
@@ -607,6 +617,46 @@ static uint32_t block_alloc(struct cache_store *s)
     next_of(s)[b] = NIL;
     s->used_blocks++;
     return b;
+}
+
+/* Blocks a fill takes at most at once (1 MB): the lock is held for
+ * each, and a fill that dies leaves no more than this unused. */
+#define FILL_RESERVE_MAX 256u
+
+/*
+ * Entry e's fill has filled its last block, with n more bytes to write
+ * after the first len: chain more blocks, as many as the bytes still
+ * announced (cache_fill_expect) or, when none are, as many as it has
+ * already (so a fill of unknown size takes runs of 1, 2, 4 ... blocks),
+ * within [blocks for n, FILL_RESERVE_MAX] and max_object.  Taken in one
+ * go from the free list's head they lie end to end in the zone however
+ * many fills run at once, so a large body goes out in runs of 64 KB and
+ * more (cache_serve) rather than in blocks interleaved with another
+ * fill's.  What a fill does not use goes back at cache_fill_done.
+ * 0 when not even one block can be had.  Lock held.
+ */
+static int fill_reserve(struct cache_store *s, struct entry *e, uint64_t len,
+                        uint64_t n, uint64_t max_object)
+{
+    uint64_t want = n, k, got = 0;
+
+    if (e->expect > len + n)
+        want = e->expect - len;
+    else if (e->expect == 0)
+        want = PT_MAX(n, (uint64_t)e->nblocks * CACHE_BLOCK);
+    if (want > max_object - len)
+        want = PT_MAX(n, max_object - len);
+    k = (want + CACHE_BLOCK - 1) / CACHE_BLOCK;
+    k = PT_MAX(PT_MIN(k, FILL_RESERVE_MAX), 1);
+    for (; got < k; got++) {
+        uint32_t b = block_alloc(s);
+        if (b == NIL)
+            break;
+        next_of(s)[e->last] = b;
+        e->last = b;
+        e->nblocks++;
+    }
+    return got > 0;
 }
 
 static uint32_t entry_alloc(struct cache_store *s)
@@ -763,6 +813,11 @@ static void store_repair(struct cache_store *s)
         s->used_entries++;
         repair_chain(s, &e[i], owned);
         s->used_blocks += e[i].nblocks;
+        if (st == E_FILLING && e[i].nblocks < e[i].wn) {
+            /* its chain lost the block being written: unfinishable */
+            st = E_DEAD;
+            atomic_store(&e[i].state, st);
+        }
         e[i].hnext = NIL;
         e[i].lru_prev = e[i].lru_next = NIL;
         if (st == E_DEAD || st == E_PUNCH)
@@ -888,8 +943,9 @@ static uint32_t store_claim(struct cache_store *s, struct pt_str key,
     memcpy(block(s, b), key.p, key.len);
     e->hash = h;
     e->key_len = (uint32_t)key.len;
-    e->first = e->last = b;
-    e->nblocks = 1;
+    e->first = e->last = e->wblock = b;
+    e->nblocks = e->wn = 1;
+    e->expect = 0;
     e->refs = 1;
     e->filler = self();
     memset(&e->meta, 0, sizeof(e->meta));
@@ -971,31 +1027,37 @@ int cache_fill_append(struct cache_store *s, const struct cache_ref *ref,
     }
     while (n > 0) {
         uint64_t len = atomic_load_explicit(&e->length, memory_order_relaxed);
-        uint64_t used = e->key_len + len;
-        uint64_t room = (uint64_t)e->nblocks * CACHE_BLOCK - used;
-        if (room == 0) {
-            store_lock(s);
-            uint32_t b = block_alloc(s);
-            if (b != NIL) {
-                next_of(s)[e->last] = b;
-                e->last = b;
-                e->nblocks++;
+        uint64_t at = (e->key_len + len) % CACHE_BLOCK;
+        if (at == 0) { /* wblock is full (the key is never empty) */
+            if (e->wblock == e->last) {
+                store_lock(s);
+                int ok = fill_reserve(s, e, len, n, max_object);
+                store_unlock(s);
+                if (!ok) {
+                    cache_fill_abort(s, ref);
+                    return PT_ERROR;
+                }
             }
-            store_unlock(s);
-            if (b == NIL) {
-                cache_fill_abort(s, ref);
-                return PT_ERROR;
-            }
-            continue;
+            e->wblock = next_of(s)[e->wblock];
+            e->wn++;
         }
-        size_t k = (size_t)PT_MIN((uint64_t)n, room);
-        memcpy(block(s, e->last) + used % CACHE_BLOCK, src, k);
+        size_t k = (size_t)PT_MIN((uint64_t)n, CACHE_BLOCK - at);
+        memcpy(block(s, e->wblock) + at, src, k);
         /* The bytes, then the length: readers never see unwritten data. */
         atomic_store_explicit(&e->length, len + k, memory_order_release);
         src += k;
         n -= k;
     }
     return PT_OK;
+}
+
+void cache_fill_expect(struct cache_store *s, const struct cache_ref *ref,
+                       uint64_t bytes)
+{
+    struct entry *e = ref_entry(s, ref);
+
+    if (e && atomic_load(&e->state) == E_FILLING)
+        e->expect = bytes; /* the filler's own: read by its appends only */
 }
 
 int cache_fill_done(struct cache_store *s, const struct cache_ref *ref,
@@ -1006,6 +1068,12 @@ int cache_fill_done(struct cache_store *s, const struct cache_ref *ref,
 
     store_lock(s);
     if (e && atomic_load(&e->state) == E_FILLING) {
+        if (e->wn < e->nblocks) { /* the reserve it did not use */
+            chain_free(s, next_of(s)[e->wblock], e->nblocks - e->wn);
+            next_of(s)[e->wblock] = NIL;
+            e->last = e->wblock;
+            e->nblocks = e->wn;
+        }
         e->meta = *meta;
         atomic_store_explicit(&e->state, E_READY, memory_order_release);
         rc = PT_OK;

@@ -128,7 +128,17 @@ enum cache_found cache_lookup(struct cache_store *s, struct pt_str key,
  */
 int cache_fill_append(struct cache_store *s, const struct cache_ref *ref,
                       const void *p, size_t n, uint64_t max_object);
-/* The object is complete: readers may serve it whole from now on. */
+/*
+ * The filler says how many bytes it will append in all (head and body),
+ * when it knows: the entry's blocks are then taken that many at a time
+ * (up to 1 MB), end to end in the zone even while other fills run, and
+ * those left unused go back at cache_fill_done.  Without it a fill takes
+ * 1, 2, 4 ... blocks at a time.
+ */
+void cache_fill_expect(struct cache_store *s, const struct cache_ref *ref,
+                       uint64_t bytes);
+/* The object is complete: readers may serve it whole from now on; blocks
+ * it took and did not fill go back. */
 int cache_fill_done(struct cache_store *s, const struct cache_ref *ref,
                     const struct cache_meta *meta);
 /* Give up filling: the entry goes; readers see it as aborted. */

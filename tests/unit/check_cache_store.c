@@ -871,6 +871,80 @@ START_TEST(test_sent_pages_stay)
 }
 END_TEST
 
+/* The longest run of blocks end to end in key's object. */
+static size_t longest_run(struct cache_store *s, struct pt_str key)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct cache_ref ref;
+    struct cache_meta meta;
+    size_t n;
+
+    ck_assert_int_eq(cache_lookup(s, key, 0, &ref, &meta), CACHE_HIT);
+    n = queue_object(s, &ref, b);
+    cache_release(s, &ref);
+    evbuffer_free(b);
+    return n;
+}
+
+/* Four fills at once, appending in turns a few kilobytes each, as four
+ * responses arriving together would: each body still lies in the zone
+ * in long runs, so that it can go out with sendfile (cache_serve takes
+ * runs of CACHE_SPLICE_MIN and more).  With the size announced
+ * (cache_fill_expect), whole; without, in runs that double.  Blocks
+ * taken and not filled go back when the fill is done. */
+START_TEST(test_fills_side_by_side)
+{
+    struct cache_store *s = cache_store_new(8 * MB);
+    const size_t len = 256 * 1024;
+    struct cache_ref ref[4];
+    struct cache_meta meta = {.status = 200, .head_len = 10};
+    unsigned char *data = malloc(len);
+    struct cache_stats st;
+    char k[64];
+
+    ck_assert_ptr_nonnull(s);
+    for (int n = 0; n < 4; n++) {
+        ck_assert_int_eq(cache_lookup(s, key_of(k, 64, "GET http://z/", n), 1,
+                                      &ref[n], &meta),
+                         CACHE_CLAIMED);
+        /* 0 and 1 announce their size; 1 says twice what it sends */
+        if (n < 2)
+            cache_fill_expect(s, &ref[n], n == 0 ? len : 2 * len);
+    }
+    for (size_t off = 0; off < len;) {
+        size_t step = PT_MIN(len - off, (size_t)(1000 + off % 3000));
+        for (int n = 0; n < 4; n++) {
+            fill_bytes(data, len, n);
+            ck_assert_int_eq(
+                cache_fill_append(s, &ref[n], data + off, step, 64 * MB),
+                PT_OK);
+        }
+        off += step;
+    }
+    for (int n = 0; n < 4; n++) {
+        meta.lifetime = n;
+        ck_assert_int_eq(cache_fill_done(s, &ref[n], &meta), PT_OK);
+        cache_release(s, &ref[n]);
+    }
+    for (int n = 0; n < 4; n++) {
+        struct pt_str key = key_of(k, 64, "GET http://z/", n);
+        ck_assert_int_eq(check_object(s, key, len, n), 1);
+        /* the first block is shared with the key */
+        if (n < 2)
+            ck_assert_uint_ge(longest_run(s, key), len - CACHE_BLOCK);
+        else
+            ck_assert_uint_ge(longest_run(s, key), CACHE_SPLICE_MIN);
+    }
+    /* what 1 took for the second half it never sent went back */
+    cache_store_stats(s, &st);
+    ck_assert_uint_eq(st.bytes_used,
+                      4 * ((strlen(k) + len + CACHE_BLOCK - 1) / CACHE_BLOCK) *
+                          CACHE_BLOCK);
+    free(data);
+    cache_store_free(&s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cache_store");
@@ -881,6 +955,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_fill_and_read);
     tcase_add_test(tc, test_sent_pages_stay);
+    tcase_add_test(tc, test_fills_side_by_side);
     tcase_add_test(tc, test_read_while_write_and_abort);
     tcase_add_test(tc, test_max_object_and_purge);
     tcase_add_test(tc, test_lru_eviction_and_pins);
