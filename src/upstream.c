@@ -523,6 +523,67 @@ static void ups_conn_tune(struct bufferevent *bev)
 #define UPS_READ_MIN (4096 - 128)
 #define UPS_READ_MAX (64 * 1024 - 128)
 
+/* Milliseconds of the coarse monotonic clock (a tick, ~4 ms, at most
+ * behind): what a read timeout is counted in. */
+static uint64_t ups_coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void ms_tv(uint64_t ms, struct timeval *tv)
+{
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+}
+
+/*
+ * A plain connection's read timeout is kept lazily, as a deadline
+ * (rd_due) and a timer (tmo) that fires no later than it.  Moving the
+ * deadline later, as every read, every exchange and every return to the
+ * pool does, is a store; the timer is added again only when the deadline
+ * moves before it, or, when it fires early, for what is left.  (A timeout
+ * on the read event itself had libevent take the timer out of its heap
+ * and put it back two or three times per exchange.)
+ */
+static void ups_rd_arm(struct upconn *uc)
+{
+    struct timeval tv;
+
+    if (!uc->rd_timed) {
+        uc->rd_due = 0;
+        return;
+    }
+    uc->rd_due = ups_coarse_ms() + uc->rd_ms;
+    if (uc->tmo_at && uc->tmo_at <= uc->rd_due)
+        return; /* fires first, and looks again */
+    ms_tv(uc->rd_ms, &tv);
+    if (event_add(&uc->tmo, &tv) == 0)
+        uc->tmo_at = uc->rd_due;
+}
+
+static void ups_on_read(evutil_socket_t fd, short what, void *arg);
+
+static void ups_on_tmo(evutil_socket_t fd, short what, void *arg)
+{
+    struct upconn *uc = arg;
+    uint64_t now = ups_coarse_ms();
+    struct timeval tv;
+
+    (void)what;
+    uc->tmo_at = 0;
+    if (!uc->rd_on || uc->rd_due == 0)
+        return;
+    if (now < uc->rd_due) {
+        ms_tv(uc->rd_due - now, &tv);
+        if (event_add(&uc->tmo, &tv) == 0)
+            uc->tmo_at = uc->rd_due;
+        return;
+    }
+    ups_on_read(fd, EV_TIMEOUT, uc); /* may free uc */
+}
+
 static void ups_on_read(evutil_socket_t fd, short what, void *arg)
 {
     struct upconn *uc = arg;
@@ -538,6 +599,8 @@ static void ups_on_read(evutil_socket_t fd, short what, void *arg)
         ssize_t n = evio_recv(bufferevent_get_input(bev), fd, uc->rd_want,
                               &room);
         if (n > 0) {
+            if (uc->rd_timed)
+                uc->rd_due = ups_coarse_ms() + uc->rd_ms;
             if ((size_t)n == room)
                 uc->rd_want = PT_MIN(uc->rd_want * 2, UPS_READ_MAX);
             else if ((size_t)n < uc->rd_want / 4)
@@ -569,21 +632,26 @@ void ups_conn_read(struct upconn *uc, int on)
         if (uc->rd_on)
             event_del(&uc->rd);
         uc->rd_on = 0;
+        uc->rd_due = 0; /* tmo, if pending, finds nothing to do */
         return;
     }
     if (uc->rd_on)
         return;
     if (!uc->rd_set) {
-        event_assign(&uc->rd, bufferevent_get_base(uc->bev), uc->fd,
-                     EV_READ | EV_PERSIST, ups_on_read, uc);
+        struct event_base *base = bufferevent_get_base(uc->bev);
+        event_assign(&uc->rd, base, uc->fd, EV_READ | EV_PERSIST,
+                     ups_on_read, uc);
+        evtimer_assign(&uc->tmo, base, ups_on_tmo, uc);
         uc->rd_set = 1;
         uc->rd_want = UPS_READ_MIN;
     }
-    if (event_add(&uc->rd, uc->rd_timed ? &uc->rd_tv : NULL) == 0)
+    if (event_add(&uc->rd, NULL) == 0) {
         uc->rd_on = 1;
-    else
+        ups_rd_arm(uc);
+    } else {
         log_warn("upstream: cannot watch a connection for reading: %s",
                  strerror(errno));
+    }
 }
 
 /* A plain connection's read timeout (NULL: none), applied at once when
@@ -592,13 +660,10 @@ static void ups_conn_read_timeout(struct upconn *uc, const struct timeval *rd)
 {
     uc->rd_timed = rd != NULL;
     if (rd)
-        uc->rd_tv = *rd;
-    if (!uc->rd_on)
-        return;
-    if (rd)
-        event_add(&uc->rd, rd);
-    else
-        event_remove_timer(&uc->rd);
+        uc->rd_ms = (uint64_t)rd->tv_sec * 1000 +
+                    (uint64_t)rd->tv_usec / 1000;
+    if (uc->rd_on)
+        ups_rd_arm(uc);
 }
 
 void ups_conn_timeouts(struct upconn *uc, const struct timeval *rd,
@@ -713,6 +778,8 @@ void ups_conn_close(struct upconn **ucp)
     *ucp = NULL;
     if (uc->rd_on)
         event_del(&uc->rd);
+    if (uc->rd_set)
+        event_del(&uc->tmo);
     bufferevent_free(uc->bev);
     free(uc);
 }

@@ -30,12 +30,15 @@ struct upconn {
     /* A plain connection's reads (see ups_conn_read): */
     unsigned rd_set : 1;      /* rd is assigned */
     unsigned rd_on : 1;       /* rd is added */
-    unsigned rd_timed : 1;    /* rd_tv bounds the wait for bytes */
+    unsigned rd_timed : 1;    /* rd_ms bounds the wait for bytes */
     unsigned wr_timed : 1;    /* wr_tv is the bufferevent's write timeout */
     uint32_t rd_want;         /* what the next read asks for */
-    struct timeval rd_tv;
+    uint64_t rd_ms;
+    uint64_t rd_due;          /* when the wait times out (ups_coarse_ms); 0: never */
+    uint64_t tmo_at;          /* when tmo fires; 0: not pending */
     struct timeval wr_tv;
-    struct event rd;
+    struct event rd;          /* no timeout of its own: tmo is it, lazily */
+    struct event tmo;
 };
 
 /* All groups of one configuration generation (owned by the generation). */
