@@ -153,6 +153,11 @@ function config(o, extra = {}) {
 
 const get = (d, p, headers = {}, method = 'GET', agent = undefined) =>
   httpRequest(d.port, { path: p, headers, method, agent });
+// portico in front of o; o is closed when portico does not start, so that
+// the test fails instead of its open server keeping this file's run alive.
+async function startFor(o, opts) {
+  try { return await startPortico(opts); } catch (e) { await o.close(); throw e; }
+}
 const portAt = (d, ip) => Number(d.addresses.find((a) => a.startsWith(`${ip}:`)).split(':')[1]);
 
 describe('cache', () => {
@@ -599,7 +604,7 @@ function notifySlots(master, pid) {
 
 test('cache.size changes on reload: new workers get a new, empty zone; the cache added and removed by reload', async () => {
   const o = await origin();
-  const d = await startPortico({ config: config(o) });
+  const d = await startFor(o, { config: config(o) });
   const adminPort = () => portAt(d, '127.0.0.2');
   const metric = async (name) => {
     const m = (await httpRequest(adminPort(), { path: '/metrics', host: '127.0.0.2' })).body;
@@ -666,7 +671,7 @@ test('cache.size changes on reload: new workers get a new, empty zone; the cache
 
 test('one fill per key: 100 concurrent requests for a cold key, one upstream request', async () => {
   const o = await origin();
-  const d = await startPortico({ config: config(o) }); // two workers
+  const d = await startFor(o, { config: config(o) }); // two workers
   try {
     const agent = new http.Agent({ keepAlive: false, maxSockets: 200 });
     const fetchOne = () => new Promise((resolve, reject) => {
@@ -725,7 +730,7 @@ test('the json access log says what the cache did', async () => {
   const o = await origin();
   const dir = (await import('node:fs')).mkdtempSync('/tmp/portico-cachelog-');
   const file = `${dir}/access.log`;
-  const d = await startPortico({ config: config(o, { workers: 1, access_log: { path: file, format: 'json' } }) });
+  const d = await startFor(o, { config: config(o, { workers: 1, access_log: { path: file, format: 'json' } }) });
   try {
     await get(d, '/l?cc=max-age%3D60');
     await get(d, '/l?cc=max-age%3D60');
@@ -793,7 +798,7 @@ test('large hits go out from the zone as stored: pipelined, read slowly, and whi
 
 test('a small zone evicts instead of failing', async () => {
   const o = await origin();
-  const d = await startPortico({ config: config(o, { cache: { size: '1m', max_object_size: '64k' } }) });
+  const d = await startFor(o, { config: config(o, { cache: { size: '1m', max_object_size: '64k' } }) });
   try {
     for (let i = 0; i < 120; i++) {
       const r = await get(d, `/e${i}?cc=max-age%3D600&size=20000`);
@@ -809,7 +814,7 @@ test('a small zone evicts instead of failing', async () => {
 
 test('kill -9 of a worker during a fill leaves the cache usable', async () => {
   const o = await origin();
-  const d = await startPortico({ config: config(o, { workers: 1 }) });
+  const d = await startFor(o, { config: config(o, { workers: 1 }) });
   try {
     const [pid] = d.workerPids();
     const partial = new Promise((resolve) => {
@@ -837,7 +842,7 @@ test('kill -9 of a worker during a fill leaves the cache usable', async () => {
 
 test('kill -9 of a worker serving a hit: the master gives its pins back', async () => {
   const o = await origin();
-  const d = await startPortico({
+  const d = await startFor(o, {
     config: config(o, { workers: 1, cache: { size: '64m', max_object_size: '16m' } }),
   });
   const admin = (p, method = 'GET') => httpRequest(portAt(d, '127.0.0.2'), { path: p, method, host: '127.0.0.2' });
