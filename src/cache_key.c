@@ -8,6 +8,7 @@
 #include "cache_key.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cache_util.h"
@@ -42,14 +43,41 @@ static void out_view(struct out *o, struct pt_str s)
     out_bytes(o, s.p, s.len);
 }
 
+/* Eight bytes lower-cased at once: a byte gets 0x20 added when it is
+ * 'A'..'Z'.  In each byte's low seven bits, adding 0x3f carries into
+ * bit 7 from 'A' (0x41) up, adding 0x25 from past 'Z' (0x5a) up; bytes
+ * with bit 7 set are not ASCII and stay as they are.  No carry crosses
+ * a byte: each low-seven-bit sum stays under 0x100. */
+static uint64_t lower8(uint64_t x)
+{
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7full, high = 0x8080808080808080ull;
+    uint64_t b = x & low7;
+    uint64_t upper = ((b + 0x3f3f3f3f3f3f3f3full) ^ (b + 0x2525252525252525ull)) &
+                     ~x & high;
+
+    return x | (upper >> 2);
+}
+
+/* The key's host, scheme and header names are lower-cased here: 8 bytes
+ * a turn (the bytes are ~11 instructions each one by one, and this was
+ * a tenth of a cache hit's). */
 static void out_lower(struct out *o, struct pt_str s)
 {
+    char *d = o->buf + o->len;
+    size_t i = 0;
+
     if (o->overflow || s.len > o->cap - o->len) {
         o->overflow = 1;
         return;
     }
-    for (size_t i = 0; i < s.len; i++)
-        o->buf[o->len + i] = pt_lower(s.p[i]);
+    for (; i + 8 <= s.len; i += 8) {
+        uint64_t x;
+        memcpy(&x, s.p + i, 8);
+        x = lower8(x);
+        memcpy(d + i, &x, 8);
+    }
+    for (; i < s.len; i++)
+        d[i] = pt_lower(s.p[i]);
     o->len += s.len;
 }
 

@@ -1072,6 +1072,35 @@ START_TEST(test_key_defaults)
 }
 END_TEST
 
+/* Lower-casing in the key (eight bytes at a time, then one by one) is
+ * pt_lower's for every byte value, at every length and alignment: a
+ * request header's name carries them (a key has "\nname" for each). */
+START_TEST(test_key_lower)
+{
+    char all[256 + 16], buf[512];
+    struct cache_key_in in = {PT_STR("GET"), PT_STR("http"), PT_STR("h"),
+                              PT_STR("/"),   PT_STR(""),     NULL,
+                              0};
+    struct pt_str name;
+    struct cache_key_opts o = {0, NULL, 0, &name, 1, 0};
+    const size_t pre = strlen("GET http://h/\n");
+
+    for (int i = 0; i < (int)sizeof(all); i++)
+        all[i] = (char)(i * 7 + 3); /* every value, in no tidy order */
+    for (size_t off = 0; off < 8; off++) {
+        for (size_t len = 0; len + off <= sizeof(all); len += 1 + len / 8) {
+            name = (struct pt_str){all + off, len};
+            ck_assert_int_eq(cache_key_build(&in, &o, buf, sizeof(buf)),
+                             (int)(pre + len));
+            for (size_t i = 0; i < len; i++)
+                ck_assert_msg(buf[pre + i] == pt_lower(all[off + i]),
+                              "byte 0x%02x at %zu of %zu",
+                              (unsigned char)all[off + i], i, len);
+        }
+    }
+}
+END_TEST
+
 /* A variant's key: the URL's key, "\n*", then each listed field's
  * values from the request (joined, absent distinct from empty). */
 START_TEST(test_key_vary)
@@ -1139,6 +1168,7 @@ static Suite *cache_policy_suite(void)
     tcase_add_test(tc, test_cache_status_name);
     LOOP(tc, test_key, key_cases);
     tcase_add_test(tc, test_key_defaults);
+    tcase_add_test(tc, test_key_lower);
     tcase_add_test(tc, test_key_vary);
     suite_add_tcase(s, tc);
     return s;
