@@ -288,6 +288,38 @@ START_TEST(test_req_bad)
 END_TEST
 
 /* Bad bytes in the request line are refused before the head is complete. */
+/* A field value is refused for a control byte (but a tab) or DEL, and
+ * taken for any other byte (obs-text too), wherever the byte stands in
+ * values of 1 to 24 bytes: the check goes eight bytes at a time, then
+ * byte by byte. */
+START_TEST(test_req_field_bytes)
+{
+    struct http_request req;
+    struct http_header h[MAX_HDRS];
+    char buf[128], val[32];
+
+    for (int b = 0; b < 256; b++) {
+        int ok = b == '\t' || (b >= 0x20 && b != 0x7f);
+        for (int len = 1; len <= 24; len++) {
+            for (int at = 0; at < len; at++) {
+                memset(val, 'a', (size_t)len);
+                val[at] = (char)b;
+                int n = snprintf(buf, sizeof(buf),
+                                 "GET / HTTP/1.1\r\nHost: h\r\nX: ");
+                memcpy(buf + n, val, (size_t)len);
+                n += len;
+                memcpy(buf + n, "\r\n\r\n", 4);
+                n += 4;
+                ssize_t rc = parse_req(buf, (size_t)n, &lim_default, &req, h,
+                                       MAX_HDRS);
+                ck_assert_msg((rc > 0) == ok, "byte 0x%02x at %d of %d: %zd",
+                              b, at, len, rc);
+            }
+        }
+    }
+}
+END_TEST
+
 static const struct req_case req_early[] = {
     {RAW("G(ET / HT"), 400, "bad method byte"},
     {RAW(" GET"), 400, "leading space"},
@@ -983,6 +1015,7 @@ static Suite *http_parse_suite(void)
     tc = tcase_create("request_bad");
     tcase_add_loop_test(tc, test_req_bad, 0, (int)PT_ARRAY_LEN(req_bad));
     tcase_add_loop_test(tc, test_req_early, 0, (int)PT_ARRAY_LEN(req_early));
+    tcase_add_test(tc, test_req_field_bytes);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("limits");
