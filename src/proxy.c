@@ -1051,28 +1051,45 @@ static int px_read_head(struct proxy *px)
                               PX_MAX_RESP_HEADERS};
 
     for (;;) {
-        size_t len = evbuffer_get_length(in);
-        struct evbuffer_ptr hit = evbuffer_search(in, "\r\n\r\n", 4, NULL);
         struct http_response r;
-        if (hit.pos < 0) {
-            if (len > PX_MAX_RESP_HEAD) {
-                px_server_error(px, 502, "response head too large");
-                return PT_ERROR;
-            }
-            return PT_AGAIN;
-        }
-        size_t hl = (size_t)hit.pos + 4;
+        struct evbuffer_iovec v;
+        ssize_t n = PT_AGAIN;
+
+        /* The head is nearly always whole in the first chain (one read
+         * brought it): parsed there, its end found by the parser.  Else
+         * the buffer is searched for the end, and what lies before it
+         * made one piece. */
         memset(&r, 0, sizeof(r));
         r.headers = hdrs;
         r.headers_cap = PX_MAX_RESP_HEADERS;
-        ssize_t n = http_parse_response(
-            (const char *)evbuffer_pullup(in, (ssize_t)hl), hl, &lim, &r);
+        if (evbuffer_peek(in, -1, NULL, &v, 1) == 1)
+            n = http_parse_response(v.iov_base,
+                                    PT_MIN(v.iov_len, PX_MAX_RESP_HEAD),
+                                    &lim, &r);
+        if (n == PT_AGAIN) {
+            struct evbuffer_ptr hit = evbuffer_search(in, "\r\n\r\n", 4,
+                                                      NULL);
+            if (hit.pos < 0) {
+                if (evbuffer_get_length(in) > PX_MAX_RESP_HEAD) {
+                    px_server_error(px, 502, "response head too large");
+                    return PT_ERROR;
+                }
+                return PT_AGAIN;
+            }
+            size_t hl = (size_t)hit.pos + 4;
+            memset(&r, 0, sizeof(r));
+            r.headers = hdrs;
+            r.headers_cap = PX_MAX_RESP_HEADERS;
+            n = http_parse_response(
+                (const char *)evbuffer_pullup(in, (ssize_t)hl), hl, &lim,
+                &r);
+        }
+        if (n == PT_AGAIN)
+            return PT_AGAIN;
         if (n < 0) {
             px_server_error(px, 502, "invalid response from upstream");
             return PT_ERROR;
         }
-        if (n == PT_AGAIN)
-            return PT_AGAIN;
         if (r.status == 101) {
             if (!px->upgrade) {
                 px_server_error(px, 502, "101 without an upgrade request");

@@ -295,6 +295,15 @@ describe('framing from raw upstreams', () => {
       } else if (head.startsWith('POST /refuse')) {
         // answers at once, before (and without) reading the body
         sock.write('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno');
+      } else if (head.startsWith('GET /dribble')) {
+        // the head in pieces, split inside a line and between CR and LF
+        const parts = ['HTTP/1.1 2', '00 OK\r\nContent-Len', 'gth: 5\r', '\nX-Tail: t\r\n', '\r\nhello'];
+        parts.forEach((p, i) => setTimeout(() => sock.write(p), 20 * i));
+      } else if (head.startsWith('GET /midhead')) {
+        // larger than one read's first buffer: the head spans buffers
+        sock.write(`HTTP/1.1 200 OK\r\nX-Mid: ${'m'.repeat(12 * 1024)}\r\nContent-Length: 2\r\n\r\nok`);
+      } else if (head.startsWith('GET /bighead')) {
+        sock.write(`HTTP/1.1 200 OK\r\nX-Big: ${'b'.repeat(70 * 1024)}\r\nContent-Length: 2\r\n\r\nok`);
       } else if (head.startsWith('GET /hints')) {
         sock.write('HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n');
         sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
@@ -328,6 +337,19 @@ describe('framing from raw upstreams', () => {
   test('an invalid response is a 502', async () => {
     const r = await httpRequest(d.port, { path: '/garbage' });
     assert.equal(r.status, 502);
+  });
+
+  test('a response head that arrives in pieces, or spans buffers, is read whole; one past 64 KB is a 502', async () => {
+    const r = await httpRequest(d.port, { path: '/dribble' });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-tail'], 't');
+    assert.equal(r.body, 'hello');
+    const mid = await httpRequest(d.port, { path: '/midhead' });
+    assert.equal(mid.status, 200);
+    assert.equal(mid.headers['x-mid'], 'm'.repeat(12 * 1024));
+    assert.equal(mid.body, 'ok');
+    const big = await httpRequest(d.port, { path: '/bighead' });
+    assert.equal(big.status, 502);
   });
 
   test('a reset before the response is a 502', async () => {
