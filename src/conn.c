@@ -762,6 +762,8 @@ static size_t conn_head_span(struct conn *c, struct evbuffer *in,
                 if (p[k] > '\r' && (t & 0xff) != '\r') {
                     /* most bytes: neither CR nor LF, nor after a CR */
                     size_t j = k + 1;
+                    while (j + 8 <= n && !pt_below(pt_word(p + j), '\r' + 1))
+                        j += 8;
                     while (j < n && p[j] > '\r')
                         j++;
                     scanned += j - k;

@@ -550,23 +550,15 @@ static const char *field_name_error(const char *q, const char *end)
 
 /*
  * Every byte of [v, end) a char_field.  Eight at a time first: a word
- * with no byte below 0x20 and none 0x7f passes whole.  (x - 0x20..) &
- * ~x has bit 7 of some byte set exactly when some byte is below 0x20:
- * below the lowest such byte nothing borrows, and bytes of 0x80 and up
- * are masked out by ~x; likewise (d - 0x01..) & ~d for a zero byte of
- * d = x ^ 0x7f...)  A word that fails, a tab perhaps, is looked at byte
- * by byte, as is the tail.
+ * with no byte below 0x20 and none 0x7f (none zero once xored with
+ * 0x7f) passes whole.  A word that fails, a tab perhaps, is looked at
+ * byte by byte, as is the tail.
  */
 static int field_value_ok(const char *v, const char *end)
 {
-    const uint64_t ones = 0x0101010101010101ull;
-    const uint64_t high = 0x8080808080808080ull;
-
     while (end - v >= 8) {
-        uint64_t x, d;
-        memcpy(&x, v, 8);
-        d = x ^ (0x7f * ones);
-        if ((((x - 0x20 * ones) & ~x) | ((d - ones) & ~d)) & high) {
+        uint64_t x = pt_word(v);
+        if (pt_below(x, 0x20) | pt_below(x ^ 0x7f7f7f7f7f7f7f7full, 1)) {
             for (int i = 0; i < 8; i++)
                 if (!char_field(v[i]))
                     return 0;

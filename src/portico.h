@@ -35,6 +35,26 @@ static inline struct pt_str pt_str_c(const char *s)
 #define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/*
+ * Eight bytes at a time.  pt_word: the 8 bytes at p.  pt_below(x, n), n
+ * from 1 to 128: non-zero when some byte of x is below n.  Below the
+ * lowest such byte nothing borrows, so that byte's bit 7 is set in
+ * x - n*0x01..; a byte of 0x80 or more is masked out by ~x; higher bytes
+ * may show borrows, so the value says "some", not which.
+ */
+static inline uint64_t pt_word(const void *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+static inline uint64_t pt_below(uint64_t x, unsigned n)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    return (x - ones * n) & ~x & (ones << 7);
+}
+
 static inline char pt_lower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;

@@ -89,6 +89,30 @@ describe('bad input', () => {
     });
   }
 
+  test('a bare CR or LF anywhere in a head not yet ended is answered at once; tabs and high bytes are not bare', async () => {
+    // The head is scanned eight bytes at a time for CR and LF: each
+    // byte at each place in a word, and the head never ends, so only
+    // that scan can answer (the header timeout here is 60 s).
+    const answers = [];
+    for (const bad of ['\r', '\n']) {
+      for (let at = 0; at < 17; at++) {
+        const value = 'v'.repeat(at) + bad + 'w'.repeat(24);
+        answers.push(rawRequest(d.port, `GET / HTTP/1.1\r\n${H}X-A: ${value}`, { timeout: 8000 })
+          .then((res) => [JSON.stringify(bad), at, res]));
+      }
+    }
+    for (const [bad, at, res] of await Promise.all(answers)) {
+      assert.ok(res.data.length > 0, `${bad} at ${at}: no answer within 8 s`);
+      assert.equal(parseOne(res.data).status, 400, `${bad} at ${at}`);
+    }
+    for (let at = 0; at < 9; at++) {
+      const value = 'v'.repeat(at) + '\t\u00e9\x01'.slice(0, 2) + 'w'.repeat(16);
+      const res = await rawRequest(d.port, `GET / HTTP/1.1\r\n${H}X-A: ${value}\r\nConnection: close\r\n\r\n`,
+        { timeout: 8000 });
+      assert.equal(parseOne(res.data).status, 200, `tab at ${at}`);
+    }
+  });
+
   test('a valid request pipelined after a bad one is not answered', async () => {
     const bad = `GET / HTTP/1.1\r\n${H}Host: b.example\r\n\r\n`;
     const good = `GET / HTTP/1.1\r\n${H}\r\n`;
