@@ -687,6 +687,10 @@ static int version_parse(struct head_ctx *c, const char *v, const char *end,
     static const char shape[] = "HTTP/9.9"; /* '9' stands for a digit */
     size_t n = (size_t)(end - v);
 
+    if (n >= 8 && memcmp(v, "HTTP/1.1", 8) == 0) { /* nearly every head */
+        *major = *minor = 1;
+        return PT_OK;
+    }
     for (size_t i = 0; i < n && i < 8; i++) {
         int ok = shape[i] == '9' ? char_digit(v[i]) : v[i] == shape[i];
         if (!ok)
