@@ -362,10 +362,26 @@ static int px_text_end(struct px_text *t, struct evbuffer *b)
 static void px_put_field(struct px_text *t, struct pt_str name,
                          struct pt_str value)
 {
-    px_put(t, name.p, name.len);
-    px_put(t, PT_LIT(": "));
-    px_put(t, value.p, value.len);
-    px_put(t, PT_LIT("\r\n"));
+    size_t n = name.len + value.len + 4;
+    char *d = t->p + t->len;
+
+    if (n > t->cap - t->len) { /* or failed: px_put knows what to do */
+        px_put(t, name.p, name.len);
+        px_put(t, PT_LIT(": "));
+        px_put(t, value.p, value.len);
+        px_put(t, PT_LIT("\r\n"));
+        return;
+    }
+    /* the usual case: one check for the line, the separators stored */
+    if (name.len)
+        memcpy(d, name.p, name.len);
+    d += name.len;
+    memcpy(d, ": ", 2);
+    d += 2;
+    if (value.len) /* value.p may be NULL then (an absent Host, say) */
+        memcpy(d, value.p, value.len);
+    memcpy(d + value.len, "\r\n", 2);
+    t->len += n;
 }
 
 static void px_put_ops(struct px_text *t, const struct conf_header_ops *ops)
