@@ -58,6 +58,14 @@ static uint64_t lower8(uint64_t x)
     return x | (upper >> 2);
 }
 
+/* Is s "accept-encoding", in any case?  Two overlapping words, each
+ * lower-cased, against the name's. */
+static int is_accept_encoding(struct pt_str s)
+{
+    return s.len == 15 && lower8(pt_word(s.p)) == pt_word("accept-e") &&
+           lower8(pt_word(s.p + 7)) == pt_word("encoding");
+}
+
 /* The key's host, scheme and header names are lower-cased here: 8 bytes
  * a turn (the bytes are ~11 instructions each one by one, and this was
  * a tenth of a cache hit's). */
@@ -355,22 +363,22 @@ static void ae_scan(struct pt_str v, struct ae_weights *w)
  * for whichever is not named; identity when neither is acceptable or the
  * field is absent (a client that says nothing gets no coding from us).
  */
-static const char *ae_normalize(const struct http_header *h, size_t n)
+static struct pt_str ae_normalize(const struct http_header *h, size_t n)
 {
     struct ae_weights w = {-1, -1, -1};
 
     for (size_t i = 0; i < n; i++)
-        if (pt_str_ieq(h[i].name, "accept-encoding"))
+        if (is_accept_encoding(h[i].name))
             ae_scan(h[i].value, &w);
     if (w.br < 0)
         w.br = w.star;
     if (w.gzip < 0)
         w.gzip = w.star;
     if (w.br > 0 && w.br >= w.gzip)
-        return "br";
+        return PT_STR("br");
     if (w.gzip > 0)
-        return "gzip";
-    return "identity";
+        return PT_STR("gzip");
+    return PT_STR("identity");
 }
 
 /* "\nname: v1,v2" for the lines present, "\nname" when there are none. */
@@ -380,18 +388,17 @@ static void key_header(struct out *o, struct pt_str name,
 {
     int first = 1;
 
-    out_bytes(o, "\n", 1);
-    out_lower(o, name);
-    if (opts->normalize_accept_encoding &&
-        pt_str_ieq(name, "accept-encoding")) {
-        out_str(o, ": ");
-        out_str(o, ae_normalize(in->headers, in->nheaders));
+    if (opts->normalize_accept_encoding && is_accept_encoding(name)) {
+        out_view(o, PT_STR("\naccept-encoding: "));
+        out_view(o, ae_normalize(in->headers, in->nheaders));
         return;
     }
+    out_bytes(o, "\n", 1);
+    out_lower(o, name);
     for (size_t i = 0; i < in->nheaders; i++) {
         if (!str_ieq(in->headers[i].name, name))
             continue;
-        out_str(o, first ? ": " : ",");
+        out_bytes(o, first ? ": " : ",", first ? 2 : 1);
         out_view(o, in->headers[i].value);
         first = 0;
     }
