@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #define NIL 0xffffffffu
@@ -101,6 +102,7 @@ struct cache_store {
     uint32_t free_block, free_entry;
     uint32_t used_blocks, used_entries;
     uint32_t used_pins;          /* ledger records */
+    uint64_t seed;               /* of key_hash: random per zone */
     uint64_t tick, evictions, repairs;
     uint64_t pins_untracked;     /* pins taken while the ledger was full */
     uint64_t pins_returned;      /* given back by cache_store_forget */
@@ -252,6 +254,11 @@ struct cache_store *cache_store_new(uint64_t size)
     }
     s->magic = STORE_MAGIC;
     s->size = size;
+    /* a seed nobody outside knows: keys chosen to share a bucket cannot
+     * be worked out in advance (without it, 0x9e37...) */
+    if (getrandom(&s->seed, sizeof(s->seed), GRND_NONBLOCK) !=
+        sizeof(s->seed))
+        s->seed = 0x9e3779b97f4a7c15ull;
     store_layout(s, size);
     s->fd = fd;
     atomic_init(&s->splice_off, 0);
@@ -889,15 +896,29 @@ static void store_unlock(struct cache_store *s)
 
 /* ---- the API ---- */
 
-static uint64_t key_hash(struct pt_str key)
+/* The key's hash: eight bytes a step (a byte a step cost ~200
+ * instructions of a 1 KB hit), seeded per zone, the length mixed in,
+ * and a final mix so that the low bits, which pick the bucket, depend
+ * on every byte. */
+static uint64_t key_hash(const struct cache_store *s, struct pt_str key)
 {
-    uint64_t h = 14695981039346656037ull;
+    const uint64_t k1 = 0xbf58476d1ce4e5b9ull, k2 = 0x94d049bb133111ebull;
+    uint64_t h = s->seed ^ (key.len * k2);
+    size_t i = 0;
 
-    for (size_t i = 0; i < key.len; i++) {
-        h ^= (unsigned char)key.p[i];
-        h *= 1099511628211ull;
+    for (; i + 8 <= key.len; i += 8) {
+        h = (h ^ pt_word(key.p + i)) * k1;
+        h ^= h >> 29;
     }
-    return h;
+    if (i < key.len) {
+        uint64_t w = 0;
+        memcpy(&w, key.p + i, key.len - i);
+        h = (h ^ w) * k1;
+        h ^= h >> 29;
+    }
+    h = (h ^ (h >> 30)) * k1;
+    h = (h ^ (h >> 27)) * k2;
+    return h ^ (h >> 31);
 }
 
 static uint32_t store_find(struct cache_store *s, struct pt_str key,
@@ -967,7 +988,7 @@ enum cache_found cache_lookup(struct cache_store *s, struct pt_str key,
                               int claim, struct cache_ref *ref,
                               struct cache_meta *meta)
 {
-    uint64_t h = key_hash(key);
+    uint64_t h = key_hash(s, key);
     enum cache_found found = CACHE_MISS;
     uint32_t i;
 
@@ -1156,7 +1177,7 @@ int cache_purge(struct cache_store *s, struct pt_str key)
     uint32_t i;
 
     store_lock(s);
-    i = store_find(s, key, key_hash(key));
+    i = store_find(s, key, key_hash(s, key));
     if (i != NIL)
         entry_kill(s, i, 0);
     store_unlock(s);
@@ -1316,7 +1337,7 @@ enum cache_found cache_lookup_ready(struct cache_store *s, struct pt_str key,
                                     struct cache_meta *meta)
 {
     struct entry *e = entries(s);
-    uint64_t h = key_hash(key);
+    uint64_t h = key_hash(s, key);
     uint32_t i;
 
     if (key.len == 0 || key.len > CACHE_KEY_MAX)
@@ -1345,7 +1366,7 @@ enum cache_found cache_claim_beside(struct cache_store *s, struct pt_str key,
     if (key.len == 0 || key.len > CACHE_KEY_MAX)
         return CACHE_MISS;
     store_lock(s);
-    i = store_claim(s, key, key_hash(key)); /* at the bucket's head */
+    i = store_claim(s, key, key_hash(s, key)); /* at the bucket's head */
     if (i != NIL)
         ref_set(s, ref, i);
     store_unlock(s);
@@ -1443,4 +1464,19 @@ int cache_filler_alive(struct cache_store *s, const struct cache_ref *ref)
 void cache_store_lock_for_test(struct cache_store *s)
 {
     store_lock(s);
+}
+
+uint32_t cache_store_longest_bucket(struct cache_store *s)
+{
+    uint32_t longest = 0;
+
+    store_lock(s);
+    for (uint32_t b = 0; b < s->nbuckets; b++) {
+        uint32_t n = 0;
+        for (uint32_t i = buckets(s)[b]; i != NIL; i = entries(s)[i].hnext)
+            n++;
+        longest = PT_MAX(longest, n);
+    }
+    store_unlock(s);
+    return longest;
 }

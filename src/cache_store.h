@@ -239,5 +239,7 @@ int cache_filler_alive(struct cache_store *s, const struct cache_ref *ref);
 /* Tests only: take the lock and keep it (a process that then dies shows
  * that the next locker recovers). */
 void cache_store_lock_for_test(struct cache_store *s);
+/* Tests only: the most entries any one bucket holds. */
+uint32_t cache_store_longest_bucket(struct cache_store *s);
 
 #endif

@@ -871,6 +871,31 @@ START_TEST(test_sent_pages_stay)
 }
 END_TEST
 
+/* Keys that differ in a byte or two, as URLs of one site do, spread
+ * over the buckets: 4,000 of them in 8,192 buckets leave none with more
+ * than a handful (about 5 for a random spread; all in one if the hash
+ * ignored the bytes).  And all are found. */
+START_TEST(test_keys_spread)
+{
+    struct cache_store *s = cache_store_new(64 * MB);
+    char k[64];
+
+    ck_assert_ptr_nonnull(s);
+    for (int n = 0; n < 4000; n++)
+        ck_assert_int_eq(
+            store_object(s, key_of(k, 64, "GET http://example.com/p?id=", n),
+                         10, n),
+            PT_OK);
+    ck_assert_uint_le(cache_store_longest_bucket(s), 10);
+    for (int n = 0; n < 4000; n += 7)
+        ck_assert_int_eq(
+            check_object(s, key_of(k, 64, "GET http://example.com/p?id=", n),
+                         10, n),
+            1);
+    cache_store_free(&s);
+}
+END_TEST
+
 /* The longest run of blocks end to end in key's object. */
 static size_t longest_run(struct cache_store *s, struct pt_str key)
 {
@@ -956,6 +981,7 @@ int main(void)
     tcase_add_test(tc, test_fill_and_read);
     tcase_add_test(tc, test_sent_pages_stay);
     tcase_add_test(tc, test_fills_side_by_side);
+    tcase_add_test(tc, test_keys_spread);
     tcase_add_test(tc, test_read_while_write_and_abort);
     tcase_add_test(tc, test_max_object_and_purge);
     tcase_add_test(tc, test_lru_eviction_and_pins);
