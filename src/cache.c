@@ -601,6 +601,7 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
     enum cache_found f;
 
     memset(x, 0, sizeof(*x));
+    x->begun = 1;
     x->request_time = (int64_t)time(NULL);
     x->fwd = CACHE_FWD_BYPASS;
     if (zone == NULL || !route->cache.enabled)
@@ -1393,7 +1394,8 @@ void cache_on_body(struct cache_xfer *x, const struct conf *conf,
 
 void cache_end(struct cache_xfer *x, int complete)
 {
-    if (zone == NULL)
+    /* a route without caching never began; an ended one is all zero */
+    if (zone == NULL || !x->begun)
         return;
     if (x->filling) {
         int stored = complete && x->storing;
@@ -1485,6 +1487,7 @@ int cache_begin_refresh(struct cache_xfer *x, const struct cache_xfer *fg)
     struct pt_str key = {fg->key, fg->key_len};
 
     memset(x, 0, sizeof(*x));
+    x->begun = 1;
     x->request_time = fg->request_time;
     x->creq = fg->creq;
     x->creq.method = HTTP_M_GET; /* a refresh after a HEAD goes as GET */

@@ -52,6 +52,7 @@ struct cache_head; /* cache.c: a stored head, parsed */
 
 struct cache_xfer {
     struct cache_ref ref;
+    unsigned begun : 1;     /* cache_begin ran; cache_end has work */
     unsigned pinned : 1;
     unsigned filling : 1;   /* the entry is ours to fill */
     unsigned storing : 1;   /* the response is going in */
