@@ -571,6 +571,7 @@ static void ups_on_tmo(evutil_socket_t fd, short what, void *arg)
     uint64_t now = ups_coarse_ms();
     struct timeval tv;
 
+    (void)fd; /* a timer's: -1 */
     (void)what;
     uc->tmo_at = 0;
     if (!uc->rd_on || uc->rd_due == 0)
@@ -581,7 +582,7 @@ static void ups_on_tmo(evutil_socket_t fd, short what, void *arg)
             uc->tmo_at = uc->rd_due;
         return;
     }
-    ups_on_read(fd, EV_TIMEOUT, uc); /* may free uc */
+    ups_on_read(uc->fd, EV_TIMEOUT, uc); /* may free uc */
 }
 
 static void ups_on_read(evutil_socket_t fd, short what, void *arg)
