@@ -8,7 +8,6 @@
 #include "cache_key.h"
 
 #include <limits.h>
-#include <stdint.h>
 #include <string.h>
 
 #include "cache_util.h"
@@ -79,9 +78,7 @@ static void out_lower(struct out *o, struct pt_str s)
         return;
     }
     for (; i + 8 <= s.len; i += 8) {
-        uint64_t x;
-        memcpy(&x, s.p + i, 8);
-        x = lower8(x);
+        uint64_t x = lower8(pt_word(s.p + i));
         memcpy(d + i, &x, 8);
     }
     for (; i < s.len; i++)

@@ -190,18 +190,12 @@ static const char *conn_peer_name(struct conn *c, char *buf, size_t len)
     return pt_addr_format((struct sockaddr *)&c->peer, buf, len);
 }
 
-static struct timeval conn_tv(uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    return tv;
-}
-
 /* Bound the gap between body reads (ms > 0) or lift the bound (0); the
  * write timeout (timeouts.send) always stands. */
 static void conn_read_timeout(struct conn *c, uint64_t ms)
 {
     const struct conf *cf = worker_gen(c->w)->conf;
-    struct timeval rtv = conn_tv(ms), wtv = conn_tv(cf->timeouts.send);
+    struct timeval rtv = pt_tv(ms), wtv = pt_tv(cf->timeouts.send);
 
     /* set once per connection, not per request: libevent re-adds both
      * events to apply them */
@@ -215,7 +209,7 @@ static void conn_read_timeout(struct conn *c, uint64_t ms)
 
 static void conn_timer_ms(struct conn *c, uint64_t ms)
 {
-    struct timeval tv = conn_tv(ms);
+    struct timeval tv = pt_tv(ms);
     evtimer_add(c->timer, &tv);
 }
 
@@ -1038,7 +1032,7 @@ static int conn_can_rest(struct conn *c)
  * it cannot (TLS, output not written yet, out of memory). */
 static int conn_sleep(struct conn *c, uint64_t ms)
 {
-    struct timeval tv = conn_tv(ms);
+    struct timeval tv = pt_tv(ms);
     struct sleeper *s;
 
     if (!conn_can_rest(c))
@@ -1097,7 +1091,7 @@ static void doze_arm(uint64_t now)
 
     if (c != NULL && !evtimer_pending(doze_ev, NULL)) {
         struct timeval tv =
-            conn_tv(c->doze_until > now ? c->doze_until - now : 0);
+            pt_tv(c->doze_until > now ? c->doze_until - now : 0);
         evtimer_add(doze_ev, &tv);
     }
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/time.h>
 
 /* The small set of return codes every module speaks. */
 enum {
@@ -53,6 +54,13 @@ static inline uint64_t pt_below(uint64_t x, unsigned n)
 {
     const uint64_t ones = 0x0101010101010101ull;
     return (x - ones * n) & ~x & (ones << 7);
+}
+
+/* A duration in milliseconds as libevent takes it. */
+static inline struct timeval pt_tv(uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    return tv;
 }
 
 static inline char pt_lower(char c)

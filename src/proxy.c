@@ -153,12 +153,6 @@ static int px_idempotent(enum http_method m)
            m == HTTP_M_DELETE || m == HTTP_M_OPTIONS || m == HTTP_M_TRACE;
 }
 
-static struct timeval px_tv(uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    return tv;
-}
-
 static uint64_t px_elapsed_us(const struct timespec *t0)
 {
     struct timespec now;
@@ -638,8 +632,8 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg);
  * is bounded by the send timeout instead. */
 static void px_timeouts(struct proxy *px)
 {
-    struct timeval rtv = px_tv(px->sse ? px->sse_idle : px->to.read);
-    struct timeval wtv = px_tv(px->to.send);
+    struct timeval rtv = pt_tv(px->sse ? px->sse_idle : px->to.read);
+    struct timeval wtv = pt_tv(px->to.send);
 
     ups_conn_timeouts(px->uc, px->req_done ? &rtv : NULL, &wtv);
 }
@@ -724,7 +718,7 @@ static void px_connect(struct proxy *px)
         px_send(px);
         return;
     }
-    struct timeval ctv = px_tv(px->to.connect);
+    struct timeval ctv = pt_tv(px->to.connect);
     px->state = PX_CONNECT;
     ups_conn_timeouts(px->uc, NULL, &ctv);
     bufferevent_enable(px->uc->bev, EV_WRITE);
@@ -887,7 +881,7 @@ static void on_tunnel_idle(evutil_socket_t fd, short what, void *arg)
     uint64_t idle = px_now_ms() - px->last_active;
 
     if (idle < px->websocket_idle) {
-        struct timeval tv = px_tv(px->websocket_idle - idle);
+        struct timeval tv = pt_tv(px->websocket_idle - idle);
         evtimer_add(px->idle_ev, &tv);
         return;
     }
@@ -919,7 +913,7 @@ static int px_start_tunnel(struct proxy *px, const struct http_response *r)
 {
     struct bufferevent *cb = px_client(px), *ub = px->uc->bev;
     struct evbuffer *out = bufferevent_get_output(cb);
-    struct timeval wtv = px_tv(px->to.send), itv = px_tv(px->websocket_idle);
+    struct timeval wtv = pt_tv(px->to.send), itv = pt_tv(px->websocket_idle);
     struct px_text t;
 
     px_text_init(&t);
@@ -1059,12 +1053,25 @@ static int px_send_head(struct proxy *px, const struct http_response *r)
 
 /* Parse what the upstream sent so far.  Returns PT_OK once a final head
  * was handled, PT_AGAIN for more, PT_ERROR after answering. */
+/* Parse an upstream response head from [p, p + len) into r, its fields
+ * into hdrs. */
+static ssize_t px_parse_head(struct http_response *r,
+                             struct http_header *hdrs, const void *p,
+                             size_t len)
+{
+    static const struct http_limits lim = {
+        PX_MAX_RESP_HEAD, PX_MAX_RESP_HEAD, PX_MAX_RESP_HEADERS};
+
+    memset(r, 0, sizeof(*r));
+    r->headers = hdrs;
+    r->headers_cap = PX_MAX_RESP_HEADERS;
+    return http_parse_response(p, len, &lim, r);
+}
+
 static int px_read_head(struct proxy *px)
 {
     struct evbuffer *in = bufferevent_get_input(px->uc->bev);
     struct http_header hdrs[PX_MAX_RESP_HEADERS];
-    struct http_limits lim = {PX_MAX_RESP_HEAD, PX_MAX_RESP_HEAD,
-                              PX_MAX_RESP_HEADERS};
 
     for (;;) {
         struct http_response r;
@@ -1075,13 +1082,9 @@ static int px_read_head(struct proxy *px)
          * brought it): parsed there, its end found by the parser.  Else
          * the buffer is searched for the end, and what lies before it
          * made one piece. */
-        memset(&r, 0, sizeof(r));
-        r.headers = hdrs;
-        r.headers_cap = PX_MAX_RESP_HEADERS;
         if (evbuffer_peek(in, -1, NULL, &v, 1) == 1)
-            n = http_parse_response(v.iov_base,
-                                    PT_MIN(v.iov_len, PX_MAX_RESP_HEAD),
-                                    &lim, &r);
+            n = px_parse_head(&r, hdrs, v.iov_base,
+                              PT_MIN(v.iov_len, PX_MAX_RESP_HEAD));
         if (n == PT_AGAIN) {
             struct evbuffer_ptr hit = evbuffer_search(in, "\r\n\r\n", 4,
                                                       NULL);
@@ -1093,12 +1096,8 @@ static int px_read_head(struct proxy *px)
                 return PT_AGAIN;
             }
             size_t hl = (size_t)hit.pos + 4;
-            memset(&r, 0, sizeof(r));
-            r.headers = hdrs;
-            r.headers_cap = PX_MAX_RESP_HEADERS;
-            n = http_parse_response(
-                (const char *)evbuffer_pullup(in, (ssize_t)hl), hl, &lim,
-                &r);
+            n = px_parse_head(&r, hdrs, evbuffer_pullup(in, (ssize_t)hl),
+                              hl);
         }
         if (n == PT_AGAIN)
             return PT_AGAIN;

@@ -83,10 +83,13 @@ struct ups_set {
     unsigned retired : 1;
 };
 
-static uint64_t ups_now_ms(void)
+/* Milliseconds of a monotonic clock: CLOCK_MONOTONIC for health and
+ * backoff times, CLOCK_MONOTONIC_COARSE (a tick, ~4 ms, at most behind;
+ * cheaper) for read timeouts, which move with every read. */
+static uint64_t ups_clock_ms(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -377,7 +380,7 @@ static struct ups_server *ups_pick_hash(struct ups_group *g, uint32_t h,
 struct ups_server *ups_pick(struct ups_group *g, uint32_t key,
                             uint64_t tried)
 {
-    uint64_t now = ups_now_ms();
+    uint64_t now = ups_clock_ms(CLOCK_MONOTONIC);
 
     switch (g->cf->balance) {
     case BALANCE_LEAST_CONN:
@@ -407,7 +410,7 @@ void ups_server_failed(struct ups_server *s)
 {
     const struct conf_upstream *cf = s->group->cf;
     struct shm_health *h = s->health;
-    uint64_t now = ups_now_ms(), until;
+    uint64_t now = ups_clock_ms(CLOCK_MONOTONIC), until;
     uint32_t fails;
 
     if (cf->max_fails == 0)
@@ -523,21 +526,6 @@ static void ups_conn_tune(struct bufferevent *bev)
 #define UPS_READ_MIN (4096 - 128)
 #define UPS_READ_MAX (64 * 1024 - 128)
 
-/* Milliseconds of the coarse monotonic clock (a tick, ~4 ms, at most
- * behind): what a read timeout is counted in. */
-static uint64_t ups_coarse_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void ms_tv(uint64_t ms, struct timeval *tv)
-{
-    tv->tv_sec = (time_t)(ms / 1000);
-    tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
-}
-
 /*
  * A plain connection's read timeout is kept lazily, as a deadline
  * (rd_due) and a timer (tmo) that fires no later than it.  Moving the
@@ -547,18 +535,23 @@ static void ms_tv(uint64_t ms, struct timeval *tv)
  * on the read event itself had libevent take the timer out of its heap
  * and put it back two or three times per exchange.)
  */
+static void ups_rd_push(struct upconn *uc)
+{
+    uc->rd_due = uc->rd_timed
+                     ? ups_clock_ms(CLOCK_MONOTONIC_COARSE) + uc->rd_ms
+                     : 0;
+}
+
 static void ups_rd_arm(struct upconn *uc)
 {
     struct timeval tv;
 
-    if (!uc->rd_timed) {
-        uc->rd_due = 0;
+    ups_rd_push(uc);
+    if (!uc->rd_timed)
         return;
-    }
-    uc->rd_due = ups_coarse_ms() + uc->rd_ms;
     if (uc->tmo_at && uc->tmo_at <= uc->rd_due)
         return; /* fires first, and looks again */
-    ms_tv(uc->rd_ms, &tv);
+    tv = pt_tv(uc->rd_ms);
     if (event_add(&uc->tmo, &tv) == 0)
         uc->tmo_at = uc->rd_due;
 }
@@ -568,7 +561,7 @@ static void ups_on_read(evutil_socket_t fd, short what, void *arg);
 static void ups_on_tmo(evutil_socket_t fd, short what, void *arg)
 {
     struct upconn *uc = arg;
-    uint64_t now = ups_coarse_ms();
+    uint64_t now = ups_clock_ms(CLOCK_MONOTONIC_COARSE);
     struct timeval tv;
 
     (void)fd; /* a timer's: -1 */
@@ -577,7 +570,7 @@ static void ups_on_tmo(evutil_socket_t fd, short what, void *arg)
     if (!uc->rd_on || uc->rd_due == 0)
         return;
     if (now < uc->rd_due) {
-        ms_tv(uc->rd_due - now, &tv);
+        tv = pt_tv(uc->rd_due - now);
         if (event_add(&uc->tmo, &tv) == 0)
             uc->tmo_at = uc->rd_due;
         return;
@@ -600,8 +593,7 @@ static void ups_on_read(evutil_socket_t fd, short what, void *arg)
         ssize_t n = evio_recv(bufferevent_get_input(bev), fd, uc->rd_want,
                               &room);
         if (n > 0) {
-            if (uc->rd_timed)
-                uc->rd_due = ups_coarse_ms() + uc->rd_ms;
+            ups_rd_push(uc);
             if ((size_t)n == room)
                 uc->rd_want = PT_MIN(uc->rd_want * 2, UPS_READ_MAX);
             else if ((size_t)n < uc->rd_want / 4)
@@ -754,8 +746,7 @@ void ups_conn_put(struct upconn **ucp)
     }
     uint64_t ms = uc->idle_ms ? PT_MIN(uc->idle_ms, cf->keepalive_timeout)
                               : cf->keepalive_timeout;
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    tv = pt_tv(ms);
     bufferevent_setcb(uc->bev, on_idle_read, NULL, on_idle_event, uc);
     /* A plain connection keeps its write timeout (nothing is written
      * while idle; setting it again would re-add its events); a TLS one's
@@ -796,7 +787,7 @@ struct ups_check {
 
 static void ups_check_schedule(struct ups_check *ck, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = pt_tv(ms);
     evtimer_add(ck->timer, &tv);
 }
 

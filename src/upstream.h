@@ -34,7 +34,7 @@ struct upconn {
     unsigned wr_timed : 1;    /* wr_tv is the bufferevent's write timeout */
     uint32_t rd_want;         /* what the next read asks for */
     uint64_t rd_ms;
-    uint64_t rd_due;          /* when the wait times out (ups_coarse_ms); 0: never */
+    uint64_t rd_due;          /* when the wait times out (coarse ms); 0: never */
     uint64_t tmo_at;          /* when tmo fires; 0: not pending */
     struct timeval wr_tv;
     struct event rd;          /* no timeout of its own: tmo is it, lazily */

@@ -492,8 +492,7 @@ static void worker_stop_graceful(struct worker *w, const char *why)
         event_base_loopbreak(w->base);
         return;
     }
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    tv = pt_tv(ms);
     w->grace_ev = evtimer_new(w->base, on_grace, w);
     if (w->grace_ev == NULL || evtimer_add(w->grace_ev, &tv) < 0)
         on_grace(-1, 0, w);

@@ -923,12 +923,14 @@ START_TEST(test_fills_side_by_side)
     const size_t len = 256 * 1024;
     struct cache_ref ref[4];
     struct cache_meta meta = {.status = 200, .head_len = 10};
-    unsigned char *data = malloc(len);
+    unsigned char *data[4];
     struct cache_stats st;
     char k[64];
 
     ck_assert_ptr_nonnull(s);
     for (int n = 0; n < 4; n++) {
+        data[n] = malloc(len);
+        fill_bytes(data[n], len, n);
         ck_assert_int_eq(cache_lookup(s, key_of(k, 64, "GET http://z/", n), 1,
                                       &ref[n], &meta),
                          CACHE_CLAIMED);
@@ -938,12 +940,10 @@ START_TEST(test_fills_side_by_side)
     }
     for (size_t off = 0; off < len;) {
         size_t step = PT_MIN(len - off, (size_t)(1000 + off % 3000));
-        for (int n = 0; n < 4; n++) {
-            fill_bytes(data, len, n);
+        for (int n = 0; n < 4; n++)
             ck_assert_int_eq(
-                cache_fill_append(s, &ref[n], data + off, step, 64 * MB),
+                cache_fill_append(s, &ref[n], data[n] + off, step, 64 * MB),
                 PT_OK);
-        }
         off += step;
     }
     for (int n = 0; n < 4; n++) {
@@ -965,7 +965,8 @@ START_TEST(test_fills_side_by_side)
     ck_assert_uint_eq(st.bytes_used,
                       4 * ((strlen(k) + len + CACHE_BLOCK - 1) / CACHE_BLOCK) *
                           CACHE_BLOCK);
-    free(data);
+    for (int n = 0; n < 4; n++)
+        free(data[n]);
     cache_store_free(&s);
 }
 END_TEST
