@@ -896,6 +896,70 @@ START_TEST(test_keys_spread)
 }
 END_TEST
 
+/* A fill that announces more than the zone can give takes what there
+ * is, and when no block can be had at all (everything else pinned) its
+ * append fails and the entry goes with all its blocks: the zone's use
+ * is back to the pinned objects', and once they are let go a fill of
+ * the same size succeeds. */
+START_TEST(test_fill_without_room)
+{
+    struct cache_store *s = cache_store_new(MB);
+    struct cache_ref pinned[64], ref;
+    struct cache_meta meta = {.status = 200, .head_len = 10};
+    const size_t big = 600 * 1024;
+    unsigned char *data = calloc(1, big);
+    struct cache_stats st;
+    uint64_t held;
+    int npinned = 0, rc = PT_OK;
+    char k[64];
+
+    ck_assert_ptr_nonnull(s);
+    /* objects of 60 KB, each pinned, while they fit */
+    for (int n = 0; n < 64; n++) {
+        struct pt_str key = key_of(k, 64, "GET http://p/", n);
+        if (store_object(s, key, 60 * 1024, n) != PT_OK)
+            break;
+        ck_assert_int_eq(cache_lookup(s, key, 0, &pinned[npinned], &meta),
+                         CACHE_HIT);
+        npinned++;
+        cache_store_stats(s, &st);
+        if (st.bytes_total - st.bytes_used < big)
+            break; /* less room left than the big one wants */
+    }
+    ck_assert_int_gt(npinned, 2);
+    cache_store_stats(s, &st);
+    held = st.bytes_used;
+
+    ck_assert_int_eq(cache_lookup(s, PT_STR("GET http://p/big"), 1, &ref,
+                                  &meta),
+                     CACHE_CLAIMED);
+    cache_fill_expect(s, &ref, big);
+    for (size_t off = 0; off < big && rc == PT_OK; off += 8192)
+        rc = cache_fill_append(s, &ref, data + off, 8192, 64 * MB);
+    ck_assert_int_eq(rc, PT_ERROR);
+    cache_release(s, &ref);
+    ck_assert_int_eq(cache_lookup(s, PT_STR("GET http://p/big"), 0, &ref,
+                                  &meta),
+                     CACHE_MISS);
+    cache_store_stats(s, &st);
+    ck_assert_uint_eq(st.bytes_used, held);
+
+    for (int n = 0; n < npinned; n++)
+        cache_release(s, &pinned[n]);
+    ck_assert_int_eq(cache_lookup(s, PT_STR("GET http://p/big"), 1, &ref,
+                                  &meta),
+                     CACHE_CLAIMED);
+    cache_fill_expect(s, &ref, big);
+    for (size_t off = 0; off < big; off += 8192)
+        ck_assert_int_eq(cache_fill_append(s, &ref, data + off, 8192, 64 * MB),
+                         PT_OK);
+    ck_assert_int_eq(cache_fill_done(s, &ref, &meta), PT_OK);
+    cache_release(s, &ref);
+    free(data);
+    cache_store_free(&s);
+}
+END_TEST
+
 /* The longest run of blocks end to end in key's object. */
 static size_t longest_run(struct cache_store *s, struct pt_str key)
 {
@@ -983,6 +1047,7 @@ int main(void)
     tcase_add_test(tc, test_sent_pages_stay);
     tcase_add_test(tc, test_fills_side_by_side);
     tcase_add_test(tc, test_keys_spread);
+    tcase_add_test(tc, test_fill_without_room);
     tcase_add_test(tc, test_read_while_write_and_abort);
     tcase_add_test(tc, test_max_object_and_purge);
     tcase_add_test(tc, test_lru_eviction_and_pins);
