@@ -320,6 +320,10 @@ test('the configured backlog holds: 300 connects wait while the worker is stoppe
   } });
   t.after(() => d.stop());
   const [worker] = await d.waitWorkers(1);
+  // Stopped before it set its listener up, the worker could not show a
+  // backlog of its own: one answer first proves it did.
+  const first = await rawRequest(d.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  assert.match(first.text, /\r\n\r\nok$/);
   const conns = [];
   t.after(() => { for (const s of conns) s.destroy(); });
   process.kill(worker, 'SIGSTOP');

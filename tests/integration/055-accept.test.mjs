@@ -49,6 +49,19 @@ function listenerRegistrations(pid, port, places = listenerPlaces(pid, port)) {
   return regs;
 }
 
+/**
+ * Wait until n workers run and each has its listener in an epoll set;
+ * returns their pids.  The master says "ready" once it has forked them,
+ * which on a loaded machine can be well before a worker has made its
+ * event loop: read then, a worker looks as if it never listens.
+ */
+async function waitListening(d, n) {
+  const pids = await d.waitWorkers(n);
+  await waitFor(() => pids.every((p) => listenerRegistrations(p, d.port).length > 0),
+    { what: `${n} workers listening` });
+  return pids;
+}
+
 function assertExclusive(d, what) {
   const pids = d.workerPids();
   assert.ok(pids.length > 0);
@@ -83,7 +96,7 @@ test('every worker registers the listening socket with EPOLLEXCLUSIVE, ' +
   const config = baseConfig({ workers: 3 });
   const d = await startPortico({ config });
   t.after(() => d.stop());
-  await d.waitWorkers(3);
+  await waitListening(d, 3);
   assertExclusive(d, 'at start');
 
   // A reload gives the workers kept a new generation, with its own
@@ -134,7 +147,7 @@ test('connections arriving one at a time wake one worker each, not all',
     const N = 150;
     const d = await startPortico({ config: baseConfig({ workers: WORKERS }) });
     t.after(() => d.stop());
-    const pids = await d.waitWorkers(WORKERS);
+    const pids = await waitListening(d, WORKERS);
     assert.equal(await oneConnection(d.port), 200);
 
     const s0 = pids.map(voluntarySwitches);
@@ -168,7 +181,7 @@ test('long-lived connections opened one at a time are shared among the ' +
   const N = 120;
   const d = await startPortico({ config: baseConfig({ workers: WORKERS }) });
   t.after(() => d.stop());
-  const pids = await d.waitWorkers(WORKERS);
+  const pids = await waitListening(d, WORKERS);
   const conns = [];
   t.after(() => conns.forEach((c) => c.destroy()));
   for (let i = 0; i < N; i++) {
@@ -197,7 +210,7 @@ test('while a worker is over its share, another always accepts', async (t) => {
   const WORKERS = 2;
   const d = await startPortico({ config: baseConfig({ workers: WORKERS }) });
   t.after(() => d.stop());
-  const pids = await d.waitWorkers(WORKERS);
+  const pids = await waitListening(d, WORKERS);
   // Where each worker's epoll sets and listening socket are: read once,
   // so that a sample is quick next to a connection.
   const places = pids.map((pid) => listenerPlaces(pid, d.port));
