@@ -42,27 +42,12 @@ static void out_view(struct out *o, struct pt_str s)
     out_bytes(o, s.p, s.len);
 }
 
-/* Eight bytes lower-cased at once: a byte gets 0x20 added when it is
- * 'A'..'Z'.  In each byte's low seven bits, adding 0x3f carries into
- * bit 7 from 'A' (0x41) up, adding 0x25 from past 'Z' (0x5a) up; bytes
- * with bit 7 set are not ASCII and stay as they are.  No carry crosses
- * a byte: each low-seven-bit sum stays under 0x100. */
-static uint64_t lower8(uint64_t x)
-{
-    const uint64_t low7 = 0x7f7f7f7f7f7f7f7full, high = 0x8080808080808080ull;
-    uint64_t b = x & low7;
-    uint64_t upper = ((b + 0x3f3f3f3f3f3f3f3full) ^ (b + 0x2525252525252525ull)) &
-                     ~x & high;
-
-    return x | (upper >> 2);
-}
-
 /* Is s "accept-encoding", in any case?  Two overlapping words, each
  * lower-cased, against the name's. */
 static int is_accept_encoding(struct pt_str s)
 {
-    return s.len == 15 && lower8(pt_word(s.p)) == pt_word("accept-e") &&
-           lower8(pt_word(s.p + 7)) == pt_word("encoding");
+    return s.len == 15 && pt_lower8(pt_word(s.p)) == pt_word("accept-e") &&
+           pt_lower8(pt_word(s.p + 7)) == pt_word("encoding");
 }
 
 /* The key's host, scheme and header names are lower-cased here: 8 bytes
@@ -78,7 +63,7 @@ static void out_lower(struct out *o, struct pt_str s)
         return;
     }
     for (; i + 8 <= s.len; i += 8) {
-        uint64_t x = lower8(pt_word(s.p + i));
+        uint64_t x = pt_lower8(pt_word(s.p + i));
         memcpy(d + i, &x, 8);
     }
     for (; i < s.len; i++)

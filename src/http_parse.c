@@ -522,18 +522,35 @@ static int field_facts(struct head_ctx *c, const struct http_header *h)
 {
     struct pt_str n = h->name;
 
-    if (pt_str_ieq(n, "content-length"))
-        return fact_content_length(c, h->value);
-    if (pt_str_ieq(n, "transfer-encoding"))
-        return fact_transfer_encoding(c, h->value);
-    if (pt_str_ieq(n, "connection"))
-        return fact_connection(c, h->value);
-    if (pt_str_ieq(n, "upgrade"))
-        c->has_upgrade = 1;
-    else if (c->is_request && pt_str_ieq(n, "host"))
-        return fact_host(c, h->value);
-    else if (c->is_request && pt_str_ieq(n, "expect"))
-        return fact_expect(c, h->value);
+    /* The names that matter have lengths of their own: one comparison. */
+    switch (n.len) {
+    case 14:
+        if (pt_str_ieq(n, "content-length"))
+            return fact_content_length(c, h->value);
+        break;
+    case 17:
+        if (pt_str_ieq(n, "transfer-encoding"))
+            return fact_transfer_encoding(c, h->value);
+        break;
+    case 10:
+        if (pt_str_ieq(n, "connection"))
+            return fact_connection(c, h->value);
+        break;
+    case 7:
+        if (pt_str_ieq(n, "upgrade"))
+            c->has_upgrade = 1;
+        break;
+    case 4:
+        if (c->is_request && pt_str_ieq(n, "host"))
+            return fact_host(c, h->value);
+        break;
+    case 6:
+        if (c->is_request && pt_str_ieq(n, "expect"))
+            return fact_expect(c, h->value);
+        break;
+    default:
+        break;
+    }
     return PT_OK;
 }
 
@@ -1269,15 +1286,6 @@ ssize_t http_chunked_decode(struct http_chunked *dec, const char *buf,
 }
 
 /* ---- small lookups ----------------------------------------------------- */
-
-const struct http_header *http_header_find(const struct http_header *h,
-                                           size_t n, const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (pt_str_ieq(h[i].name, name))
-            return &h[i];
-    return NULL;
-}
 
 int http_list_has_token(struct pt_str value, const char *token)
 {

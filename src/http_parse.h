@@ -122,9 +122,16 @@ struct http_chunked {
 ssize_t http_chunked_decode(struct http_chunked *dec, const char *buf,
                             size_t len, struct pt_str *data);
 
-/* Find a header by name (case-insensitive); NULL when absent. */
-const struct http_header *http_header_find(const struct http_header *h,
-                                           size_t n, const char *name);
+/* Find a header by name (case-insensitive); NULL when absent.  Inline,
+ * so that a literal name's length and words are constants. */
+static inline const struct http_header *
+http_header_find(const struct http_header *h, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pt_str_ieq(h[i].name, name))
+            return &h[i];
+    return NULL;
+}
 
 /* Does a comma-separated header value contain token (case-insensitive)? */
 int http_list_has_token(struct pt_str value, const char *token);

@@ -314,3 +314,19 @@ char *pt_xstrdup(const char *s)
 {
     return pt_xmemdup(s, strlen(s));
 }
+
+/* Eight bytes a turn, the last word overlapping the one before; under
+ * eight, byte by byte. */
+int pt_mem_ieq(const char *a, const char *b, size_t n)
+{
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8)
+            if (pt_lower8(pt_word(a + i)) != pt_lower8(pt_word(b + i)))
+                return 0;
+        return pt_lower8(pt_word(a + n - 8)) == pt_lower8(pt_word(b + n - 8));
+    }
+    for (size_t i = 0; i < n; i++)
+        if (pt_lower(a[i]) != pt_lower(b[i]))
+            return 0;
+    return 1;
+}

@@ -953,6 +953,57 @@ END_TEST
 
 /* ---- small lookups ----------------------------------------------------- */
 
+/*
+ * pt_str_ieq, eight bytes a turn, against a byte-by-byte fold: for
+ * lengths 0-24, each place of the literal with every byte value put in
+ * the view.  Only 'A'..'Z' and 'a'..'z' may meet their other case;
+ * pairs 0x20 apart that are not letters ('@' '`', '[' '{', CR '-',
+ * 0xc1 0xe1) must differ.
+ */
+static int ieq_ref(struct pt_str s, const char *lit)
+{
+    if (s.len != strlen(lit))
+        return 0;
+    for (size_t i = 0; i < s.len; i++)
+        if (pt_lower(s.p[i]) != pt_lower(lit[i]))
+            return 0;
+    return 1;
+}
+
+START_TEST(test_str_ieq)
+{
+    const char *src = "X-Forwarded-For-Content-Lengths@[";
+    char lit[32], view[32];
+
+    for (size_t len = 0; len <= 24; len++) {
+        memcpy(lit, src + (len % 7), len);
+        lit[len] = '\0';
+        for (size_t at = 0; at < len; at++) {
+            for (int b = 0; b < 256; b++) {
+                memcpy(view, lit, len);
+                view[at] = (char)b;
+                struct pt_str v = {view, len};
+                ck_assert_msg(pt_str_ieq(v, lit) == ieq_ref(v, lit),
+                              "byte 0x%02x at %zu of \"%s\"", b, at, lit);
+            }
+        }
+        /* the whole view in the other case, and one byte short */
+        for (size_t i = 0; i < len; i++) {
+            char f = (char)(lit[i] | 0x20);
+            view[i] = f >= 'a' && f <= 'z' ? (char)(lit[i] ^ 0x20) : lit[i];
+        }
+        ck_assert(pt_str_ieq((struct pt_str){view, len}, lit));
+        if (len)
+            ck_assert(!pt_str_ieq((struct pt_str){view, len - 1}, lit));
+    }
+    ck_assert(!pt_str_ieq(PT_STR("content\rlength"), "Content-Length"));
+    ck_assert(!pt_str_ieq(PT_STR("@"), "`"));
+    ck_assert(!pt_str_ieq(PT_STR("abcdefgh["), "ABCDEFGH{"));
+    ck_assert(!pt_str_ieq(PT_STR("abcdefgh\xc1"), "ABCDEFGH\xe1"));
+    ck_assert(pt_str_ieq(PT_STR("TRANSFER-ENCODING"), "transfer-encoding"));
+}
+END_TEST
+
 START_TEST(test_helpers)
 {
     struct http_header h[2] = {{PT_STR("Host"), PT_STR("a")},
@@ -1039,6 +1090,7 @@ static Suite *http_parse_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("helpers");
+    tcase_add_test(tc, test_str_ieq);
     tcase_add_test(tc, test_helpers);
     suite_add_tcase(s, tc);
     return s;
