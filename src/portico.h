@@ -87,14 +87,22 @@ static inline char pt_lower(char c)
 int pt_mem_ieq(const char *a, const char *b, size_t n);
 
 /* Case-insensitive ASCII comparison of a view against a C string.
- * Inline, and small so that it stays so: with a literal (the usual
- * caller: a field name) the length is a constant, and most calls end at
- * the length check. */
-static inline int pt_str_ieq(struct pt_str s, const char *lit)
+ * Always inline: with a literal (the usual caller: a field name) the
+ * length is a constant, most calls end at the length check, and a name
+ * of 8 to 16 bytes is two words whose lower-cased forms are constants.
+ * Out of line, strlen would run at every call. */
+static inline __attribute__((always_inline)) int
+pt_str_ieq(struct pt_str s, const char *lit)
 {
     size_t n = __builtin_strlen(lit);
 
-    return s.len == n && pt_mem_ieq(s.p, lit, n);
+    if (s.len != n)
+        return 0;
+    if (__builtin_constant_p(n) && n >= 8 && n <= 16)
+        return pt_lower8(pt_word(s.p)) == pt_lower8(pt_word(lit)) &&
+               pt_lower8(pt_word(s.p + n - 8)) ==
+                   pt_lower8(pt_word(lit + n - 8));
+    return pt_mem_ieq(s.p, lit, n);
 }
 
 /* Case-sensitive comparison of a view against a C string. */

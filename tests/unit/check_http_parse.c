@@ -996,6 +996,28 @@ START_TEST(test_str_ieq)
         if (len)
             ck_assert(!pt_str_ieq((struct pt_str){view, len - 1}, lit));
     }
+    /* Literals, as the parser passes them: 8 to 16 bytes take the
+     * inline path with the literal's words folded. */
+#define IEQ_EVERY_BYTE(lit)                                                  \
+    do {                                                                     \
+        for (size_t at = 0; at < sizeof(lit) - 1; at++) {                    \
+            for (int b = 0; b < 256; b++) {                                  \
+                struct pt_str v = {view, sizeof(lit) - 1};                   \
+                memcpy(view, lit, sizeof(lit) - 1);                          \
+                view[at] = (char)b;                                          \
+                ck_assert_msg(pt_str_ieq(v, lit) == ieq_ref(v, lit),         \
+                              "byte 0x%02x at %zu of \"%s\"", b, at, lit);    \
+            }                                                                \
+        }                                                                    \
+    } while (0)
+    IEQ_EVERY_BYTE("Host");
+    IEQ_EVERY_BYTE("X-Forwar");
+    IEQ_EVERY_BYTE("Keep-Alive");
+    IEQ_EVERY_BYTE("Content-Type");
+    IEQ_EVERY_BYTE("Content-Length");
+    IEQ_EVERY_BYTE("X-Forwarded-Host");
+    IEQ_EVERY_BYTE("Transfer-Encoding");
+#undef IEQ_EVERY_BYTE
     ck_assert(!pt_str_ieq(PT_STR("content\rlength"), "Content-Length"));
     ck_assert(!pt_str_ieq(PT_STR("@"), "`"));
     ck_assert(!pt_str_ieq(PT_STR("abcdefgh["), "ABCDEFGH{"));
