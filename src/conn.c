@@ -275,6 +275,31 @@ static void on_out_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
     }
 }
 
+int conn_send_now(struct conn *c, const struct iovec *iov, int n)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct msghdr mh = {.msg_iov = (struct iovec *)iov,
+                        .msg_iovlen = (size_t)n};
+    ssize_t sent;
+
+    if (!c->direct || c->write_armed || evbuffer_get_length(out) > 0)
+        return 0;
+    sent = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent < 0)
+        sent = 0; /* full, or failed: the flush meets it again */
+    c->bytes_out += (uint64_t)sent;
+    for (int i = 0; i < n; i++) {
+        size_t skip = PT_MIN((size_t)sent, iov[i].iov_len);
+
+        sent -= (ssize_t)skip;
+        if (skip < iov[i].iov_len &&
+            evbuffer_add(out, (const char *)iov[i].iov_base + skip,
+                         iov[i].iov_len - skip) < 0)
+            return -1;
+    }
+    return 1;
+}
+
 static void conn_flush_unlink(struct conn *c)
 {
     if (!c->flush_queued)

@@ -939,3 +939,53 @@ test('a keep-alive client that goes while its second request waits: the upstream
     p.destroy();
   } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
 });
+
+test('answers sent whole with their head: pipelined behind a client that reads nothing, every byte arrives in order, and /metrics counts them', async () => {
+  // A response whose body came in with its head goes to the client in
+  // one sendmsg, from the upstream's buffer.  Once the client's socket
+  // is full, the rest of an answer is queued, and the answers after it
+  // queue behind.
+  const N = 3000, SIZE = 3000;
+  const bodyOf = (i) => `<${i}>`.padEnd(SIZE, String.fromCharCode(97 + (i % 26)));
+  const up = http.createServer((req, res) => {
+    const b = bodyOf(Number(req.url.slice(1)));
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': SIZE });
+    res.end(b);
+  });
+  up.keepAliveTimeout = 30000;
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const d = await startPortico({ config: proxyConfig(
+    { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } }, [{ upstream: 'app' }],
+    { admin: { listen: '127.0.0.2:0' } }) });
+  const adminPort = Number(d.addresses.find((a) => a.startsWith('127.0.0.2:')).split(':')[1]);
+  const sentTotal = async () => {
+    const r = await httpRequest(adminPort, { path: '/metrics', host: '127.0.0.2' });
+    return Number(/^portico_bytes_sent_total (\d+)$/m.exec(r.body)[1]);
+  };
+  try {
+    const before = await sentTotal();
+    const c = await RawConn.open(d.port);
+    c.sock.pause(); // nothing read: the socket fills
+    let reqs = '';
+    for (let i = 0; i < N; i++) reqs += `GET /${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    await c.write(reqs);
+    await delay(500);
+    c.sock.resume();
+    const got = await c.read(N, { timeout: 20000 });
+    let bytes = 0;
+    got.forEach((r, i) => {
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString('latin1'), bodyOf(i), `answer ${i}`);
+      bytes += r.raw.length;
+    });
+    assert.ok(bytes > 8 * 1024 * 1024, 'over 8 MB: more than the sockets hold unread');
+    c.destroy();
+    // The counters are added up when a request ends and when a connection
+    // closes: every byte sent, the directly sent ones too.
+    let after = 0;
+    await waitFor(async () => (after = await sentTotal()) - before >= bytes,
+      { timeout: 5000, what: `portico_bytes_sent_total to count ${bytes} bytes` }).catch(() => {});
+    assert.ok(after - before >= bytes && after - before < bytes + 65536,
+      `portico_bytes_sent_total moved by ${after - before} for ${bytes} bytes sent`);
+  } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
+});
