@@ -116,6 +116,7 @@ struct conn {
     unsigned direct : 1;       /* plain TCP, written by on_flush */
     unsigned client_closes : 1; /* the last request said it is the last */
     unsigned flush_queued : 1;
+    unsigned processing : 1; /* in conn_process: a nested call returns */
     unsigned write_armed : 1;
     /* Dozing: between requests, still awake (conn_doze). */
     struct event wake;         /* the next request's first byte */
@@ -294,8 +295,17 @@ int conn_send_now(struct conn *c, const struct iovec *iov, int n)
         sent -= (ssize_t)skip;
         if (skip < iov[i].iov_len &&
             evbuffer_add(out, (const char *)iov[i].iov_base + skip,
-                         iov[i].iov_len - skip) < 0)
-            return -1;
+                         iov[i].iov_len - skip) < 0) {
+            /* Part of the answer is out and the rest has nowhere to
+             * go: nothing more may follow it.  The client sees the
+             * answer cut short of its length and the connection end;
+             * the connection sees its end and closes. */
+            log_error("out of memory queueing an answer; closing the "
+                      "connection");
+            evbuffer_drain(out, evbuffer_get_length(out));
+            shutdown(c->fd, SHUT_RDWR);
+            break;
+        }
     }
     return 1;
 }
@@ -1218,6 +1228,14 @@ static void conn_process(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
 
+    /* An answer made while a request is read (a hit, an error of the
+     * route's) ends in conn_proxy_done, which calls here again: this
+     * call's loop goes on with it instead.  Nested, its conn_idle could
+     * put c to sleep -- free it -- under the frames still using it, once
+     * the answer went out at once (conn_send_now). */
+    if (c->processing)
+        return;
+    c->processing = 1;
     for (;;) {
         unsigned done = c->nreq;
         switch (c->state) {
@@ -1232,18 +1250,22 @@ static void conn_process(struct conn *c)
         case CONN_PROXY:
             /* Body bytes go upstream; bytes past the body are the next
              * request and wait until this exchange is over. */
+            c->processing = 0;
             proxy_on_client_read(c->req.px);
             return;
         case CONN_LINGER:
+            c->processing = 0;
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
         case CONN_FLUSH:
         case CONN_CLOSING:
+            c->processing = 0;
             return;
         }
         if (c->nreq == done || evbuffer_get_length(in) == 0)
             break;
     }
+    c->processing = 0;
     if (c->state == CONN_HEAD && !c->head_started)
         conn_idle(c);
 }

@@ -47,8 +47,9 @@ void conn_set_keep_alive(struct conn *c, int keep);
  * nothing is queued before them and the connection writes for itself
  * (plain TCP).  What the socket does not take is queued as any output,
  * to go at the end of the turn or with EV_WRITE, which reports an error.
- * Returns 1 when done so, 0 when the caller must queue the pieces, -1
- * when memory ran out for the rest (the response cannot finish). */
+ * Returns 1 when done so (when memory for the rest ran out, the
+ * connection is shut down: it closes), 0 when the caller must queue the
+ * pieces itself. */
 int conn_send_now(struct conn *c, const struct iovec *iov, int n);
 /* Nothing of the response was sent yet: answer status (502, 503, 504)
  * and close.  Frees the proxy. */

@@ -1025,14 +1025,13 @@ static int px_relay_interim(struct proxy *px, const struct http_response *r)
  * with nothing queued (conn_send_now): one sendmsg from the upstream's
  * buffer, instead of both through the client's output and written at the
  * end of the turn.  Not when the body goes anywhere else too (the cache)
- * or is still to come.  1: sent (the body too), 0: not, -1: failed.
+ * or is still to come.  1: sent (the body too), 0: not.
  */
 static int px_send_whole(struct proxy *px, struct px_text *t,
                          const struct evbuffer_iovec *first,
                          size_t head_len)
 {
     struct iovec iov[2] = {{t->p, t->len}, {NULL, 0}};
-    int rc;
 
     if (first == NULL || t->failed || px->bg_mode || px->head_fill ||
         px->cx.storing)
@@ -1045,14 +1044,11 @@ static int px_send_whole(struct proxy *px, struct px_text *t,
     } else if (px->body != BODY_NONE) {
         return 0;
     }
-    rc = conn_send_now(px->c, iov, iov[1].iov_len ? 2 : 1);
-    if (rc == 0)
+    if (!conn_send_now(px->c, iov, iov[1].iov_len ? 2 : 1))
         return 0;
     if (t->p != t->room)
         free(t->p);
     px_text_init(t);
-    if (rc < 0)
-        return -1;
     px->sent += iov[1].iov_len;
     px->resp_left = 0;
     return 1;
@@ -1092,8 +1088,6 @@ static int px_send_head(struct proxy *px, const struct http_response *r,
     px_put(&t, PT_LIT("\r\n"));
     px_set_keep(px, keep);
     whole = px_send_whole(px, &t, first, head_len);
-    if (whole < 0)
-        return PT_ERROR;
     if (!whole && px_text_end(&t, out) < 0)
         return PT_ERROR;
     return whole;
@@ -1710,6 +1704,11 @@ static void px_follow_start(struct proxy *px)
     px_follow_step(px);
 }
 
+static int px_send_now(void *arg, const struct iovec *iov, int n)
+{
+    return conn_send_now(((struct proxy *)arg)->c, iov, n);
+}
+
 /* A fresh copy in the cache answers the request; no upstream involved. */
 static int px_serve_cached(struct proxy *px)
 {
@@ -1717,7 +1716,8 @@ static int px_serve_cached(struct proxy *px)
     int keep = px_keep(px);
     uint64_t bytes;
     int status = cache_serve(&px->cx, &px->route->response_headers, out,
-                             keep, px->client_http10, &bytes);
+                             keep, px->client_http10, &bytes,
+                             px->bg_mode ? NULL : px_send_now, px);
 
     if (status < 0)
         return PT_ERROR; /* nothing was queued */

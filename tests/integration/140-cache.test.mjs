@@ -885,3 +885,37 @@ test('kill -9 of a worker serving a hit: the master gives its pins back', async 
     assert.equal(await metric('portico_cache_pins_untracked_total'), 0);
   } finally { await d.stop(); await o.close(); }
 });
+
+test('small hits sent at once, on many keep-alive connections at a time: every one whole, and the worker lives', async () => {
+  // A hit is answered while its request is read; sent at once, the
+  // connection is idle again before the read's frames return.  Dozed
+  // twice over (once in the answer, once after the read), a connection
+  // sat twice in the doze list, and the worker crashed within a second.
+  const o = await origin();
+  const d = await startFor(o, { config: { ...config(o), workers: 1 } });
+  try {
+    const [worker] = await d.waitWorkers(1);
+    const path = '/small?cc=max-age%3D600';
+    const req = `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    const [first] = parseResponses(Buffer.from((await rawRequest(d.port,
+      req.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'))).data)).responses;
+    assert.equal(first.status, 200);
+    const want = first.body;
+    const conns = await Promise.all(Array.from({ length: 20 }, () => RawConn.open(d.port)));
+    try {
+      await Promise.all(conns.map(async (c) => {
+        for (let i = 0; i < 30; i++) {
+          await c.write(req);
+          const [r] = await c.read(1);
+          assert.equal(r.status, 200);
+          assert.match(r.headers['cache-status'], /hit/);
+          assert.ok(r.body.equals(want), 'the stored body');
+          if (i % 10 === 9) await delay(20); // idle for a moment
+        }
+      }));
+    } finally { conns.forEach((c) => c.destroy()); }
+    assert.equal(o.hits.get('/small'), 1);
+    assert.deepEqual(d.workerPids(), [worker], 'the worker never died');
+    assert.ok(!d.logs.some((l) => /killed by signal/.test(l)), 'no worker killed');
+  } finally { await d.stop(); await o.close(); }
+});
