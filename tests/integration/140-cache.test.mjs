@@ -919,3 +919,36 @@ test('small hits sent at once, on many keep-alive connections at a time: every o
     assert.ok(!d.logs.some((l) => /killed by signal/.test(l)), 'no worker killed');
   } finally { await d.stop(); await o.close(); }
 });
+
+test('small hits pipelined behind a client that reads nothing: what the socket does not take is queued, every answer whole and in order', async () => {
+  const o = await origin();
+  const d = await startFor(o, { config: { ...config(o), workers: 1 } });
+  try {
+    const N = 3000, SIZE = 3000, KINDS = 10;
+    const pathOf = (i) => `/pat?size=${SIZE}&seed=${i % KINDS}&cc=max-age%3D600`;
+    for (let k = 0; k < KINDS; k++) {
+      const r = parseResponses(Buffer.from((await rawRequest(d.port,
+        `GET ${pathOf(k)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).data)).responses[0];
+      assert.equal(r.status, 200);
+    }
+    const c = await RawConn.open(d.port);
+    try {
+      c.sock.pause(); // nothing read: the socket fills
+      let reqs = '';
+      for (let i = 0; i < N; i++) reqs += `GET ${pathOf(i)} HTTP/1.1\r\nHost: x\r\n\r\n`;
+      await c.write(reqs);
+      await delay(500);
+      c.sock.resume();
+      const got = await c.read(N, { timeout: 30000 });
+      let bytes = 0;
+      got.forEach((r, i) => {
+        assert.equal(r.status, 200);
+        assert.match(r.headers['cache-status'], /hit/);
+        assertPattern(r.body.toString('latin1'), SIZE, i % KINDS, `answer ${i}`);
+        bytes += r.raw.length;
+      });
+      assert.ok(bytes > 8 * 1024 * 1024, 'over 8 MB: more than the sockets hold unread');
+    } finally { c.destroy(); }
+    assert.equal(o.total, KINDS, 'one upstream request per object');
+  } finally { await d.stop(); await o.close(); }
+});
