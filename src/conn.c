@@ -262,18 +262,25 @@ static void on_in_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
     ((struct conn *)arg)->bytes_in += i->n_added;
 }
 
+/* Write c's output at the end of this loop turn (on_flush). */
+static void conn_flush_queue(struct conn *c)
+{
+    if (c->flush_queued || c->write_armed)
+        return;
+    c->flush_queued = 1;
+    if (LIST_EMPTY(&flush_q))
+        event_active(flush_ev, EV_TIMEOUT, 1);
+    LIST_INSERT_HEAD(&flush_q, c, flink);
+}
+
 static void on_out_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
                          void *arg)
 {
     struct conn *c = arg;
 
     c->bytes_out += i->n_deleted;
-    if (i->n_added && c->direct && !c->flush_queued && !c->write_armed) {
-        c->flush_queued = 1;
-        if (LIST_EMPTY(&flush_q))
-            event_active(flush_ev, EV_TIMEOUT, 1);
-        LIST_INSERT_HEAD(&flush_q, c, flink);
-    }
+    if (i->n_added && c->direct)
+        conn_flush_queue(c);
 }
 
 int conn_send_now(struct conn *c, const struct iovec *iov, int n)
@@ -583,7 +590,12 @@ static void conn_close_after_write(struct conn *c, int read_whole)
     c->state = CONN_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return;
+    if (c->direct)
+        conn_flush_queue(c); /* sent at once: on_write closes, as after
+                              * a flush, once the frames here are gone */
+    else
         conn_linger(c);
 }
 
@@ -1320,8 +1332,11 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
         struct conn *c = LIST_FIRST(&flush_q);
         struct evbuffer *out = bufferevent_get_output(c->bev);
         conn_flush_unlink(c);
-        if (evbuffer_get_length(out) == 0)
+        if (evbuffer_get_length(out) == 0) {
+            if (c->state == CONN_CLOSING)
+                on_write(c->bev, c); /* its answer went at once */
             continue;
+        }
         if (evio_send_now(out, c->fd) == 0) {
             on_write(c->bev, c); /* may queue c again, or free it */
         } else {

@@ -11,7 +11,7 @@ import os from 'node:os';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { agentPerWorker, closeAgents, delay, httpRequest, keepAliveAgent, rawRequest,
-  parseResponses, RawConn, runPorticod, startPortico, waitFor } from './lib/harness.mjs';
+  parseResponses, RawConn, runPorticod, startPortico, waitFor, workerOf } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
 const SANITIZED = /sanitizers=yes/.test(runPorticod(['-V']).stdout);
@@ -987,5 +987,25 @@ test('answers sent whole with their head: pipelined behind a client that reads n
       { timeout: 5000, what: `portico_bytes_sent_total to count ${bytes} bytes` }).catch(() => {});
     assert.ok(after - before >= bytes && after - before < bytes + 65536,
       `portico_bytes_sent_total moved by ${after - before} for ${bytes} bytes sent`);
+  } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
+});
+
+test('a proxied answer with Connection: close: the worker has closed its socket by the time the client sees the end', async () => {
+  // As for a hit (140-cache): an answer sent at once still closes at once.
+  const up = http.createServer((req, res) => res.end('ok\n'));
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  const d = await startPortico({ config: proxyConfig(
+    { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } }, [{ upstream: 'app' }]) });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = await RawConn.open(d.port);
+      const port = c.sock.localPort;
+      await c.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      const [r] = await c.read(1);
+      assert.equal(r.body.toString(), 'ok\n');
+      await c.closedPromise; // the server's FIN
+      assert.equal(workerOf(d, port), null, 'the worker still holds the socket');
+      c.destroy();
+    }
   } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
 });

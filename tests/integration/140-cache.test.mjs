@@ -12,7 +12,7 @@ import http from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
 import { agentPerWorker, closeAgents, delay, httpRequest, parseResponses, pidAlive, RawConn, rawRequest,
-  startPortico, waitFor } from './lib/harness.mjs';
+  startPortico, waitFor, workerOf } from './lib/harness.mjs';
 
 /** size printable bytes that differ by seed and along the body (4 KB
  * pages included), as a string. */
@@ -950,5 +950,27 @@ test('small hits pipelined behind a client that reads nothing: what the socket d
       assert.ok(bytes > 8 * 1024 * 1024, 'over 8 MB: more than the sockets hold unread');
     } finally { c.destroy(); }
     assert.equal(o.total, KINDS, 'one upstream request per object');
+  } finally { await d.stop(); await o.close(); }
+});
+
+test('a hit with Connection: close: the worker has closed its socket by the time the client sees the end', async () => {
+  // Sent at once, the answer leaves nothing to flush; the close must
+  // still be the quick one (the client said this was its last request
+  // and sent nothing more), not the lingering one that waits up to 2 s
+  // for the client's own end while holding the socket.
+  const o = await origin();
+  const d = await startFor(o, { config: { ...config(o), workers: 1 } });
+  try {
+    const req = 'GET /closing?cc=max-age%3D600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+    for (const want of [/stored/, /hit/]) {
+      const c = await RawConn.open(d.port);
+      const port = c.sock.localPort;
+      await c.write(req);
+      const [r] = await c.read(1);
+      assert.match(r.headers['cache-status'], want);
+      await c.closedPromise; // the server's FIN
+      assert.equal(workerOf(d, port), null, `${want}: the worker still holds the socket`);
+      c.destroy();
+    }
   } finally { await d.stop(); await o.close(); }
 });
