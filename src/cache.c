@@ -863,8 +863,8 @@ static const char *cache_head_block(struct cache_head *h, int status,
 /*
  * The head of a stored response to the client: the block above (kept in
  * h when given), Age, Cache-Status (when given) and the connection's own
- * field.  cache_head_parts gathers them and says how many bytes they
- * take; cache_head_put writes them in one go, at a place with that much
+ * field.  hit_head_parts gathers them and says how many bytes they
+ * take; hit_head_put writes them in one go, at a place with that much
  * room: no format strings, no copy through a scratch buffer.
  */
 struct hit_head {
@@ -879,10 +879,10 @@ struct hit_head {
 };
 
 static size_t hit_head_parts(struct hit_head *hh, struct cache_head *h,
-                               const struct http_response *resp, int status,
-                               const struct conf_header_ops *ops, int64_t age,
-                               const char *cache_status, const char *framing,
-                               int keep_alive, int http10)
+                             const struct http_response *resp, int status,
+                             const struct conf_header_ops *ops, int64_t age,
+                             const char *cache_status, const char *framing,
+                             int keep_alive, int http10)
 {
     hh->resp = resp;
     hh->ops = ops;
@@ -1026,9 +1026,9 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
     else
         framing[0] = '\0';
     need = hit_head_parts(&hh, x->head, resp, status, ops,
-                            x->meta.lifetime - x->ttl,
-                            cache_status_line(x, cs, sizeof(cs)),
-                            framing[0] ? framing : NULL, keep_alive, http10);
+                          x->meta.lifetime - x->ttl,
+                          cache_status_line(x, cs, sizeof(cs)),
+                          framing[0] ? framing : NULL, keep_alive, http10);
     if (send_now &&
         cache_serve_now(x, &hh, need, status != 304 && !x->head_only,
                         send_now, arg, body_bytes))

@@ -113,7 +113,8 @@ struct conn {
      * change per response.  Only what the socket does not take at once
      * arms EV_WRITE (write_armed) until libevent has written it. */
     LIST_ENTRY(conn) flink; /* the worker's flush queue */
-    unsigned direct : 1;       /* plain TCP, written by on_flush */
+    unsigned direct : 1; /* plain TCP, written by on_flush (or at once:
+                          * conn_send_now) */
     unsigned client_closes : 1; /* the last request said it is the last */
     unsigned flush_queued : 1;
     unsigned processing : 1; /* in conn_process: a nested call returns */

@@ -65,8 +65,9 @@ static inline uint64_t pt_lower8(uint64_t x)
 {
     const uint64_t low7 = 0x7f7f7f7f7f7f7f7full, high = 0x8080808080808080ull;
     uint64_t b = x & low7;
-    uint64_t upper = ((b + 0x3f3f3f3f3f3f3f3full) ^ (b + 0x2525252525252525ull)) &
-                     ~x & high;
+    uint64_t upper =
+        ((b + 0x3f3f3f3f3f3f3f3full) ^ (b + 0x2525252525252525ull)) & ~x &
+        high;
 
     return x | (upper >> 2);
 }
@@ -91,8 +92,8 @@ int pt_mem_ieq(const char *a, const char *b, size_t n);
  * length is a constant, most calls end at the length check, and a name
  * of 8 to 16 bytes is two words whose lower-cased forms are constants.
  * Out of line, strlen would run at every call. */
-static inline __attribute__((always_inline)) int
-pt_str_ieq(struct pt_str s, const char *lit)
+static inline __attribute__((always_inline)) int pt_str_ieq(struct pt_str s,
+                                                            const char *lit)
 {
     size_t n = __builtin_strlen(lit);
 

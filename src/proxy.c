@@ -1018,7 +1018,6 @@ static int px_relay_interim(struct proxy *px, const struct http_response *r)
     return px_text_end(&t, px_out(px));
 }
 
-/* PT_ERROR, with nothing sent, when out of memory. */
 /*
  * The head in t, and the body when it lies whole in first after the
  * head's head_len bytes, straight to a client that writes for itself
@@ -1057,7 +1056,7 @@ static int px_send_whole(struct proxy *px, struct px_text *t,
 /* The response head for the client.  first and head_len: where the head
  * came in, whole (px_send_whole), or NULL.  Returns 1 when the body went
  * with it (its bytes to drain from the upstream's input), 0 when it is
- * to be pumped, PT_ERROR when memory ran out. */
+ * to be pumped, PT_ERROR (nothing sent) when memory ran out. */
 static int px_send_head(struct proxy *px, const struct http_response *r,
                         const struct evbuffer_iovec *first, size_t head_len)
 {
