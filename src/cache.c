@@ -1010,7 +1010,7 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
     struct hit_head hh;
     size_t need;
     char cs[300];
-    int status;
+    int status, with_body;
 
     *body_bytes = 0;
     if (cache_head_load(x) < 0)
@@ -1029,17 +1029,16 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                           x->meta.lifetime - x->ttl,
                           cache_status_line(x, cs, sizeof(cs)),
                           framing[0] ? framing : NULL, keep_alive, http10);
-    if (send_now &&
-        cache_serve_now(x, &hh, need, status != 304 && !x->head_only,
-                        send_now, arg, body_bytes))
+    with_body = status != 304 && !x->head_only;
+    if (send_now && cache_serve_now(x, &hh, need, with_body, send_now, arg,
+                                    body_bytes))
         return status;
     /* The body goes out straight from the zone: the output buffer holds
      * references to the blocks, and a pin of its own keeps them until
      * the last one is written (or the connection goes).  Everything
      * that can fail comes before the first byte is queued. */
     struct cache_serve_pin *pin = NULL;
-    if (status != 304 && !x->head_only &&
-        (pin = malloc(sizeof(*pin))) == NULL)
+    if (with_body && (pin = malloc(sizeof(*pin))) == NULL)
         return -1;
     if (cache_write_head(out, &hh, need) < 0) {
         free(pin);

@@ -11,7 +11,7 @@ import os from 'node:os';
 import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { agentPerWorker, closeAgents, delay, httpRequest, keepAliveAgent, rawRequest,
-  parseResponses, RawConn, runPorticod, startPortico, waitFor, workerOf } from './lib/harness.mjs';
+  closingRequest, parseResponses, pipelineUnread, RawConn, runPorticod, startPortico, waitFor } from './lib/harness.mjs';
 
 // Sanitizer builds keep freed memory in quarantine: RSS means nothing there.
 const SANITIZED = /sanitizers=yes/.test(runPorticod(['-V']).stdout);
@@ -964,22 +964,13 @@ test('answers sent whole with their head: pipelined behind a client that reads n
   };
   try {
     const before = await sentTotal();
-    const c = await RawConn.open(d.port);
-    c.sock.pause(); // nothing read: the socket fills
-    let reqs = '';
-    for (let i = 0; i < N; i++) reqs += `GET /${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
-    await c.write(reqs);
-    await delay(500);
-    c.sock.resume();
-    const got = await c.read(N, { timeout: 20000 });
-    let bytes = 0;
-    got.forEach((r, i) => {
+    const { responses, bytes } = await pipelineUnread(d.port,
+      Array.from({ length: N }, (_, i) => `GET /${i} HTTP/1.1\r\nHost: x\r\n\r\n`));
+    responses.forEach((r, i) => {
       assert.equal(r.status, 200);
       assert.equal(r.body.toString('latin1'), bodyOf(i), `answer ${i}`);
-      bytes += r.raw.length;
     });
     assert.ok(bytes > 8 * 1024 * 1024, 'over 8 MB: more than the sockets hold unread');
-    c.destroy();
     // The counters are added up when a request ends and when a connection
     // closes: every byte sent, the directly sent ones too.
     let after = 0;
@@ -998,14 +989,10 @@ test('a proxied answer with Connection: close: the worker has closed its socket 
     { app: { servers: [{ address: `127.0.0.1:${up.address().port}` }] } }, [{ upstream: 'app' }]) });
   try {
     for (let i = 0; i < 3; i++) {
-      const c = await RawConn.open(d.port);
-      const port = c.sock.localPort;
-      await c.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-      const [r] = await c.read(1);
-      assert.equal(r.body.toString(), 'ok\n');
-      await c.closedPromise; // the server's FIN
-      assert.equal(workerOf(d, port), null, 'the worker still holds the socket');
-      c.destroy();
+      const { response, held } = await closingRequest(d,
+        'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      assert.equal(response.body.toString(), 'ok\n');
+      assert.ok(!held, 'the worker still holds the socket');
     }
   } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
 });

@@ -12,7 +12,7 @@ import http from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
 import { agentPerWorker, closeAgents, delay, httpRequest, parseResponses, pidAlive, RawConn, rawRequest,
-  startPortico, waitFor, workerOf } from './lib/harness.mjs';
+  startPortico, waitFor, closingRequest, pipelineUnread } from './lib/harness.mjs';
 
 /** size printable bytes that differ by seed and along the body (4 KB
  * pages included), as a string. */
@@ -931,24 +931,14 @@ test('small hits pipelined behind a client that reads nothing: what the socket d
         `GET ${pathOf(k)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).data)).responses[0];
       assert.equal(r.status, 200);
     }
-    const c = await RawConn.open(d.port);
-    try {
-      c.sock.pause(); // nothing read: the socket fills
-      let reqs = '';
-      for (let i = 0; i < N; i++) reqs += `GET ${pathOf(i)} HTTP/1.1\r\nHost: x\r\n\r\n`;
-      await c.write(reqs);
-      await delay(500);
-      c.sock.resume();
-      const got = await c.read(N, { timeout: 30000 });
-      let bytes = 0;
-      got.forEach((r, i) => {
-        assert.equal(r.status, 200);
-        assert.match(r.headers['cache-status'], /hit/);
-        assertPattern(r.body.toString('latin1'), SIZE, i % KINDS, `answer ${i}`);
-        bytes += r.raw.length;
-      });
-      assert.ok(bytes > 8 * 1024 * 1024, 'over 8 MB: more than the sockets hold unread');
-    } finally { c.destroy(); }
+    const { responses, bytes } = await pipelineUnread(d.port,
+      Array.from({ length: N }, (_, i) => `GET ${pathOf(i)} HTTP/1.1\r\nHost: x\r\n\r\n`));
+    responses.forEach((r, i) => {
+      assert.equal(r.status, 200);
+      assert.match(r.headers['cache-status'], /hit/);
+      assertPattern(r.body.toString('latin1'), SIZE, i % KINDS, `answer ${i}`);
+    });
+    assert.ok(bytes > 8 * 1024 * 1024, 'over 8 MB: more than the sockets hold unread');
     assert.equal(o.total, KINDS, 'one upstream request per object');
   } finally { await d.stop(); await o.close(); }
 });
@@ -963,14 +953,9 @@ test('a hit with Connection: close: the worker has closed its socket by the time
   try {
     const req = 'GET /closing?cc=max-age%3D600 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
     for (const want of [/stored/, /hit/]) {
-      const c = await RawConn.open(d.port);
-      const port = c.sock.localPort;
-      await c.write(req);
-      const [r] = await c.read(1);
-      assert.match(r.headers['cache-status'], want);
-      await c.closedPromise; // the server's FIN
-      assert.equal(workerOf(d, port), null, `${want}: the worker still holds the socket`);
-      c.destroy();
+      const { response, held } = await closingRequest(d, req);
+      assert.match(response.headers['cache-status'], want);
+      assert.ok(!held, `${want}: the worker still holds the socket`);
     }
   } finally { await d.stop(); await o.close(); }
 });

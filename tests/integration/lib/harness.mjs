@@ -713,6 +713,42 @@ export function tcpSockets() {
 }
 
 /**
+ * Pipeline `heads` (request heads, each ending CRLF CRLF) on one
+ * connection whose client reads nothing until all are written and
+ * 500 ms have passed, so that the server finds the socket full; then
+ * read an answer to each.  Resolves {responses, bytes} (bytes: all the
+ * answers' raw bytes).
+ */
+export async function pipelineUnread(port, heads, { timeout = 30000 } = {}) {
+  const c = await RawConn.open(port);
+  try {
+    c.sock.pause(); // nothing read: the socket fills
+    await c.write(heads.join(''));
+    await delay(500);
+    c.sock.resume();
+    const responses = await c.read(heads.length, { timeout });
+    return { responses, bytes: responses.reduce((n, r) => n + r.raw.length, 0) };
+  } finally { c.destroy(); }
+}
+
+/**
+ * One request with Connection: close on a new connection; resolves its
+ * answer once the server has ended the connection, and says whether a
+ * worker of d still held the server's socket at that moment (the quick
+ * close comes before the FIN; the lingering one after).
+ */
+export async function closingRequest(d, head) {
+  const c = await RawConn.open(d.port);
+  try {
+    const port = c.sock.localPort;
+    await c.write(head);
+    const [response] = await c.read(1);
+    await c.closedPromise; // the server's FIN
+    return { response, held: workerOf(d, port) !== null };
+  } finally { c.destroy(); }
+}
+
+/**
  * The worker of d holding the server side of the TCP connection whose
  * client end is on clientPort (from /proc/net/tcp*), or null.
  */
