@@ -863,126 +863,43 @@ static const char *cache_head_block(struct cache_head *h, int status,
 /*
  * The head of a stored response to the client: the block above (kept in
  * h when given), Age, Cache-Status (when given) and the connection's own
- * field.  hit_head_parts gathers them and says how many bytes they
- * take; hit_head_put writes them in one go, at a place with that much
- * room: no format strings, no copy through a scratch buffer.
+ * field.  Written in one piece of out's own space (its size counted
+ * first): no format strings, no copy through a scratch buffer.
+ * PT_ERROR (nothing written) when out cannot grow.
  */
-struct hit_head {
-    const struct http_response *resp;
-    const struct conf_header_ops *ops;
-    int status;
-    const char *block; /* NULL: written from resp, status and ops */
-    size_t blen;
-    uint64_t age;
-    const char *framing, *cache_status, *conn;
-    size_t fl, cl, connl;
-};
-
-static size_t hit_head_parts(struct hit_head *hh, struct cache_head *h,
+static int cache_write_head(struct evbuffer *out, struct cache_head *h,
                              const struct http_response *resp, int status,
                              const struct conf_header_ops *ops, int64_t age,
                              const char *cache_status, const char *framing,
                              int keep_alive, int http10)
 {
-    hh->resp = resp;
-    hh->ops = ops;
-    hh->status = status;
-    hh->blen = 0;
-    hh->block = h ? cache_head_block(h, status, ops, &hh->blen) : NULL;
-    if (hh->block == NULL)
-        hh->blen = cache_block_len(resp, status, ops);
-    hh->age = (uint64_t)PT_MAX(age, 0);
-    hh->framing = framing ? framing : "";
-    hh->fl = strlen(hh->framing);
-    hh->cache_status = cache_status ? cache_status : "";
-    hh->cl = strlen(hh->cache_status);
-    hh->conn = !keep_alive ? "Connection: close\r\n"
-               : http10    ? "Connection: keep-alive\r\n"
-                           : "";
-    hh->connl = strlen(hh->conn);
-    return hh->blen + 5 + 20 + 2 + hh->fl + hh->cl + hh->connl + 2;
-}
-
-static char *hit_head_put(char *at, const struct hit_head *hh)
-{
-    at = hh->block ? cache_put(at, hh->block, hh->blen)
-                   : cache_block_put(at, hh->resp, hh->status, hh->ops);
-    at = cache_put(at, "Age: ", 5);
-    at = cache_put_uint(at, hh->age);
-    at = cache_put(at, "\r\n", 2);
-    at = cache_put(at, hh->framing, hh->fl);
-    at = cache_put(at, hh->cache_status, hh->cl);
-    at = cache_put(at, hh->conn, hh->connl);
-    return cache_put(at, "\r\n", 2);
-}
-
-/* The head into out's own space.  PT_ERROR (nothing written) when out
- * cannot grow. */
-static int cache_write_head(struct evbuffer *out, const struct hit_head *hh,
-                            size_t need)
-{
+    const char *conn = !keep_alive ? "Connection: close\r\n"
+                       : http10    ? "Connection: keep-alive\r\n"
+                                   : "";
+    size_t fl = framing ? strlen(framing) : 0;
+    size_t cl = cache_status ? strlen(cache_status) : 0;
+    size_t blen = 0;
+    const char *block = h ? cache_head_block(h, status, ops, &blen) : NULL;
+    size_t need;
     struct evbuffer_iovec v;
+    char *at;
 
+    if (block == NULL)
+        blen = cache_block_len(resp, status, ops);
+    need = blen + 5 + 20 + 2 + fl + cl + strlen(conn) + 2;
     if (evbuffer_reserve_space(out, (ev_ssize_t)need, &v, 1) < 1)
         return PT_ERROR;
-    v.iov_len = (size_t)(hit_head_put(v.iov_base, hh) - (char *)v.iov_base);
+    at = block ? cache_put(v.iov_base, block, blen)
+               : cache_block_put(v.iov_base, resp, status, ops);
+    at = cache_put(at, "Age: ", 5);
+    at = cache_put_uint(at, (uint64_t)PT_MAX(age, 0));
+    at = cache_put(at, "\r\n", 2);
+    at = cache_put(at, framing ? framing : "", fl);
+    at = cache_put(at, cache_status ? cache_status : "", cl);
+    at = cache_put(at, conn, strlen(conn));
+    at = cache_put(at, "\r\n", 2);
+    v.iov_len = (size_t)(at - (char *)v.iov_base);
     return evbuffer_commit_space(out, &v, 1) < 0 ? PT_ERROR : PT_OK;
-}
-
-/*
- * A small answer straight to the client (send_now, conn_send_now): the
- * head written on the stack and the body's runs in the zone, in one
- * sendmsg.  What the socket does not take is copied to the client's
- * output, so no pin outlives the call.  Returns 1 when answered; 0 to
- * take the queued way: a head or body too big for this, a body that is
- * not whole, or output already queued before it.
- */
-#define CACHE_NOW_HEAD 2048
-#define CACHE_NOW_RUNS 8
-
-static int cache_serve_now(struct cache_xfer *x, const struct hit_head *hh,
-                           size_t need, int with_body, cache_send_fn send_now,
-                           void *arg, uint64_t *body_bytes)
-{
-    char head[CACHE_NOW_HEAD];
-    struct iovec iov[1 + CACHE_NOW_RUNS];
-    int n = 1;
-    uint64_t body = 0;
-
-    if (need > sizeof(head))
-        return 0;
-    if (with_body) {
-        if (cache_length(zone, &x->ref) - x->meta.head_len >=
-            CACHE_SPLICE_MIN)
-            return 0; /* queued: a hot one goes with sendfile */
-        for (uint64_t off = x->meta.head_len;;) {
-            const void *p;
-            int done = 0;
-            size_t k = cache_read(zone, &x->ref, off, &p, &done);
-
-            if (k == 0 && done)
-                break;
-            if (k == 0 || k == (size_t)-1)
-                return 0; /* not whole: as the queued way does */
-            if (n > 1 && (const char *)iov[n - 1].iov_base +
-                                 iov[n - 1].iov_len == p) {
-                iov[n - 1].iov_len += k; /* blocks end to end: one run */
-            } else {
-                if (n == PT_ARRAY_LEN(iov))
-                    return 0;
-                iov[n].iov_base = (void *)p;
-                iov[n++].iov_len = k;
-            }
-            off += k;
-            body += k;
-        }
-    }
-    iov[0].iov_base = head;
-    iov[0].iov_len = (size_t)(hit_head_put(head, hh) - head);
-    if (!send_now(arg, iov, n))
-        return 0;
-    *body_bytes = body;
-    return 1;
 }
 
 /* One served body's hold on its entry: released with its last piece. */
@@ -1004,13 +921,11 @@ static void cache_unpin(const void *data, size_t len, void *arg)
 
 int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                 struct evbuffer *out, int keep_alive, int http10,
-                uint64_t *body_bytes, cache_send_fn send_now, void *arg)
+                uint64_t *body_bytes)
 {
     const struct http_response *resp = &x->hresp;
-    struct hit_head hh;
-    size_t need;
     char cs[300];
-    int status, with_body;
+    int status;
 
     *body_bytes = 0;
     if (cache_head_load(x) < 0)
@@ -1025,22 +940,19 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                                       x->meta.head_len));
     else
         framing[0] = '\0';
-    need = hit_head_parts(&hh, x->head, resp, status, ops,
-                          x->meta.lifetime - x->ttl,
-                          cache_status_line(x, cs, sizeof(cs)),
-                          framing[0] ? framing : NULL, keep_alive, http10);
-    with_body = status != 304 && !x->head_only;
-    if (send_now && cache_serve_now(x, &hh, need, with_body, send_now, arg,
-                                    body_bytes))
-        return status;
     /* The body goes out straight from the zone: the output buffer holds
      * references to the blocks, and a pin of its own keeps them until
      * the last one is written (or the connection goes).  Everything
      * that can fail comes before the first byte is queued. */
     struct cache_serve_pin *pin = NULL;
-    if (with_body && (pin = malloc(sizeof(*pin))) == NULL)
+    if (status != 304 && !x->head_only &&
+        (pin = malloc(sizeof(*pin))) == NULL)
         return -1;
-    if (cache_write_head(out, &hh, need) < 0) {
+    if (cache_write_head(out, x->head, resp, status, ops,
+                         x->meta.lifetime - x->ttl,
+                         cache_status_line(x, cs, sizeof(cs)),
+                         framing[0] ? framing : NULL, keep_alive,
+                         http10) < 0) {
         free(pin);
         return -1;
     }
@@ -1224,12 +1136,10 @@ static int cache_follow_head(struct cache_xfer *x,
             *keep_alive = 0;
         x->follow_chunked = !done && !http10;
     }
-    struct hit_head hh;
-    size_t need = hit_head_parts(
-        &hh, x->head, resp, resp->status, ops, 0,
-        "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
-        framing[0] ? framing : NULL, *keep_alive, http10);
-    if (cache_write_head(out, &hh, need) < 0)
+    if (cache_write_head(out, x->head, resp, resp->status, ops, 0,
+                         "Cache-Status: portico; fwd=uri-miss; collapsed\r\n",
+                         framing[0] ? framing : NULL, *keep_alive,
+                         http10) < 0)
         return -1;
     x->head_sent = 1;
     x->off = x->meta.head_len;

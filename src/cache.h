@@ -103,17 +103,13 @@ enum cache_outcome cache_begin(struct cache_xfer *x,
                                const struct conf_route *route,
                                const struct http_request *r, int tls);
 
-/* Send pieces to the client now, or say 0 (conn_send_now). */
-typedef int (*cache_send_fn)(void *arg, const struct iovec *iov, int n);
-
 /* Answer a hit into out: head (with Age, Cache-Status and the route's
- * headers.response rules) and body.  A small one goes with send_now
- * (arg its argument) when it takes it; send_now NULL: always into out.
+ * headers.response rules) and body.
  * Returns the status sent; *body_bytes what of the body was queued.
  * -1 (out of memory) with nothing queued. */
 int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
                 struct evbuffer *out, int keep_alive, int http10,
-                uint64_t *body_bytes, cache_send_fn send_now, void *arg);
+                uint64_t *body_bytes);
 
 /*
  * The upstream's final response head arrived: decide whether it goes in

@@ -113,11 +113,9 @@ struct conn {
      * change per response.  Only what the socket does not take at once
      * arms EV_WRITE (write_armed) until libevent has written it. */
     LIST_ENTRY(conn) flink; /* the worker's flush queue */
-    unsigned direct : 1; /* plain TCP, written by on_flush (or at once:
-                          * conn_send_now) */
+    unsigned direct : 1;       /* plain TCP, written by on_flush */
     unsigned client_closes : 1; /* the last request said it is the last */
     unsigned flush_queued : 1;
-    unsigned processing : 1; /* in conn_process: a nested call returns */
     unsigned write_armed : 1;
     /* Dozing: between requests, still awake (conn_doze). */
     struct event wake;         /* the next request's first byte */
@@ -263,59 +261,18 @@ static void on_in_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
     ((struct conn *)arg)->bytes_in += i->n_added;
 }
 
-/* Write c's output at the end of this loop turn (on_flush). */
-static void conn_flush_queue(struct conn *c)
-{
-    if (c->flush_queued || c->write_armed)
-        return;
-    c->flush_queued = 1;
-    if (LIST_EMPTY(&flush_q))
-        event_active(flush_ev, EV_TIMEOUT, 1);
-    LIST_INSERT_HEAD(&flush_q, c, flink);
-}
-
 static void on_out_bytes(struct evbuffer *b, const struct evbuffer_cb_info *i,
                          void *arg)
 {
     struct conn *c = arg;
 
     c->bytes_out += i->n_deleted;
-    if (i->n_added && c->direct)
-        conn_flush_queue(c);
-}
-
-int conn_send_now(struct conn *c, const struct iovec *iov, int n)
-{
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    struct msghdr mh = {.msg_iov = (struct iovec *)iov,
-                        .msg_iovlen = (size_t)n};
-    ssize_t sent;
-
-    if (!c->direct || c->write_armed || evbuffer_get_length(out) > 0)
-        return 0;
-    sent = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent < 0)
-        sent = 0; /* full, or failed: the flush meets it again */
-    c->bytes_out += (uint64_t)sent;
-    for (int i = 0; i < n; i++) {
-        size_t skip = PT_MIN((size_t)sent, iov[i].iov_len);
-
-        sent -= (ssize_t)skip;
-        if (skip < iov[i].iov_len &&
-            evbuffer_add(out, (const char *)iov[i].iov_base + skip,
-                         iov[i].iov_len - skip) < 0) {
-            /* Part of the answer is out and the rest has nowhere to
-             * go: nothing more may follow it.  The client sees the
-             * answer cut short of its length and the connection end;
-             * the connection sees its end and closes. */
-            log_error("out of memory queueing an answer; closing the "
-                      "connection");
-            evbuffer_drain(out, evbuffer_get_length(out));
-            shutdown(c->fd, SHUT_RDWR);
-            break;
-        }
+    if (i->n_added && c->direct && !c->flush_queued && !c->write_armed) {
+        c->flush_queued = 1;
+        if (LIST_EMPTY(&flush_q))
+            event_active(flush_ev, EV_TIMEOUT, 1);
+        LIST_INSERT_HEAD(&flush_q, c, flink);
     }
-    return 1;
 }
 
 static void conn_flush_unlink(struct conn *c)
@@ -591,12 +548,7 @@ static void conn_close_after_write(struct conn *c, int read_whole)
     c->state = CONN_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
-        return;
-    if (c->direct)
-        conn_flush_queue(c); /* sent at once: on_write closes, as after
-                              * a flush, once the frames here are gone */
-    else
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         conn_linger(c);
 }
 
@@ -1241,14 +1193,6 @@ static void conn_process(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
 
-    /* An answer made while a request is read (a hit, an error of the
-     * route's) ends in conn_proxy_done, which calls here again: this
-     * call's loop goes on with it instead.  Nested, its conn_idle could
-     * put c to sleep -- free it -- under the frames still using it, once
-     * the answer went out at once (conn_send_now). */
-    if (c->processing)
-        return;
-    c->processing = 1;
     for (;;) {
         unsigned done = c->nreq;
         switch (c->state) {
@@ -1263,22 +1207,18 @@ static void conn_process(struct conn *c)
         case CONN_PROXY:
             /* Body bytes go upstream; bytes past the body are the next
              * request and wait until this exchange is over. */
-            c->processing = 0;
             proxy_on_client_read(c->req.px);
             return;
         case CONN_LINGER:
-            c->processing = 0;
             evbuffer_drain(in, evbuffer_get_length(in));
             return;
         case CONN_FLUSH:
         case CONN_CLOSING:
-            c->processing = 0;
             return;
         }
         if (c->nreq == done || evbuffer_get_length(in) == 0)
             break;
     }
-    c->processing = 0;
     if (c->state == CONN_HEAD && !c->head_started)
         conn_idle(c);
 }
@@ -1333,11 +1273,8 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
         struct conn *c = LIST_FIRST(&flush_q);
         struct evbuffer *out = bufferevent_get_output(c->bev);
         conn_flush_unlink(c);
-        if (evbuffer_get_length(out) == 0) {
-            if (c->state == CONN_CLOSING)
-                on_write(c->bev, c); /* its answer went at once */
+        if (evbuffer_get_length(out) == 0)
             continue;
-        }
         if (evio_send_now(out, c->fd) == 0) {
             on_write(c->bev, c); /* may queue c again, or free it */
         } else {

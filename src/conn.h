@@ -10,7 +10,6 @@
 
 #include "portico.h"
 #include <sys/socket.h>
-#include <sys/uio.h>
 
 struct worker;
 struct conn;
@@ -43,14 +42,6 @@ const struct sockaddr *conn_peer(const struct conn *c);
 /* May the client connection stay open after this exchange? */
 int conn_client_keep_alive(const struct conn *c);
 void conn_set_keep_alive(struct conn *c, int keep);
-/* Send the n pieces at iov to the client now, with one sendmsg, when
- * nothing is queued before them and the connection writes for itself
- * (plain TCP).  What the socket does not take is queued as any output,
- * to go at the end of the turn or with EV_WRITE, which reports an error.
- * Returns 1 when done so (when memory for the rest ran out, the
- * connection is shut down: it closes), 0 when the caller must queue the
- * pieces itself. */
-int conn_send_now(struct conn *c, const struct iovec *iov, int n);
 /* Nothing of the response was sent yet: answer status (502, 503, 504)
  * and close.  Frees the proxy. */
 void conn_proxy_error(struct conn *c, int status, const char *why);

@@ -1018,47 +1018,8 @@ static int px_relay_interim(struct proxy *px, const struct http_response *r)
     return px_text_end(&t, px_out(px));
 }
 
-/*
- * The head in t, and the body when it lies whole in first after the
- * head's head_len bytes, straight to a client that writes for itself
- * with nothing queued (conn_send_now): one sendmsg from the upstream's
- * buffer, instead of both through the client's output and written at the
- * end of the turn.  Not when the body goes anywhere else too (the cache)
- * or is still to come.  1: sent (the body too), 0: not.
- */
-static int px_send_whole(struct proxy *px, struct px_text *t,
-                         const struct evbuffer_iovec *first,
-                         size_t head_len)
-{
-    struct iovec iov[2] = {{t->p, t->len}, {NULL, 0}};
-
-    if (first == NULL || t->failed || px->bg_mode || px->head_fill ||
-        px->cx.storing)
-        return 0;
-    if (px->body == BODY_LENGTH) {
-        if (first->iov_len - head_len < px->resp_left)
-            return 0;
-        iov[1].iov_base = (char *)first->iov_base + head_len;
-        iov[1].iov_len = px->resp_left;
-    } else if (px->body != BODY_NONE) {
-        return 0;
-    }
-    if (!conn_send_now(px->c, iov, iov[1].iov_len ? 2 : 1))
-        return 0;
-    if (t->p != t->room)
-        free(t->p);
-    px_text_init(t);
-    px->sent += iov[1].iov_len;
-    px->resp_left = 0;
-    return 1;
-}
-
-/* The response head for the client.  first and head_len: where the head
- * came in, whole (px_send_whole), or NULL.  Returns 1 when the body went
- * with it (its bytes to drain from the upstream's input), 0 when it is
- * to be pumped, PT_ERROR (nothing sent) when memory ran out. */
-static int px_send_head(struct proxy *px, const struct http_response *r,
-                        const struct evbuffer_iovec *first, size_t head_len)
+/* PT_ERROR, with nothing sent, when out of memory. */
+static int px_send_head(struct proxy *px, const struct http_response *r)
 {
     struct evbuffer *out = px_out(px);
     /* A body without framing for the client ends with the connection. */
@@ -1067,7 +1028,6 @@ static int px_send_head(struct proxy *px, const struct http_response *r,
     struct px_text t;
     char csbuf[300];
     const char *cs;
-    int whole;
 
     px_text_init(&t);
     px_put_status(&t, r->status, r->reason);
@@ -1085,11 +1045,10 @@ static int px_send_head(struct proxy *px, const struct http_response *r,
     else if (px->client_http10)
         px_put(&t, PT_LIT("Connection: keep-alive\r\n"));
     px_put(&t, PT_LIT("\r\n"));
-    px_set_keep(px, keep);
-    whole = px_send_whole(px, &t, first, head_len);
-    if (!whole && px_text_end(&t, out) < 0)
+    if (px_text_end(&t, out) < 0)
         return PT_ERROR;
-    return whole;
+    px_set_keep(px, keep);
+    return PT_OK;
 }
 
 /* Parse what the upstream sent so far.  Returns PT_OK once a final head
@@ -1123,15 +1082,9 @@ static int px_read_head(struct proxy *px)
          * brought it): parsed there, its end found by the parser.  Else
          * the buffer is searched for the end, and what lies before it
          * made one piece. */
-        const struct evbuffer_iovec *first = NULL;
-        uint64_t body_len;
-        int whole;
-
         if (evbuffer_peek(in, -1, NULL, &v, 1) == 1)
             n = px_parse_head(&r, hdrs, v.iov_base,
                               PT_MIN(v.iov_len, PX_MAX_RESP_HEAD));
-        if (n >= 0)
-            first = &v;
         if (n == PT_AGAIN) {
             struct evbuffer_ptr hit = evbuffer_search(in, "\r\n\r\n", 4,
                                                       NULL);
@@ -1203,9 +1156,7 @@ static int px_read_head(struct proxy *px)
             px_timeouts(px);
         }
         px_learn_keepalive(px, &r);
-        body_len = px->body == BODY_LENGTH ? px->resp_left : 0;
-        whole = px_send_head(px, &r, first, (size_t)n);
-        if (whole < 0) {
+        if (px_send_head(px, &r) < 0) {
             px_fail(px, 502, "out of memory");
             return PT_ERROR;
         }
@@ -1215,8 +1166,7 @@ static int px_read_head(struct proxy *px)
             px->body = BODY_NONE;
             px->up_keep = 0;
         }
-        /* the body too when it went with the head */
-        evbuffer_drain(in, (size_t)n + (whole ? body_len : 0));
+        evbuffer_drain(in, (size_t)n);
         ups_server_ok(px->srv);
         px->state = PX_DELIVER;
         return PT_OK;
@@ -1703,11 +1653,6 @@ static void px_follow_start(struct proxy *px)
     px_follow_step(px);
 }
 
-static int px_send_now(void *arg, const struct iovec *iov, int n)
-{
-    return conn_send_now(((struct proxy *)arg)->c, iov, n);
-}
-
 /* A fresh copy in the cache answers the request; no upstream involved. */
 static int px_serve_cached(struct proxy *px)
 {
@@ -1715,8 +1660,7 @@ static int px_serve_cached(struct proxy *px)
     int keep = px_keep(px);
     uint64_t bytes;
     int status = cache_serve(&px->cx, &px->route->response_headers, out,
-                             keep, px->client_http10, &bytes,
-                             px->bg_mode ? NULL : px_send_now, px);
+                             keep, px->client_http10, &bytes);
 
     if (status < 0)
         return PT_ERROR; /* nothing was queued */

@@ -940,11 +940,9 @@ test('a keep-alive client that goes while its second request waits: the upstream
   } finally { await d.stop(); up.close(); up.closeAllConnections?.(); }
 });
 
-test('answers sent whole with their head: pipelined behind a client that reads nothing, every byte arrives in order, and /metrics counts them', async () => {
-  // A response whose body came in with its head goes to the client in
-  // one sendmsg, from the upstream's buffer.  Once the client's socket
-  // is full, the rest of an answer is queued, and the answers after it
-  // queue behind.
+test('small answers pipelined behind a client that reads nothing: every byte arrives in order, and /metrics counts them', async () => {
+  // Once the client's socket is full, the rest of an answer waits in
+  // the output, and the answers after it queue behind.
   const N = 3000, SIZE = 3000;
   const bodyOf = (i) => `<${i}>`.padEnd(SIZE, String.fromCharCode(97 + (i % 26)));
   const up = http.createServer((req, res) => {
@@ -972,7 +970,7 @@ test('answers sent whole with their head: pipelined behind a client that reads n
     });
     assert.ok(bytes > 8 * 1024 * 1024, 'over 8 MB: more than the sockets hold unread');
     // The counters are added up when a request ends and when a connection
-    // closes: every byte sent, the directly sent ones too.
+    // closes: every byte sent.
     let after = 0;
     await waitFor(async () => (after = await sentTotal()) - before >= bytes,
       { timeout: 5000, what: `portico_bytes_sent_total to count ${bytes} bytes` }).catch(() => {});
@@ -982,7 +980,7 @@ test('answers sent whole with their head: pipelined behind a client that reads n
 });
 
 test('a proxied answer with Connection: close: the worker has closed its socket by the time the client sees the end', async () => {
-  // As for a hit (140-cache): an answer sent at once still closes at once.
+  // As for a hit (140-cache): the quick close, not the lingering one.
   const up = http.createServer((req, res) => res.end('ok\n'));
   await new Promise((r) => up.listen(0, '127.0.0.1', r));
   const d = await startPortico({ config: proxyConfig(

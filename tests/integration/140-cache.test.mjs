@@ -886,11 +886,12 @@ test('kill -9 of a worker serving a hit: the master gives its pins back', async 
   } finally { await d.stop(); await o.close(); }
 });
 
-test('small hits sent at once, on many keep-alive connections at a time: every one whole, and the worker lives', async () => {
-  // A hit is answered while its request is read; sent at once, the
-  // connection is idle again before the read's frames return.  Dozed
-  // twice over (once in the answer, once after the read), a connection
-  // sat twice in the doze list, and the worker crashed within a second.
+test('small hits on many keep-alive connections at a time: every one whole, and the worker lives', async () => {
+  // A hit is answered while its request is read.  An answer written
+  // before the read's frames return must not leave the connection idle
+  // under them: dozed twice over (once in the answer, once after the
+  // read), a connection sat twice in the doze list, and the worker
+  // crashed within a second (bench/NOTES.md, entry 34).
   const o = await origin();
   const d = await startFor(o, { config: { ...config(o), workers: 1 } });
   try {
@@ -920,7 +921,7 @@ test('small hits sent at once, on many keep-alive connections at a time: every o
   } finally { await d.stop(); await o.close(); }
 });
 
-test('small hits pipelined behind a client that reads nothing: what the socket does not take is queued, every answer whole and in order', async () => {
+test('small hits pipelined behind a client that reads nothing: every answer whole and in order', async () => {
   const o = await origin();
   const d = await startFor(o, { config: { ...config(o), workers: 1 } });
   try {
@@ -944,8 +945,7 @@ test('small hits pipelined behind a client that reads nothing: what the socket d
 });
 
 test('a hit with Connection: close: the worker has closed its socket by the time the client sees the end', async () => {
-  // Sent at once, the answer leaves nothing to flush; the close must
-  // still be the quick one (the client said this was its last request
+  // The close after a hit must be the quick one (the client said this was its last request
   // and sent nothing more), not the lingering one that waits up to 2 s
   // for the client's own end while holding the socket.
   const o = await origin();
