@@ -6,7 +6,11 @@
  * and a Content-Length; every request for a path starting with /c is
  * counted, and GET /count answers that count (itself not counted), so
  * bench/run can prove a cache hit run never reached the origin.
- * Usage: origin PORT BODYFILE.  Built by bench/run into its temp dir. */
+ * Usage: origin PORT BODYFILE [PROCESSES].  With PROCESSES > 1 it forks
+ * that many responders, each with its own listening socket on PORT
+ * (SO_REUSEPORT: the kernel spreads connections by their addresses), and
+ * each counts only its own requests (/count is then per process).  The
+ * children end with the first process.  Built by bench/run. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -64,7 +69,9 @@ static void drop(int ep, int fd)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) { fprintf(stderr, "usage: origin PORT BODYFILE\n"); return 2; }
+	if (argc != 3 && argc != 4) { fprintf(stderr, "usage: origin PORT BODYFILE [PROCESSES]\n"); return 2; }
+	int nproc = argc == 4 ? atoi(argv[3]) : 1;
+	if (nproc < 1 || nproc > 64) { fprintf(stderr, "origin: PROCESSES: 1 to 64\n"); return 2; }
 	char body[2048];
 	FILE *f = fopen(argv[2], "rb");
 	if (!f) { perror(argv[2]); return 1; }
@@ -80,8 +87,19 @@ int main(int argc, char **argv)
 	mkcached(2, 256 * 1024);
 	signal(SIGPIPE, SIG_IGN);
 
+	pid_t first = getpid();
+	for (int i = 1; i < nproc; i++) {
+		pid_t pid = fork();
+		if (pid < 0) { perror("fork"); return 1; }
+		if (pid == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			if (getppid() != first) return 0;
+			break;
+		}
+	}
 	int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
 	setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (nproc > 1) setsockopt(ls, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[1])),
 	    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	if (bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 4096)) { perror("bind/listen"); return 1; }

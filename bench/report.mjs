@@ -30,6 +30,7 @@ const label = (config) => {
   const [p, w] = config.split(':');
   if (p === 'varnish') return 'varnish (2 thread pools)';
   if (p === 'direct') return 'origin alone (no proxy)';
+  if (p === 'direct2') return 'the same responder, 2 processes on one port';
   if (p === 'relay') return 'TCP relay, no HTTP (bench/relay.c)';
   if (p === 'haproxy') return `haproxy (${w} thread${w === '1' ? '' : 's'})`;
   return `${p} (${w} worker${w === '1' ? '' : 's'})`;
@@ -144,6 +145,9 @@ if (cacheRan) {
     const d = of(sc).find((s) => s.config === 'direct:-');
     if (d) p(`| | ${label(d.config)}, a minimal responder, for reference | ${fmt(d.med[0])} | ${fmt(d.med[1], 2)} | ` +
       `${fmt(d.med[2], 2)} | ${fmt(d.med[3], 1)} (the origin's own) | | | |`);
+    const d2 = of(sc).find((s) => s.config === 'direct2:-');
+    if (d2) p(`| | ${label(d2.config)}: the ceiling here | ${fmt(d2.med[0])} | ${fmt(d2.med[1], 2)} | ` +
+      `${fmt(d2.med[2], 2)} | ${fmt(d2.med[3], 1)} (its own) | | | |`);
   }
 } else {
   p(cacheBuilt === '1' ? 'Not measured in this run nor kept from an earlier one (`bench/run --cache`).'
@@ -155,7 +159,7 @@ p();
 p('| scenario | configuration | req/s | p50 ms | p99 ms | CPU µs/req | rounds |');
 p('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
 for (const [sc] of [...HTTP, ...CACHE]) {
-  for (const s of of(sc).filter((x) => x.config !== 'direct:-' && x.config !== 'relay:-')) {
+  for (const s of of(sc).filter((x) => PEERS.includes(peerOf(x.config)))) {
     p(`| ${sc} | ${label(s.config)} | ${fmt(s.med[0])} | ${fmt(s.med[1], 2)} | ${fmt(s.med[2], 2)} | ` +
       `${fmt(s.med[3], 1)} | ${s.runs.length} |`);
   }
@@ -250,6 +254,16 @@ const TARGETS = [
   ['pass-through, c=200: p99 no worse than the best peer\'s', 'static200', 2, true, null, 1],
 ];
 const unit = ['req/s', '', 'ms p99', 'µs/req'];
+// figure i of a over that of b, in each round both ran
+const roundRatios = (a, b, i) => {
+  const rr = [];
+  for (const [round, m] of a.byRound) {
+    const n = b.byRound.get(round);
+    if (n && Number.isFinite(m[i]) && Number.isFinite(n[i]) && n[i] > 0) rr.push(m[i] / n[i]);
+  }
+  return rr;
+};
+const spanOf = (rr) => `${Math.min(...rr).toFixed(2)}–${Math.max(...rr).toFixed(2)}×`;
 const fig = (s, i) => `${fmt(s.med[i], i === 0 ? 0 : i === 2 ? 2 : 1)} ${unit[i]}, ${label(s.config)}`;
 const targetRows = [];
 for (const [what, sc, i, lower, peer, limit] of TARGETS) {
@@ -268,13 +282,8 @@ for (const [what, sc, i, lower, peer, limit] of TARGETS) {
   const meets = (x) => (lower ? x <= limit : x >= limit);
   // the same two configurations round by round: how far the verdict
   // stands from this machine's noise
-  const rr = [];
-  for (const [round, m] of a.byRound) {
-    const n = b.byRound.get(round);
-    if (n && Number.isFinite(m[i]) && Number.isFinite(n[i]) && n[i] > 0) rr.push(m[i] / n[i]);
-  }
-  const span = rr.length ? `${Math.min(...rr).toFixed(2)}–${Math.max(...rr).toFixed(2)}×, ` +
-    `met in ${rr.filter(meets).length} of ${rr.length}` : '';
+  const rr = roundRatios(a, b, i);
+  const span = rr.length ? `${spanOf(rr)}, met in ${rr.filter(meets).length} of ${rr.length}` : '';
   targetRows.push(`| ${dated(sc, what)} | ${fig(a, i)} | ${fig(b, i)} | ${r.toFixed(3)}× | ${span} | ` +
     `${meets(r) ? 'met' : '**not met**'} |`);
 }
@@ -294,6 +303,20 @@ if (targetRows.length) {
   p('| --- | --- | --- | ---: | --- | --- |');
   for (const l of targetRows) p(l);
   p();
+  // The hit rate's ceiling: the do-nothing responder using both cores
+  // (one read and one write per request, the answer from memory) against
+  // the same best peer, in the same rounds.
+  const ceil = of('hit1k').find((s) => s.config === 'direct2:-');
+  const top = best(theirs('hit1k'), 0);
+  const mine = best(ours('hit1k'), 0);
+  if (ceil && top && mine) {
+    const rr = roundRatios(ceil, top, 0);
+    p(`The 1 KB hit rate's ceiling: ${label(ceil.config)} (\`bench/origin.c\`: no proxy, no cache, the ` +
+      `answer written from memory) did ${fmt(ceil.med[0])} req/s at c=50, ${(ceil.med[0] / top.med[0]).toFixed(3)}× ` +
+      `${label(top.config)}'s${rr.length ? ` (by round ${spanOf(rr)})` : ''}. portico's ${fmt(mine.med[0])} req/s ` +
+      `(${label(mine.config)}) is ${(mine.med[0] / ceil.med[0]).toFixed(3)}× the responder's.`);
+    p();
+  }
 }
 
 // ---- notes
@@ -312,7 +335,10 @@ if (runOf.size) {
 p('- The "fixed response" rows measure each engine without an origin (portico `respond:`, nginx ' +
   '`return 200`, HAProxy `http-request return`, Varnish `synth`). They are **not cache hits**.');
 p('- Fast origin: `bench/origin.c`, a one-thread epoll responder answering every request head with ' +
-  'the same 1 KB JSON. Node.js origin: `bench/origin.mjs` (node\'s http; ws for WebSocket).');
+  'the same 1 KB JSON. Node.js origin: `bench/origin.mjs` (node\'s http; ws for WebSocket). ' +
+  'Under the 1 KB hit rows, the same responder answers `/c1k` itself, as one process and as two ' +
+  '(one listening socket each, `SO_REUSEPORT`): a server that only reads the request and writes ' +
+  'the answer from memory, with one or both cores, for reference.');
 p('- Access logs are off for every peer; upstream keep-alive is on for every peer ' +
   '(configs in `bench/conf/`). portico adds X-Forwarded-For, Via and an X-Request-Id to each ' +
   'proxied request; nginx and HAProxy add X-Forwarded-For, Varnish X-Forwarded-For and X-Varnish.');
