@@ -115,14 +115,11 @@ static int admin_server_up(const struct conf_upstream *u,
                            const struct conf_server *s)
 {
     struct shm_health *h = shm_health_find(u->name, s->address);
-    struct timespec ts;
-    uint64_t now;
 
     if (h == NULL)
         return 1;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    return !atomic_load(&h->active_down) && atomic_load(&h->down_until) <= now;
+    return !atomic_load(&h->active_down) &&
+           atomic_load(&h->down_until) <= pt_clock_ms(CLOCK_MONOTONIC);
 }
 
 static void admin_health(struct evbuffer *b, const struct conf *conf)

@@ -1079,10 +1079,7 @@ static int conn_sleep(struct conn *c, uint64_t ms)
  */
 static uint64_t conn_now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return pt_clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 
 static void doze_arm(uint64_t now)

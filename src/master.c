@@ -107,9 +107,7 @@ static const int master_sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1,
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return pt_clock_ms(CLOCK_MONOTONIC);
 }
 
 /* ---- workers ------------------------------------------------------------ */

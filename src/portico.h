@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 /* The small set of return codes every module speaks. */
 enum {
@@ -70,6 +71,16 @@ static inline uint64_t pt_lower8(uint64_t x)
         high;
 
     return x | (upper >> 2);
+}
+
+/* Milliseconds of clock id: CLOCK_MONOTONIC, or CLOCK_MONOTONIC_COARSE
+ * (a tick, ~4 ms, at most behind; cheaper) where that is close enough. */
+static inline uint64_t pt_clock_ms(clockid_t id)
+{
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* A duration in milliseconds as libevent takes it. */

@@ -817,9 +817,7 @@ static void px_pump_request(struct proxy *px)
 
 static uint64_t px_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return pt_clock_ms(CLOCK_MONOTONIC);
 }
 
 /* Reading one side of the exchange on or off: the upstream's reads are
@@ -1051,8 +1049,6 @@ static int px_send_head(struct proxy *px, const struct http_response *r)
     return PT_OK;
 }
 
-/* Parse what the upstream sent so far.  Returns PT_OK once a final head
- * was handled, PT_AGAIN for more, PT_ERROR after answering. */
 /* Parse an upstream response head from [p, p + len) into r, its fields
  * into hdrs. */
 static ssize_t px_parse_head(struct http_response *r,
@@ -1068,6 +1064,8 @@ static ssize_t px_parse_head(struct http_response *r,
     return http_parse_response(p, len, &lim, r);
 }
 
+/* Parse what the upstream sent so far.  Returns PT_OK once a final head
+ * was handled, PT_AGAIN for more, PT_ERROR after answering. */
 static int px_read_head(struct proxy *px)
 {
     struct evbuffer *in = bufferevent_get_input(px->uc->bev);

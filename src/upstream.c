@@ -83,15 +83,8 @@ struct ups_set {
     unsigned retired : 1;
 };
 
-/* Milliseconds of a monotonic clock: CLOCK_MONOTONIC for health and
- * backoff times, CLOCK_MONOTONIC_COARSE (a tick, ~4 ms, at most behind;
- * cheaper) for read timeouts, which move with every read. */
-static uint64_t ups_clock_ms(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+/* Health and backoff times are CLOCK_MONOTONIC milliseconds; read
+ * timeouts, which move with every read, CLOCK_MONOTONIC_COARSE ones. */
 
 /* 32-bit FNV-1a, then a final avalanche so nearby keys spread out. */
 static uint32_t ups_hash(const void *data, size_t len, uint32_t h)
@@ -380,7 +373,7 @@ static struct ups_server *ups_pick_hash(struct ups_group *g, uint32_t h,
 struct ups_server *ups_pick(struct ups_group *g, uint32_t key,
                             uint64_t tried)
 {
-    uint64_t now = ups_clock_ms(CLOCK_MONOTONIC);
+    uint64_t now = pt_clock_ms(CLOCK_MONOTONIC);
 
     switch (g->cf->balance) {
     case BALANCE_LEAST_CONN:
@@ -410,7 +403,7 @@ void ups_server_failed(struct ups_server *s)
 {
     const struct conf_upstream *cf = s->group->cf;
     struct shm_health *h = s->health;
-    uint64_t now = ups_clock_ms(CLOCK_MONOTONIC), until;
+    uint64_t now = pt_clock_ms(CLOCK_MONOTONIC), until;
     uint32_t fails;
 
     if (cf->max_fails == 0)
@@ -538,7 +531,7 @@ static void ups_conn_tune(struct bufferevent *bev)
 static void ups_rd_push(struct upconn *uc)
 {
     uc->rd_due = uc->rd_timed
-                     ? ups_clock_ms(CLOCK_MONOTONIC_COARSE) + uc->rd_ms
+                     ? pt_clock_ms(CLOCK_MONOTONIC_COARSE) + uc->rd_ms
                      : 0;
 }
 
@@ -561,7 +554,7 @@ static void ups_on_read(evutil_socket_t fd, short what, void *arg);
 static void ups_on_tmo(evutil_socket_t fd, short what, void *arg)
 {
     struct upconn *uc = arg;
-    uint64_t now = ups_clock_ms(CLOCK_MONOTONIC_COARSE);
+    uint64_t now = pt_clock_ms(CLOCK_MONOTONIC_COARSE);
     struct timeval tv;
 
     (void)fd; /* a timer's: -1 */
@@ -856,9 +849,7 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
     struct ups_check *ck = arg;
     struct ups_server *s = ck->s;
     const struct conf_upstream *cf = s->group->cf;
-    struct timeval tv = {(time_t)(cf->health_check.timeout / 1000),
-                         (suseconds_t)(cf->health_check.timeout % 1000) *
-                             1000};
+    struct timeval tv = pt_tv(cf->health_check.timeout);
 
     /* A TLS group is checked over TLS, like its requests. */
     ck->bev = s->group->tls ? ups_tls_connect(s)
