@@ -154,11 +154,65 @@ if (cacheRan) {
     : 'Not measured: this porticod has no cache (`cache:` is rejected).');
 }
 p();
+
+// ---- the same c=200 loads at a fixed rate (bench/pace.c)
+const PACED = [
+  ['static200r', 'pass-through to the fast origin, 1 KB, c=200', 'static200'],
+  ['hit1k200r', 'cache hit 1 KB, c=200', 'hit1k200'],
+];
+// the planned rate, from the note run_pace writes ("planned N/s; ...")
+const plannedOf = (sc) => {
+  for (const s of of(sc)) for (const n of s.notes) {
+    const m = /^planned (\d+)\/s/.exec(n);
+    if (m) return Number(m[1]);
+  }
+  return NaN;
+};
+// a peer's best configuration at a fixed rate: the lowest median p99
+const calmestOf = (sc, peer) => {
+  const c = of(sc).filter((s) => peerOf(s.config) === peer);
+  return c.length ? c.reduce((a, b) => (b.med[2] < a.med[2] ? b : a)) : null;
+};
+if (PACED.some(([sc]) => of(sc).length)) {
+  p('## The c=200 loads at a fixed rate (bench/pace.c)');
+  p();
+  p('wrk sends each connection\'s next request as soon as the answer comes, so the rate climbs ' +
+    'until the two cores are full, and on a machine the load generator shares its p99 measures ' +
+    'how the scheduler shares the cores (bench/NOTES.md, entry 36). Here `bench/pace.c` holds the ' +
+    'rate instead: 200 keep-alive connections, requests evenly spaced at a rate fixed before the ' +
+    'load, the same for every configuration: half the best peer\'s median req/s in the wrk rows ' +
+    'above. A request is timed from its planned moment when its connection was still waiting for ' +
+    'the previous answer then (the server\'s delay counts), otherwise from its send. req/s is the ' +
+    'answers to requests planned within the load, per second: below the planned rate, the proxy ' +
+    'fell behind. Each peer at its configuration with the lowest median p99.');
+  p();
+  p('| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | portico ÷ peer: p99 | CPU µs/req |');
+  p('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const [sc, title] of PACED) {
+    const pt = calmestOf(sc, 'portico');
+    const rate = plannedOf(sc);
+    let first = true;
+    for (const peer of PEERS) {
+      const b = calmestOf(sc, peer);
+      if (!b) continue;
+      const isP = peer === 'portico';
+      p(`| ${first ? dated(sc, `${title}, ${fmt(rate)} req/s planned`) : ''} | ${label(b.config)} | ` +
+        `${fmt(b.med[0])} | ${fmt(b.med[1], 3)} | ${fmt(b.med[2], 3)} | ${fmt(b.med[3], 1)} | ` +
+        `${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} | ${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} |`);
+      first = false;
+      for (const n of new Set(b.notes.map((x) => x.replace(/^planned \d+\/s;? ?/, '')).filter(Boolean))) {
+        notes.push(`${label(b.config)}, ${sc}: pace reported ${n}`);
+      }
+    }
+  }
+  p();
+}
+
 p('### Every configuration');
 p();
 p('| scenario | configuration | req/s | p50 ms | p99 ms | CPU µs/req | rounds |');
 p('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
-for (const [sc] of [...HTTP, ...CACHE]) {
+for (const [sc] of [...HTTP, ...CACHE, ...PACED]) {
   for (const s of of(sc).filter((x) => PEERS.includes(peerOf(x.config)))) {
     p(`| ${sc} | ${label(s.config)} | ${fmt(s.med[0])} | ${fmt(s.med[1], 2)} | ${fmt(s.med[2], 2)} | ` +
       `${fmt(s.med[3], 1)} | ${s.runs.length} |`);
@@ -252,6 +306,8 @@ const TARGETS = [
   ['new connection per request: req/s ≥ HAProxy\'s', 'hitclose', 0, false, 'haproxy', 1],
   ['cache hit 1 KB, c=200: p99 no worse than the best peer\'s', 'hit1k200', 2, true, null, 1],
   ['pass-through, c=200: p99 no worse than the best peer\'s', 'static200', 2, true, null, 1],
+  ['cache hit 1 KB, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'hit1k200r', 2, true, null, 1],
+  ['pass-through, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'static200r', 2, true, null, 1],
 ];
 const unit = ['req/s', '', 'ms p99', 'µs/req'];
 // figure i of a over that of b, in each round both ran
@@ -264,7 +320,7 @@ const roundRatios = (a, b, i) => {
   return rr;
 };
 const spanOf = (rr) => `${Math.min(...rr).toFixed(2)}–${Math.max(...rr).toFixed(2)}×`;
-const fig = (s, i) => `${fmt(s.med[i], i === 0 ? 0 : i === 2 ? 2 : 1)} ${unit[i]}, ${label(s.config)}`;
+const fig = (s, i) => `${fmt(s.med[i], i === 0 ? 0 : i === 2 ? (s.med[2] < 1 ? 3 : 2) : 1)} ${unit[i]}, ${label(s.config)}`;
 const targetRows = [];
 for (const [what, sc, i, lower, peer, limit] of TARGETS) {
   const a = best(ours(sc), i, lower);
@@ -359,7 +415,7 @@ if (quick === '1') {
   notes.push(runOf.size ? 'This run is a --quick run (1 round, short loads): its rows (those not marked as kept from an earlier run) are for development, not for quoting.'
     : 'This is a --quick run (1 round, short loads, smaller transfers): for development, not for quoting.');
 }
-for (const sc of ['node', 'static', 'static200', 'fixed', 'close', 'hit100', 'hit1k', 'hit1k200', 'hit256k', 'hitclose',
+for (const sc of ['node', 'static', 'static200', 'static200r', 'hit1k200r', 'fixed', 'close', 'hit100', 'hit1k', 'hit1k200', 'hit256k', 'hitclose',
   'idle', 'upload', 'download', 'ws', 'sse']) {
   const seen = new Set(of(sc).map((s) => peerOf(s.config)));
   if (!of(sc).length) continue;
