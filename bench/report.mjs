@@ -200,9 +200,21 @@ if (PACED.some(([sc]) => of(sc).length)) {
         `${fmt(b.med[0])} | ${fmt(b.med[1], 3)} | ${fmt(b.med[2], 3)} | ${fmt(b.med[3], 1)} | ` +
         `${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} | ${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} |`);
       first = false;
-      for (const n of new Set(b.notes.map((x) => x.replace(/^planned \d+\/s;? ?/, '')).filter(Boolean))) {
-        notes.push(`${label(b.config)}, ${sc}: pace reported ${n}`);
-      }
+      // run_pace's notes, one per round, summed up: lost requests, and
+      // pace's own lateness where the proxy left it little CPU
+      const sum = (re) => {
+        const v = b.notes.map((n) => re.exec(n)).filter(Boolean).map((m) => Number(m[1]));
+        return { rounds: v.length, total: v.reduce((x, y) => x + y, 0), most: Math.max(0, ...v) };
+      };
+      const errs = sum(/(\d+) errors/), never = sum(/(\d+) requests never sent/);
+      const late = sum(/up to ([\d.]+) ms late/);
+      const of5 = (x) => `in ${x.rounds} of ${b.runs.length} rounds`;
+      const said = [];
+      if (errs.rounds) said.push(`${fmt(errs.total)} requests failed (${of5(errs)})`);
+      if (never.rounds) said.push(`${fmt(never.total)} planned requests were never sent, their connection still waiting (${of5(never)})`);
+      if (late.rounds) said.push(`pace itself sent late by up to ${late.most.toFixed(2)} ms at p99 (${of5(late)}; ` +
+        'left out of the latencies): the proxy left it little CPU');
+      if (said.length) notes.push(`${label(b.config)}, ${sc}: ${said.join('; ')}.`);
     }
   }
   p();
