@@ -4,10 +4,10 @@
 // another run than this one (STAMP) are kept from earlier runs and marked.
 // A note starting with FAILED is a cache-hit load that reached the origin:
 // no figures, listed as a failure.
-// Usage: node report.mjs RAW QUICK XFER_MB IDLE_N SSE_N WS_C HAVE_WS IDLE_WANTED NOFILE CACHE_BUILT STAMP
+// Usage: node report.mjs RAW QUICK XFER_MB IDLE_N SSE_N WS_C HAVE_WS IDLE_WANTED NOFILE CACHE_BUILT STAMP PACE_SHARE
 import fs from 'node:fs';
 
-const [rawFile, quick, xferMb, idleN, sseN, wsC, haveWs, idleWanted, nofile, cacheBuilt, stamp] = process.argv.slice(2);
+const [rawFile, quick, xferMb, idleN, sseN, wsC, haveWs, idleWanted, nofile, cacheBuilt, stamp, paceShare] = process.argv.slice(2);
 const allRows = fs.readFileSync(rawFile, 'utf8').split('\n').filter(Boolean).map((l) => {
   const [round, config, scenario, m1, m2, m3, cpu, note, run] = l.split('\t');
   return { round, config, scenario, m: [m1, m2, m3, cpu].map(Number), note: note || '', run: run || stamp };
@@ -180,11 +180,11 @@ if (PACED.some(([sc]) => of(sc).length)) {
     'until the two cores are full, and on a machine the load generator shares its p99 measures ' +
     'how the scheduler shares the cores (bench/NOTES.md, entry 36). Here `bench/pace.c` holds the ' +
     'rate instead: 200 keep-alive connections, requests evenly spaced at a rate fixed before the ' +
-    'load, the same for every configuration: half the best peer\'s median req/s in the wrk rows ' +
-    'above. A request is timed from its planned moment when its connection was still waiting for ' +
-    'the previous answer then (the server\'s delay counts), otherwise from its send. req/s is the ' +
-    'answers to requests planned within the load, per second: below the planned rate, the proxy ' +
-    'fell behind. Each peer at its configuration with the lowest median p99.');
+    `load, the same for every configuration: ${paceShare}× the best peer's median req/s in the wrk ` +
+    'rows above, rounded down to 1,000. A request is timed from its planned moment when its ' +
+    'connection was still waiting for the previous answer then (the server\'s delay counts), ' +
+    'otherwise from its send. req/s is the answers completed within the load, per second: below ' +
+    'the planned rate, the proxy fell behind. Each peer at its configuration with the lowest median p99.');
   p();
   p('| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | portico ÷ peer: p99 | CPU µs/req |');
   p('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
