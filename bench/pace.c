@@ -224,15 +224,21 @@ static void conn_reopen(struct thread *t, struct pconn *c)
 		t->errors++;
 }
 
+/* c is idle: plan its next request */
+static void conn_next(struct thread *t, struct pconn *c)
+{
+	c->busy = 0;
+	c->k++;
+	c->due = planned(c);
+	heap_push(t, c);
+}
+
 /* the request in flight on c is lost: count it, plan the next one */
 static void conn_fail(struct thread *t, struct pconn *c)
 {
 	t->errors++;
 	conn_reopen(t, c);
-	c->busy = 0;
-	c->k++;
-	c->due = planned(c);
-	heap_push(t, c);
+	conn_next(t, c);
 }
 
 static void conn_send(struct thread *t, struct pconn *c, uint64_t now)
@@ -241,9 +247,7 @@ static void conn_send(struct thread *t, struct pconn *c, uint64_t now)
 
 	if (c->fd < 0 && conn_open(t, c) < 0) {
 		t->errors++;
-		c->k++;
-		c->due = planned(c);
-		heap_push(t, c);
+		conn_next(t, c);
 		return;
 	}
 	w = send(c->fd, request, request_len, MSG_NOSIGNAL);
@@ -278,15 +282,15 @@ static int parse_head(struct pconn *c)
 	c->body_left = 0;
 	while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
 		char *line = nl + 1;
+		char *eol = memchr(line, '\n', (size_t)(end - line));
+		size_t len = eol ? (size_t)(eol - line) : 0;
 		if (strncasecmp(line, "content-length:", 15) == 0) {
 			c->body_left = strtoull(line + 15, NULL, 10);
 			have_len = 1;
 		} else if (strncasecmp(line, "transfer-encoding:", 18) == 0) {
 			return -1;
 		} else if (strncasecmp(line, "connection:", 11) == 0 &&
-		           strstr(line, "close") != NULL &&
-		           strstr(line, "close") < (char *)memchr(line, '\n',
-		                                                  (size_t)(end - line))) {
+		           memmem(line, len, "close", 5) != NULL) {
 			c->closes = 1;
 		}
 		p = line;
@@ -306,14 +310,11 @@ static void conn_answered(struct thread *t, struct pconn *c, uint64_t now)
 	c->idle_since = now;
 	if (c->status < 200 || c->status > 299)
 		t->non2xx++;
-	c->busy = 0;
 	c->head_len = 0;
 	c->in_body = 0;
 	if (c->closes)
 		conn_reopen(t, c);
-	c->k++;
-	c->due = planned(c);
-	heap_push(t, c);
+	conn_next(t, c);
 }
 
 static void conn_read(struct thread *t, struct pconn *c)
@@ -325,12 +326,10 @@ static void conn_read(struct thread *t, struct pconn *c)
 	if (r <= 0) {
 		if (r < 0 && errno == EAGAIN)
 			return;
-		if (c->busy) {
-			conn_fail(t, c);
-			/* conn_fail pushed it idle; it was not in the heap */
-		} else {
-			conn_reopen(t, c);
-		}
+		if (c->busy)
+			conn_fail(t, c); /* a busy conn is not in the heap */
+		else
+			conn_reopen(t, c); /* an idle one stays there */
 		return;
 	}
 	if (!c->busy) { /* bytes nobody asked for */

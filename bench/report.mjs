@@ -40,6 +40,8 @@ const fmt = (x, d = 0) => {
   const s = x.toFixed(d);
   return d === 0 && Math.abs(x) >= 1000 ? Number(s).toLocaleString('en-US') : s;
 };
+// milliseconds: three decimals below 1 ms, two above
+const fmtMs = (x) => fmt(x, x < 1 ? 3 : 2);
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
 const PEERS = ['portico', 'nginx', 'haproxy', 'varnish'];
 
@@ -197,7 +199,7 @@ if (PACED.some(([sc]) => of(sc).length)) {
       if (!b) continue;
       const isP = peer === 'portico';
       p(`| ${first ? dated(sc, `${title}, ${fmt(rate)} req/s planned`) : ''} | ${label(b.config)} | ` +
-        `${fmt(b.med[0])} | ${fmt(b.med[1], 3)} | ${fmt(b.med[2], 3)} | ${fmt(b.med[3], 1)} | ` +
+        `${fmt(b.med[0])} | ${fmtMs(b.med[1])} | ${fmtMs(b.med[2])} | ${fmt(b.med[3], 1)} | ` +
         `${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} | ${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} |`);
       first = false;
       // run_pace's notes, one per round, summed up: lost requests, and
@@ -332,7 +334,7 @@ const roundRatios = (a, b, i) => {
   return rr;
 };
 const spanOf = (rr) => `${Math.min(...rr).toFixed(2)}–${Math.max(...rr).toFixed(2)}×`;
-const fig = (s, i) => `${fmt(s.med[i], i === 0 ? 0 : i === 2 ? (s.med[2] < 1 ? 3 : 2) : 1)} ${unit[i]}, ${label(s.config)}`;
+const fig = (s, i) => `${i === 2 ? fmtMs(s.med[2]) : fmt(s.med[i], i === 0 ? 0 : 1)} ${unit[i]}, ${label(s.config)}`;
 const targetRows = [];
 for (const [what, sc, i, lower, peer, limit] of TARGETS) {
   const a = best(ours(sc), i, lower);
