@@ -10,7 +10,15 @@
  * that many responders, each with its own listening socket on PORT
  * (SO_REUSEPORT: the kernel spreads connections by their addresses), and
  * each counts only its own requests (/count is then per process).  The
- * children end with the first process.  Built by bench/run. */
+ * children end with the first process.  Built by bench/run.
+ *
+ * The 256 KB body goes out as nginx serves its file cache: the head with
+ * MSG_MORE, then sendfile(2) from a memfd that holds the body, so the
+ * socket takes the pages instead of a copy.  Run as two processes on the
+ * proxies' port, that makes it the reference for the 256 KB hit row: a
+ * server doing nothing else (bench/NOTES.md, entry 39).  A connection whose
+ * body the socket did not take whole waits for EPOLLOUT, reading nothing
+ * more until it is sent. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -21,18 +29,28 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define MAXFD 65536
-struct c { char in[8192]; size_t inlen; };
+struct c {
+	char in[8192];
+	size_t inlen;
+	off_t foff;             /* the 256 KB body still to send: offset, */
+	size_t fleft;           /* bytes (0: none, reading requests) */
+};
 static struct c *conns[MAXFD];
 static char resp[4096];
 static size_t resplen;
 static char *cresp[3];          /* /c100, /c1k, /c256k */
 static size_t cresplen[3];
 static unsigned long long ccount; /* requests for /c... */
+static int bodyfd = -1;         /* memfd with the 256 KB body alone */
+static size_t bodylen;
+static size_t headlen256;       /* the head's length in cresp[2] */
 
 static void mkcached(int i, size_t blen)
 {
@@ -44,14 +62,23 @@ static void mkcached(int i, size_t blen)
 	memcpy(cresp[i], head, (size_t)hl);
 	memset(cresp[i] + hl, 'x', blen);
 	cresplen[i] = (size_t)hl + blen;
+	if (i == 2) {
+		headlen256 = (size_t)hl;
+		bodylen = blen;
+		bodyfd = memfd_create("c256k", 0);
+		if (bodyfd < 0 || write(bodyfd, cresp[i] + hl, blen) != (ssize_t)blen) {
+			perror("origin: memfd for /c256k");
+			exit(1);
+		}
+	}
 }
 
 /* write all of buf (loopback: a short write is rare; wait it out) */
-static int writeall(int fd, const char *buf, size_t len)
+static int writeall(int fd, const char *buf, size_t len, int flags)
 {
 	size_t off = 0;
 	while (off < len) {
-		ssize_t w = write(fd, buf + off, len - off);
+		ssize_t w = send(fd, buf + off, len - off, flags);
 		if (w > 0) off += (size_t)w;
 		else if (w < 0 && errno == EAGAIN) usleep(100);
 		else return -1;
@@ -65,6 +92,83 @@ static void drop(int ep, int fd)
 	close(fd);
 	free(conns[fd]);
 	conns[fd] = NULL;
+}
+
+static void want(int ep, int fd, unsigned events)
+{
+	struct epoll_event ce = { .events = events, .data.fd = fd };
+	epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ce);
+}
+
+/* Send what is left of a connection's 256 KB body: 1 when it is all
+ * sent, 0 when the socket is full (the caller waits for EPOLLOUT), -1
+ * when the connection failed. */
+static int send_body(int fd)
+{
+	struct c *k = conns[fd];
+	while (k->fleft) {
+		ssize_t w = sendfile(fd, bodyfd, &k->foff, k->fleft);
+		if (w > 0) k->fleft -= (size_t)w;
+		else if (w < 0 && errno == EAGAIN) return 0;
+		else return -1;
+	}
+	return 1;
+}
+
+/* Answer every whole request head in the connection's input: answers
+ * gathered in one buffer and written at the end, a 256 KB body sent on
+ * its own.  0: go on reading; 1: the body waits for EPOLLOUT; -1: the
+ * connection failed. */
+static int serve(int fd)
+{
+	static char out[65536];
+	struct c *k = conns[fd];
+	size_t olen = 0, used = 0;
+	char *p, cnt[128];
+	int ret = 0;
+	while ((p = memmem(k->in + used, k->inlen - used, "\r\n\r\n", 4))) {
+		/* the request target: after the method's space */
+		const char *q = memchr(k->in + used, ' ', (size_t)(p - (k->in + used)));
+		const char *rp = resp;
+		size_t rl = resplen;
+		int big = 0;
+		if (q && q[1] == '/' && q[2] == 'c') {
+			if (!strncmp(q + 1, "/count ", 7)) {
+				int cl = snprintf(cnt + 64, 64, "%llu", ccount);
+				int hl = snprintf(cnt, 64, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", cl);
+				memmove(cnt + hl, cnt + 64, (size_t)cl + 1);
+				rp = cnt; rl = (size_t)(hl + cl);
+			} else {
+				ccount++;
+				int i = !strncmp(q + 1, "/c100", 5) ? 0 : !strncmp(q + 1, "/c256k", 6) ? 2 : 1;
+				rp = cresp[i]; rl = cresplen[i];
+				if (i == 2) { big = 1; rl = headlen256; }
+			}
+		}
+		used = (size_t)(p - k->in) + 4;
+		if (olen + rl > sizeof out) {
+			if (writeall(fd, out, olen, 0)) return -1;
+			olen = 0;
+		}
+		memcpy(out + olen, rp, rl);
+		olen += rl;
+		if (big) {
+			/* what is gathered and the head, held for the body's
+			 * first packets; then the body from the memfd */
+			if (writeall(fd, out, olen, MSG_MORE)) return -1;
+			olen = 0;
+			k->foff = 0;
+			k->fleft = bodylen;
+			int r = send_body(fd);
+			if (r < 0) return -1;
+			if (r == 0) { ret = 1; break; }
+		}
+	}
+	memmove(k->in, k->in + used, k->inlen - used);
+	k->inlen -= used;
+	if (olen && writeall(fd, out, olen, 0)) return -1;
+	if (!ret && k->inlen == sizeof k->in) return -1;  /* a head too long */
+	return ret;
 }
 
 int main(int argc, char **argv)
@@ -106,7 +210,6 @@ int main(int argc, char **argv)
 	int ep = epoll_create1(0);
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = ls }, evs[256];
 	epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
-	char out[65536];
 	for (;;) {
 		int n = epoll_wait(ep, evs, 256, -1);
 		for (int i = 0; i < n; i++) {
@@ -123,43 +226,23 @@ int main(int argc, char **argv)
 				continue;
 			}
 			struct c *k = conns[fd];
-			ssize_t r = read(fd, k->in + k->inlen, sizeof k->in - k->inlen);
-			if (r <= 0) { if (r < 0 && errno == EAGAIN) continue; drop(ep, fd); continue; }
-			k->inlen += (size_t)r;
-			size_t olen = 0, used = 0;
-			char *p, cnt[128];
-			int dead = 0;
-			while (!dead && (p = memmem(k->in + used, k->inlen - used, "\r\n\r\n", 4))) {
-				/* the request target: after the method's space */
-				const char *q = memchr(k->in + used, ' ', (size_t)(p - (k->in + used)));
-				const char *rp = resp;
-				size_t rl = resplen;
-				if (q && q[1] == '/' && q[2] == 'c') {
-					if (!strncmp(q + 1, "/count ", 7)) {
-						int cl = snprintf(cnt + 64, 64, "%llu", ccount);
-						int hl = snprintf(cnt, 64, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", cl);
-						memmove(cnt + hl, cnt + 64, (size_t)cl + 1);
-						rp = cnt; rl = (size_t)(hl + cl);
-					} else {
-						ccount++;
-						int i = !strncmp(q + 1, "/c100", 5) ? 0 : !strncmp(q + 1, "/c256k", 6) ? 2 : 1;
-						rp = cresp[i]; rl = cresplen[i];
-					}
+			int r;
+			if (k->fleft) {
+				/* waiting to send the rest of a body */
+				r = send_body(fd);
+				if (r == 0) continue;
+				if (r > 0) {
+					want(ep, fd, EPOLLIN);
+					r = serve(fd);
 				}
-				used = (size_t)(p - k->in) + 4;
-				if (olen + rl > sizeof out) {
-					if (olen && writeall(fd, out, olen)) { dead = 1; break; }
-					olen = 0;
-					if (rl > sizeof out) { if (writeall(fd, rp, rl)) dead = 1; continue; }
-				}
-				memcpy(out + olen, rp, rl);
-				olen += rl;
+			} else {
+				ssize_t got = read(fd, k->in + k->inlen, sizeof k->in - k->inlen);
+				if (got <= 0) { if (got < 0 && errno == EAGAIN) continue; drop(ep, fd); continue; }
+				k->inlen += (size_t)got;
+				r = serve(fd);
 			}
-			if (dead) { drop(ep, fd); continue; }
-			memmove(k->in, k->in + used, k->inlen - used);
-			k->inlen -= used;
-			if (k->inlen == sizeof k->in) { drop(ep, fd); continue; }
-			if (olen && writeall(fd, out, olen)) drop(ep, fd);
+			if (r < 0) drop(ep, fd);
+			else if (r > 0) want(ep, fd, EPOLLOUT);
 		}
 	}
 }

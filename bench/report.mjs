@@ -390,6 +390,28 @@ if (targetRows.length) {
       `(${label(mine.config)}) is ${(mine.med[0] / ref.med[0]).toFixed(3)}× the responder's.`);
     p();
   }
+  // The 256 KB line against a server that does nothing but send the
+  // body, in the same rounds: the responder sends it as nginx does (head
+  // with MSG_MORE, body by sendfile from memory) and does less per
+  // request than any proxy, so its median against nginx's is what this
+  // machine leaves for the line.  Not a ceiling round by round: the
+  // host's speed swings up to 2x between loads (bench/NOTES.md, entry 39).
+  const big = best(of('hit256k').filter((s) => ['direct', 'direct2'].includes(peerOf(s.config))), 0);
+  const bigPeer = best(theirs('hit256k', 'nginx'), 0);
+  const bigMine = best(ours('hit256k'), 0);
+  if (big && bigPeer && bigMine) {
+    const rr = roundRatios(big, bigPeer, 0);
+    const r = big.med[0] / bigPeer.med[0];
+    const procs = peerOf(big.config) === 'direct2' ? 'two processes' : 'one process';
+    p(`For the 256 KB line: the do-nothing responder (\`bench/origin.c\`, ${procs}), ` +
+      'which sends the body with `sendfile` as nginx does and does nothing else, did ' +
+      `${fmt(big.med[0])} req/s at c=50, ${r.toFixed(3)}× ${label(bigPeer.config)}'s` +
+      `${rr.length ? ` (by round ${spanOf(rr)})` : ''}` +
+      `, ${r < 1.3 ? 'under' : 'over'} the 1.3× the line asks for. ` +
+      `portico's ${fmt(bigMine.med[0])} req/s (${label(bigMine.config)}) is ` +
+      `${(bigMine.med[0] / big.med[0]).toFixed(3)}× the responder's.`);
+    p();
+  }
 }
 
 // ---- notes
@@ -409,9 +431,11 @@ p('- The "fixed response" rows measure each engine without an origin (portico `r
   '`return 200`, HAProxy `http-request return`, Varnish `synth`). They are **not cache hits**.');
 p('- Fast origin: `bench/origin.c`, a one-thread epoll responder answering every request head with ' +
   'the same 1 KB JSON. Node.js origin: `bench/origin.mjs` (node\'s http; ws for WebSocket). ' +
-  'Under the 1 KB hit rows, the same responder answers `/c1k` itself, as one process and as two ' +
-  '(one listening socket each, `SO_REUSEPORT`): a server that only reads the request and writes ' +
-  'the answer from memory, with one or both cores, for reference.');
+  'Under the 1 KB and 256 KB hit rows, the same responder answers `/c1k` and `/c256k` itself, ' +
+  'as one process and as two (one listening socket each, `SO_REUSEPORT`): a server that only reads ' +
+  'the request and writes the answer from memory, with one or both cores, for reference; the 256 KB ' +
+  'body goes out as nginx sends a cached file, the head with `MSG_MORE` and the body by `sendfile` ' +
+  '(from a memfd).');
 p('- Access logs are off for every peer; upstream keep-alive is on for every peer ' +
   '(configs in `bench/conf/`). portico adds X-Forwarded-For, Via and an X-Request-Id to each ' +
   'proxied request; nginx and HAProxy add X-Forwarded-For, Varnish X-Forwarded-For and X-Varnish.');
