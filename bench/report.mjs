@@ -44,15 +44,24 @@ const fmt = (x, d = 0) => {
 const fmtMs = (x) => fmt(x, x < 1 ? 3 : 2);
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
 const PEERS = ['portico', 'nginx', 'haproxy', 'varnish'];
+// bench/run starts each load's note with the time the host took from the
+// cores during it ("host steal N ms", the steal column of /proc/stat)
+const STEAL = /(?:^|;\s*)host steal (\d+) ms/;
+const stealOf = (n) => { const m = STEAL.exec(n); return m ? Number(m[1]) : NaN; };
+const withoutSteal = (n) => n.replace(STEAL, '').replace(/^;\s*/, '').trim();
 
 // medians per (config, scenario)
 const stats = new Map();
 for (const r of rows) {
   const k = `${r.config}|${r.scenario}`;
-  if (!stats.has(k)) stats.set(k, { config: r.config, scenario: r.scenario, runs: [], byRound: new Map(), notes: [] });
+  if (!stats.has(k)) {
+    stats.set(k, { config: r.config, scenario: r.scenario, runs: [], byRound: new Map(), noteByRound: new Map(),
+      notes: [] });
+  }
   const s = stats.get(k);
   s.runs.push(r.m);
   s.byRound.set(r.round, r.m);
+  s.noteByRound.set(r.round, r.note || '');
   if (r.note) s.notes.push(r.note.trim());
 }
 for (const s of stats.values()) s.med = [0, 1, 2, 3].map((i) => median(s.runs.map((m) => m[i])));
@@ -97,7 +106,9 @@ const peerRows = (sc, title) => {
       `${fmt(b.med[2], 2)} | ${fmt(b.med[3], 1)} | ${isP || !pt ? '' : ratio(pt.med[0], b.med[0])} | ` +
       `${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} | ${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} |`);
     first = false;
-    for (const n of new Set(b.notes)) notes.push(`${label(b.config)}, ${sc}: wrk reported ${n}`);
+    for (const n of new Set(b.notes.map(withoutSteal).filter(Boolean))) {
+      notes.push(`${label(b.config)}, ${sc}: wrk reported ${n}`);
+    }
   }
 };
 for (const [sc, title] of HTTP) {
@@ -218,6 +229,34 @@ if (PACED.some(([sc]) => of(sc).length)) {
         'left out of the latencies): the proxy left it little CPU');
       if (said.length) notes.push(`${label(b.config)}, ${sc}: ${said.join('; ')}.`);
     }
+  }
+  p();
+}
+
+// Each round's p99 of the c=200 loads (the p99 targets), beside the time
+// the host took from the cores during that load: a p99 far from the
+// configuration's others, in a round where the host took time, is the
+// host's stall and not the proxy's tail.
+const P99_ROWS = ['static200', 'hit1k200', 'static200r', 'hit1k200r'];
+const stealRows = P99_ROWS.flatMap((sc) => of(sc).filter((x) => PEERS.includes(peerOf(x.config))));
+if (stealRows.some((x) => [...x.noteByRound.values()].some((n) => Number.isFinite(stealOf(n))))) {
+  const rounds = [...new Set(stealRows.flatMap((x) => [...x.byRound.keys()]))].sort((a, b) => a - b);
+  p('### The c=200 p99s round by round, and the host');
+  p();
+  p('p99 of each round in ms, and in brackets the time the host took from the two cores during that load ' +
+    '(ms, the steal column of /proc/stat, in steps of 10 ms): a virtual core the host runs something else on ' +
+    'stalls whatever runs on it, the proxy, the origin or the load generator.');
+  p();
+  p(`| scenario | configuration | ${rounds.map((r) => `round ${r}`).join(' | ')} |`);
+  p(`| --- | --- | ${rounds.map(() => '---:').join(' | ')} |`);
+  for (const x of stealRows) {
+    const cells = rounds.map((r) => {
+      const m = x.byRound.get(r);
+      if (!m) return '';
+      const st = stealOf(x.noteByRound.get(r) || '');
+      return `${fmtMs(m[2])}${Number.isFinite(st) ? ` (${st})` : ''}`;
+    });
+    p(`| ${x.scenario} | ${label(x.config)} | ${cells.join(' | ')} |`);
   }
   p();
 }
