@@ -44,7 +44,7 @@ const fmt = (x, d = 0) => {
 const fmtMs = (x) => fmt(x, x < 1 ? 3 : 2);
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
 const PEERS = ['portico', 'nginx', 'haproxy', 'varnish'];
-// bench/run starts each load's note with the time the host took from the
+// bench/run writes into each load's note the time the host took from the
 // cores during it ("host steal N ms", the steal column of /proc/stat)
 const STEAL = /(?:^|;\s*)host steal (\d+) ms/;
 const stealOf = (n) => { const m = STEAL.exec(n); return m ? Number(m[1]) : NaN; };
@@ -432,9 +432,10 @@ if (targetRows.length) {
   // The 256 KB line against a server that does nothing but send the
   // body, in the same rounds: the responder sends it as nginx does (head
   // with MSG_MORE, body by sendfile from memory) and does less per
-  // request than any proxy, so its median against nginx's is what this
-  // machine leaves for the line.  Not a ceiling round by round: the
-  // host's speed swings up to 2x between loads (bench/NOTES.md, entry 39).
+  // request than any proxy, so its median against nginx's says what the
+  // line asks of this machine.  Not a ceiling round by round: every
+  // server's speed on this row swings up to 3x between loads
+  // (bench/NOTES.md, entry 39).
   const big = best(of('hit256k').filter((s) => ['direct', 'direct2'].includes(peerOf(s.config))), 0);
   const bigPeer = best(theirs('hit256k', 'nginx'), 0);
   const bigMine = best(ours('hit256k'), 0);
