@@ -55,15 +55,15 @@ const stats = new Map();
 for (const r of rows) {
   const k = `${r.config}|${r.scenario}`;
   if (!stats.has(k)) {
-    stats.set(k, { config: r.config, scenario: r.scenario, runs: [], byRound: new Map(), noteByRound: new Map(),
-      notes: [] });
+    stats.set(k, { config: r.config, scenario: r.scenario, runs: [], byRound: new Map(), noteByRound: new Map() });
   }
   const s = stats.get(k);
   s.runs.push(r.m);
   s.byRound.set(r.round, r.m);
-  s.noteByRound.set(r.round, r.note || '');
-  if (r.note) s.notes.push(r.note.trim());
+  s.noteByRound.set(r.round, r.note.trim());
 }
+// a configuration's notes in a scenario, one per round that has one
+const notesOf = (s) => [...s.noteByRound.values()].filter(Boolean);
 for (const s of stats.values()) s.med = [0, 1, 2, 3].map((i) => median(s.runs.map((m) => m[i])));
 const of = (scenario) => [...stats.values()].filter((s) => s.scenario === scenario);
 // a peer's best configuration in a scenario: the highest median m1
@@ -106,7 +106,7 @@ const peerRows = (sc, title) => {
       `${fmt(b.med[2], 2)} | ${fmt(b.med[3], 1)} | ${isP || !pt ? '' : ratio(pt.med[0], b.med[0])} | ` +
       `${isP || !pt ? '' : ratio(pt.med[3], b.med[3])} | ${isP || !pt ? '' : ratio(pt.med[2], b.med[2])} |`);
     first = false;
-    for (const n of new Set(b.notes.map(withoutSteal).filter(Boolean))) {
+    for (const n of new Set(notesOf(b).map(withoutSteal).filter(Boolean))) {
       notes.push(`${label(b.config)}, ${sc}: wrk reported ${n}`);
     }
   }
@@ -175,7 +175,7 @@ const PACED = [
 ];
 // the planned rate, from the note run_pace writes ("planned N/s; ...")
 const plannedOf = (sc) => {
-  for (const s of of(sc)) for (const n of s.notes) {
+  for (const s of of(sc)) for (const n of notesOf(s)) {
     const m = /^planned (\d+)\/s/.exec(n);
     if (m) return Number(m[1]);
   }
@@ -216,7 +216,7 @@ if (PACED.some(([sc]) => of(sc).length)) {
       // run_pace's notes, one per round, summed up: lost requests, and
       // pace's own lateness where the proxy left it little CPU
       const sum = (re) => {
-        const v = b.notes.map((n) => re.exec(n)).filter(Boolean).map((m) => Number(m[1]));
+        const v = notesOf(b).map((n) => re.exec(n)).filter(Boolean).map((m) => Number(m[1]));
         return { rounds: v.length, total: v.reduce((x, y) => x + y, 0), most: Math.max(0, ...v) };
       };
       const errs = sum(/(\d+) errors/), never = sum(/(\d+) requests never sent/);
@@ -239,7 +239,7 @@ if (PACED.some(([sc]) => of(sc).length)) {
 // host's stall and not the proxy's tail.
 const P99_ROWS = ['static200', 'hit1k200', 'static200r', 'hit1k200r'];
 const stealRows = P99_ROWS.flatMap((sc) => of(sc).filter((x) => PEERS.includes(peerOf(x.config))));
-if (stealRows.some((x) => [...x.noteByRound.values()].some((n) => Number.isFinite(stealOf(n))))) {
+if (stealRows.some((x) => notesOf(x).some((n) => Number.isFinite(stealOf(n))))) {
   const rounds = [...new Set(stealRows.flatMap((x) => [...x.byRound.keys()]))].sort((a, b) => a - b);
   p('### The c=200 p99s round by round, and the host');
   p();
@@ -253,7 +253,7 @@ if (stealRows.some((x) => [...x.noteByRound.values()].some((n) => Number.isFinit
     const cells = rounds.map((r) => {
       const m = x.byRound.get(r);
       if (!m) return '';
-      const st = stealOf(x.noteByRound.get(r) || '');
+      const st = stealOf(x.noteByRound.get(r) ?? '');
       return `${fmtMs(m[2])}${Number.isFinite(st) ? ` (${st})` : ''}`;
     });
     p(`| ${x.scenario} | ${label(x.config)} | ${cells.join(' | ')} |`);

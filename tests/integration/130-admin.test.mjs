@@ -83,11 +83,26 @@ function parseProm(text) {
 /** The bound port of the listener on this loopback address. */
 const portAt = (d, ip) => Number(d.addresses.find((a) => a.startsWith(`${ip}:`)).split(':')[1]);
 
-async function metrics(d) {
-  const r = await httpRequest(portAt(d, '127.0.0.2'), { path: '/metrics', host: '127.0.0.2' });
+async function metrics(d, agent) {
+  const r = await httpRequest(portAt(d, '127.0.0.2'), { path: '/metrics', host: '127.0.0.2', agent });
   assert.equal(r.status, 200);
   assert.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/);
   return parseProm(r.body);
+}
+
+/**
+ * portico_connections_open read over one kept-alive admin connection,
+ * counted in every look: a new connection per look would race the close
+ * of the one before (a worker writes the answer, then closes and counts
+ * the close, while the other worker may already answer the next look).
+ * Call close() when done.
+ */
+function connectionsGauge(d) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  return {
+    read: async () => (await metrics(d, agent)).get('portico_connections_open{}'),
+    close: () => agent.destroy(),
+  };
 }
 
 describe('admin listener', () => {
@@ -141,7 +156,8 @@ describe('admin listener', () => {
     // More connections than a worker keeps spare, each idle between its
     // requests (asleep), then woken by a request, by two pipelined ones
     // and by a head that comes in two parts.
-    const open = async () => (await metrics(d)).get('portico_connections_open{}');
+    const gauge = connectionsGauge(d);
+    const open = gauge.read;
     const before = await open();
     const conns = await Promise.all(Array.from({ length: 300 }, () => RawConn.open(d.port)));
     const get = (i) => `GET /s${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
@@ -166,14 +182,12 @@ describe('admin listener', () => {
           }
         }
       }
-      // each look is a connection of its own: let the last one's close
-      // be counted (see the killed-worker test below)
-      await waitFor(async () => (await open()) === before + 300,
-        { what: `connections_open at ${before + 300}` });
+      assert.equal(await open(), before + 300);
     } finally {
       for (const c of conns) c.destroy();
     }
     await waitFor(async () => (await open()) === before, { what: 'connections_open back' });
+    gauge.close();
   });
 
   test('counters survive a reload', async () => {
@@ -266,8 +280,10 @@ test('connections of a worker killed with them open leave portico_connections_op
     } });
     t.after(() => d.stop());
     await d.waitWorkers(2);
-    const gauge = async () => (await metrics(d)).get('portico_connections_open{}');
-    const base = await gauge(); // the request's own connection
+    const reader = connectionsGauge(d);
+    t.after(() => reader.close());
+    const gauge = reader.read;
+    const base = await gauge(); // the reader's own connection
     const conns = [];
     t.after(() => conns.forEach((c) => c.destroy()));
     for (let i = 0; i < 6; i++) {
@@ -276,12 +292,7 @@ test('connections of a worker killed with them open leave portico_connections_op
       await c.write('GET / HTTP/1.1\r\nHost: a.example\r\n\r\n');
       assert.equal((await c.read(1))[0].status, 200);
     }
-    // Each look at the gauge is a connection of its own, closed once
-    // answered; with two workers the next look can be answered before the
-    // other worker has counted the last one's close, so wait for the
-    // count to settle (an over-count that stays still fails here).
-    await waitFor(async () => (await gauge()) === base + 6,
-      { what: `portico_connections_open at ${base + 6}` });
+    assert.equal(await gauge(), base + 6);
     const holders = new Set(conns.map((c) => workerOf(d, c.sock.localPort)));
     assert.ok(!holders.has(null));
     for (const pid of holders) process.kill(pid, 'SIGKILL');
