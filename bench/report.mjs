@@ -66,6 +66,16 @@ for (const r of rows) {
 const notesOf = (s) => [...s.noteByRound.values()].filter(Boolean);
 for (const s of stats.values()) s.med = [0, 1, 2, 3].map((i) => median(s.runs.map((m) => m[i])));
 const of = (scenario) => [...stats.values()].filter((s) => s.scenario === scenario);
+// figure i of a over that of b, in each round both ran
+const roundRatios = (a, b, i) => {
+  const rr = [];
+  for (const [round, m] of a.byRound) {
+    const n = b.byRound.get(round);
+    if (n && Number.isFinite(m[i]) && Number.isFinite(n[i]) && n[i] > 0) rr.push(m[i] / n[i]);
+  }
+  return rr;
+};
+const spanOf = (rr) => `${Math.min(...rr).toFixed(2)}–${Math.max(...rr).toFixed(2)}×`;
 // a peer's best configuration in a scenario: the highest median m1
 const bestOf = (scenario, peer, higher = true) => {
   const c = of(scenario).filter((s) => peerOf(s.config) === peer);
@@ -167,6 +177,49 @@ if (cacheRan) {
     : 'Not measured: this porticod has no cache (`cache:` is rejected).');
 }
 p();
+
+// ---- 256 KB hits, two servers loaded at the same moment (bench/run's
+// hit256kpair): the ratio within a pair, round by round, then medians
+const pairOf = (sc, config) => of(sc).find((s) => s.config === config);
+const PAIRS = [
+  ['hit256kpair', 'portico:1', 'portico'],
+  ['hit256kpairref', 'direct:-', 'the responder'],
+];
+const pairs = PAIRS.map(([sc, config, name]) => ({ sc, name, a: pairOf(sc, config), b: pairOf(sc, 'nginx:1') }))
+  .filter((x) => x.a && x.b);
+for (const x of pairs) x.rr = roundRatios(x.a, x.b, 0);
+if (pairs.length) {
+  p(dated('hit256kpair', '### Cache hit 256 KB, two servers loaded at the same moment'));
+  p();
+  p('A server\'s speed on the 256 KB row swings up to 3× from one load to the next with the host ' +
+    '(bench/NOTES.md, entries 39 and 41), so rows measured one after the other partly compare the ' +
+    'host\'s moments. Here, after the other rounds, portico (1 worker) and nginx (1 worker) are loaded ' +
+    'at the same moment, each by a wrk thread of its own (`wrk -t1 -c25` each), then the do-nothing ' +
+    'responder (`bench/origin.c`, one process, sending the body with `sendfile`) and nginx likewise. ' +
+    'Whatever the host does to the cores during a load, it does to both servers of the pair. ' +
+    'Each cell: req/s (CPU µs/req); host steal over the pair\'s load in brackets.');
+  p();
+  p(`| round | ${pairs.map((x) => `${x.name} | nginx | ${x.name} ÷ nginx`).join(' | ')} |`);
+  p(`| --- | ${pairs.map(() => '---: | ---: | ---:').join(' | ')} |`);
+  const cell = (m) => (m ? `${fmt(m[0])} (${fmt(m[3], 1)})` : 'n/a');
+  const rounds = [...new Set(pairs.flatMap((x) => [...x.a.byRound.keys()]))].sort((u, v) => u - v);
+  for (const rd of rounds) {
+    p(`| ${rd} | ${pairs.map((x) => {
+      const ma = x.a.byRound.get(rd);
+      const mb = x.b.byRound.get(rd);
+      const st = stealOf(x.a.noteByRound.get(rd) || '');
+      const r = ma && mb && mb[0] > 0 ? `${(ma[0] / mb[0]).toFixed(2)}×` : 'n/a';
+      return `${cell(ma)} | ${cell(mb)} | ${r}${Number.isFinite(st) ? ` [${st} ms]` : ''}`;
+    }).join(' | ')} |`);
+  }
+  p(`| median | ${pairs.map((x) => `${cell(x.a.med)} | ${cell(x.b.med)} | ` +
+    `${x.rr.length ? `**${median(x.rr).toFixed(2)}×**` : 'n/a'}`).join(' | ')} |`);
+  p();
+  p('The ratios in the median row are medians of the rounds\' ratios. One wrk thread per server ' +
+    'leaves each less of the cores than the c=50 rows above, so the rates are not comparable with ' +
+    'those; the ratios are.');
+  p();
+}
 
 // ---- the same c=200 loads at a fixed rate (bench/pace.c)
 const PACED = [
@@ -363,16 +416,6 @@ const TARGETS = [
   ['pass-through, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'static200r', 2, true, null, 1],
 ];
 const unit = ['req/s', '', 'ms p99', 'µs/req'];
-// figure i of a over that of b, in each round both ran
-const roundRatios = (a, b, i) => {
-  const rr = [];
-  for (const [round, m] of a.byRound) {
-    const n = b.byRound.get(round);
-    if (n && Number.isFinite(m[i]) && Number.isFinite(n[i]) && n[i] > 0) rr.push(m[i] / n[i]);
-  }
-  return rr;
-};
-const spanOf = (rr) => `${Math.min(...rr).toFixed(2)}–${Math.max(...rr).toFixed(2)}×`;
 const fig = (s, i) => `${i === 2 ? fmtMs(s.med[2]) : fmt(s.med[i], i === 0 ? 0 : 1)} ${unit[i]}, ${label(s.config)}`;
 const targetRows = [];
 for (const [what, sc, i, lower, peer, limit] of TARGETS) {
@@ -450,6 +493,12 @@ if (targetRows.length) {
       `, ${r < 1.3 ? 'under' : 'over'} the 1.3× the line asks for. ` +
       `portico's ${fmt(bigMine.med[0])} req/s (${label(bigMine.config)}) is ` +
       `${(bigMine.med[0] / big.med[0]).toFixed(3)}× the responder's.`);
+    p();
+  }
+  if (pairs.some((x) => x.rr.length)) {
+    p('Loaded at the same moment as nginx (the paired table above), ' +
+      `${pairs.filter((x) => x.rr.length).map((x) => `${x.name} did ${median(x.rr).toFixed(2)}× nginx's rate (rounds ${spanOf(x.rr)}, ` +
+        `${x.rr.filter((v) => v >= 1.3).length} of ${x.rr.length} at 1.3× or more)`).join(', and ')}.`);
     p();
   }
 }
