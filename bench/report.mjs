@@ -89,6 +89,7 @@ const notes = [];
 
 const HTTP = [
   ['node', 'pass-through to the Node.js origin, 1 KB JSON, c=50'],
+  ['node200', 'pass-through to the Node.js origin, 1 KB JSON, c=200'],
   ['static', 'pass-through to the fast origin, 1 KB, c=50'],
   ['static200', 'pass-through to the fast origin, 1 KB, c=200'],
   ['fixed', 'fixed response from the proxy, 1 KB, c=50 (NOT a cache hit)'],
@@ -142,10 +143,13 @@ p();
 // ---- cache hits
 const CACHE = [
   ['hit100', 'cache hit 100 B, c=50'],
+  ['hit100_200', 'cache hit 100 B, c=200'],
   ['hit1k', 'cache hit 1 KB, c=50'],
   ['hit1k200', 'cache hit 1 KB, c=200'],
   ['hit256k', 'cache hit 256 KB, c=50'],
+  ['hit256k200', 'cache hit 256 KB, c=200'],
   ['hitclose', 'cache hit 1 KB, new connection per request (Connection: close), c=50'],
+  ['hitclose200', 'cache hit 1 KB, new connection per request (Connection: close), c=200'],
 ];
 const cacheRan = CACHE.some(([sc]) => of(sc).length || failed.some((f) => f.scenario === sc));
 p('## Cache hits (wrk -t2 --latency, keep-alive unless stated)');
@@ -224,7 +228,10 @@ if (pairs.length) {
 // ---- the same c=200 loads at a fixed rate (bench/pace.c)
 const PACED = [
   ['static200r', 'pass-through to the fast origin, 1 KB, c=200', 'static200'],
+  ['node200r', 'pass-through to the Node.js origin, 1 KB JSON, c=200', 'node200'],
+  ['hit100_200r', 'cache hit 100 B, c=200', 'hit100_200'],
   ['hit1k200r', 'cache hit 1 KB, c=200', 'hit1k200'],
+  ['hit256k200r', 'cache hit 256 KB, c=200', 'hit256k200'],
 ];
 // the planned rate, from the note run_pace writes ("planned N/s; ...")
 const plannedOf = (sc) => {
@@ -290,7 +297,8 @@ if (PACED.some(([sc]) => of(sc).length)) {
 // the host took from the cores during that load: a p99 far from the
 // configuration's others, in a round where the host took time, is the
 // host's stall and not the proxy's tail.
-const P99_ROWS = ['static200', 'hit1k200', 'static200r', 'hit1k200r'];
+const P99_ROWS = ['static200', 'hit1k200', 'node200', 'hit100_200', 'hit256k200', 'hitclose200',
+  'static200r', 'hit1k200r', 'node200r', 'hit100_200r', 'hit256k200r'];
 const stealRows = P99_ROWS.flatMap((sc) => of(sc).filter((x) => PEERS.includes(peerOf(x.config))));
 if (stealRows.some((x) => notesOf(x).some((n) => Number.isFinite(stealOf(n))))) {
   const rounds = [...new Set(stealRows.flatMap((x) => [...x.byRound.keys()]))].sort((a, b) => a - b);
@@ -412,8 +420,15 @@ const TARGETS = [
   ['new connection per request: req/s ≥ HAProxy\'s', 'hitclose', 0, false, 'haproxy', 1],
   ['cache hit 1 KB, c=200: p99 no worse than the best peer\'s', 'hit1k200', 2, true, null, 1],
   ['pass-through, c=200: p99 no worse than the best peer\'s', 'static200', 2, true, null, 1],
+  ['cache hit 100 B, c=200: p99 no worse than the best peer\'s', 'hit100_200', 2, true, null, 1],
+  ['cache hit 256 KB, c=200: p99 no worse than the best peer\'s', 'hit256k200', 2, true, null, 1],
+  ['cache hit 1 KB, new connection per request, c=200: p99 no worse than the best peer\'s', 'hitclose200', 2, true, null, 1],
+  ['pass-through to the Node.js origin, c=200: p99 no worse than the best peer\'s', 'node200', 2, true, null, 1],
   ['cache hit 1 KB, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'hit1k200r', 2, true, null, 1],
   ['pass-through, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'static200r', 2, true, null, 1],
+  ['cache hit 100 B, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'hit100_200r', 2, true, null, 1],
+  ['cache hit 256 KB, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'hit256k200r', 2, true, null, 1],
+  ['pass-through to the Node.js origin, c=200, at a fixed rate: p99 no worse than the best peer\'s', 'node200r', 2, true, null, 1],
 ];
 const unit = ['req/s', '', 'ms p99', 'µs/req'];
 const fig = (s, i) => `${i === 2 ? fmtMs(s.med[2]) : fmt(s.med[i], i === 0 ? 0 : 1)} ${unit[i]}, ${label(s.config)}`;
@@ -542,7 +557,8 @@ if (quick === '1') {
   notes.push(runOf.size ? 'This run is a --quick run (1 round, short loads): its rows (those not marked as kept from an earlier run) are for development, not for quoting.'
     : 'This is a --quick run (1 round, short loads, smaller transfers): for development, not for quoting.');
 }
-for (const sc of ['node', 'static', 'static200', 'static200r', 'hit1k200r', 'fixed', 'close', 'hit100', 'hit1k', 'hit1k200', 'hit256k', 'hitclose',
+for (const sc of ['node', 'node200', 'node200r', 'static', 'static200', 'static200r', 'hit1k200r', 'hit100_200r', 'hit256k200r', 'fixed', 'close', 'hit100', 'hit100_200', 'hit1k', 'hit1k200',
+  'hit256k', 'hit256k200', 'hitclose', 'hitclose200',
   'idle', 'upload', 'download', 'ws', 'sse']) {
   const seen = new Set(of(sc).map((s) => peerOf(s.config)));
   if (!of(sc).length) continue;
