@@ -297,8 +297,7 @@ if (PACED.some(([sc]) => of(sc).length)) {
 // the host took from the cores during that load: a p99 far from the
 // configuration's others, in a round where the host took time, is the
 // host's stall and not the proxy's tail.
-const P99_ROWS = ['static200', 'hit1k200', 'node200', 'hit100_200', 'hit256k200', 'hitclose200',
-  'static200r', 'hit1k200r', 'node200r', 'hit100_200r', 'hit256k200r'];
+const P99_ROWS = [...HTTP, ...CACHE, ...PACED].map(([sc]) => sc).filter((sc) => /200r?$/.test(sc));
 const stealRows = P99_ROWS.flatMap((sc) => of(sc).filter((x) => PEERS.includes(peerOf(x.config))));
 if (stealRows.some((x) => notesOf(x).some((n) => Number.isFinite(stealOf(n))))) {
   const rounds = [...new Set(stealRows.flatMap((x) => [...x.byRound.keys()]))].sort((a, b) => a - b);
@@ -557,9 +556,7 @@ if (quick === '1') {
   notes.push(runOf.size ? 'This run is a --quick run (1 round, short loads): its rows (those not marked as kept from an earlier run) are for development, not for quoting.'
     : 'This is a --quick run (1 round, short loads, smaller transfers): for development, not for quoting.');
 }
-for (const sc of ['node', 'node200', 'node200r', 'static', 'static200', 'static200r', 'hit1k200r', 'hit100_200r', 'hit256k200r', 'fixed', 'close', 'hit100', 'hit100_200', 'hit1k', 'hit1k200',
-  'hit256k', 'hit256k200', 'hitclose', 'hitclose200',
-  'idle', 'upload', 'download', 'ws', 'sse']) {
+for (const sc of [...[...HTTP, ...PACED, ...CACHE].map(([sc]) => sc), 'idle', 'upload', 'download', 'ws', 'sse']) {
   const seen = new Set(of(sc).map((s) => peerOf(s.config)));
   if (!of(sc).length) continue;
   for (const peer of PEERS) if (!seen.has(peer)) notes.push(`${sc}: n/a for ${peer} (no successful run; see bench/run's log)`);

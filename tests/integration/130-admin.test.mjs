@@ -152,11 +152,12 @@ describe('admin listener', () => {
     assert.equal(m1.get('portico_workers{}'), 2);
   });
 
-  test('keep-alive connections sleep between requests and wake for the next', async () => {
+  test('keep-alive connections sleep between requests and wake for the next', async (t) => {
     // More connections than a worker keeps spare, each idle between its
     // requests (asleep), then woken by a request, by two pipelined ones
     // and by a head that comes in two parts.
     const gauge = connectionsGauge(d);
+    t.after(() => gauge.close());
     const open = gauge.read;
     const before = await open();
     const conns = await Promise.all(Array.from({ length: 300 }, () => RawConn.open(d.port)));
@@ -187,7 +188,6 @@ describe('admin listener', () => {
       for (const c of conns) c.destroy();
     }
     await waitFor(async () => (await open()) === before, { what: 'connections_open back' });
-    gauge.close();
   });
 
   test('counters survive a reload', async () => {
