@@ -604,6 +604,7 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
     x->begun = 1;
     x->request_time = (int64_t)time(NULL);
     x->fwd = CACHE_FWD_BYPASS;
+    x->sendfile = conf->cache.sendfile != 0;
     if (zone == NULL || !route->cache.enabled)
         return CACHE_PASS;
     if (cache_make_key(x, route, r, tls) < 0) {
@@ -968,10 +969,12 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
      * references to add, fewer iovecs to write. */
     const char *run = NULL;
     size_t run_len = 0;
-    /* a run of CACHE_SPLICE_MIN or more goes with sendfile (evio): only
-     * from an entry hit often enough to pay for it */
-    size_t cap = cache_splice_ok(zone, &x->ref) ? SIZE_MAX
-                                                : CACHE_SPLICE_MIN - 1;
+    /* with cache.sendfile, a run of CACHE_SPLICE_MIN or more goes with
+     * sendfile (evio): only from an entry hit often enough to pay for it.
+     * Otherwise runs stay under that size, so evio copies them. */
+    size_t cap = x->sendfile && cache_splice_ok(zone, &x->ref)
+                     ? SIZE_MAX
+                     : CACHE_SPLICE_MIN - 1;
     for (uint64_t off = x->meta.head_len;;) {
         const void *p;
         int done;

@@ -59,6 +59,7 @@ struct cache_xfer {
     unsigned head_only : 1;
     unsigned invalidate : 1; /* unsafe method: drop the URI on success */
     unsigned tls : 1;
+    unsigned sendfile : 1;   /* cache.sendfile: big bodies from the file */
     enum http_method method;
     char *target;            /* owns (invalidate): "host\0path\0query" */
     unsigned following : 1;  /* reading along another request's fill */

@@ -1098,12 +1098,13 @@ static void dump_cache(const struct conf *c, FILE *out)
     if (!c->cache.enabled)
         return;
     fprintf(out, "cache:\n  size: %s\n  max_object_size: %s\n"
-                 "  default_ttl: %s\n",
+                 "  default_ttl: %s\n  sendfile: %s\n",
             pt_format_size(c->cache.size, a, sizeof(a)),
             pt_format_size(c->cache.max_object_size, b, sizeof(b)),
             c->cache.default_ttl
                 ? pt_format_duration(c->cache.default_ttl, t, sizeof(t))
-                : "0s");
+                : "0s",
+            c->cache.sendfile ? "true" : "false");
 }
 
 static void dump_admin(const struct conf *c, FILE *out)

@@ -564,7 +564,7 @@ static void set_sni(struct walk *w, const struct slot *at)
     walk_store_string(walk_field(at), pt_xmemdup(s, at->val->len));
 }
 
-static void set_verify(struct walk *w, const struct slot *at)
+static void set_flag(struct walk *w, const struct slot *at)
 {
     int v;
 
@@ -1177,7 +1177,7 @@ static const struct key_spec health_keys[] = {
 
 /* base: the struct conf_upstream */
 static const struct key_spec upstream_tls_keys[] = {
-    FIELD("verify", set_verify, struct conf_upstream, tls.verify),
+    FIELD("verify", set_flag, struct conf_upstream, tls.verify),
     FIELD_POS("ca", walk_set_path, struct conf_upstream, tls.ca, tls.ca_pos),
     FIELD("sni", set_sni, struct conf_upstream, tls.sni),
     {0},
@@ -1462,6 +1462,7 @@ static const struct key_spec cache_keys[] = {
         "a larger object would push too much else out"),
     NUM("default_ttl", walk_set_duration, struct conf_cache, default_ttl, 0,
         365 * DAY_MS, "counted in seconds; 0 uses only what responses say"),
+    FIELD("sendfile", set_flag, struct conf_cache, sendfile),
     {0},
 };
 

@@ -11,8 +11,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import net from 'node:net';
+import { spawn, spawnSync } from 'node:child_process';
 import { agentPerWorker, closeAgents, delay, httpRequest, parseResponses, pidAlive, RawConn, rawRequest,
-  startPortico, waitFor, closingRequest, pipelineUnread } from './lib/harness.mjs';
+  startPortico, tempDir, waitFor, closingRequest, pipelineUnread } from './lib/harness.mjs';
 
 /** size printable bytes that differ by seed and along the body (4 KB
  * pages included), as a string. */
@@ -745,7 +746,7 @@ test('the json access log says what the cache did', async () => {
   } finally { await d.stop(); await o.close(); }
 });
 
-test('large hits go out from the zone as stored: pipelined, read slowly, and while a purge and a refill reuse the blocks', async () => {
+for (const sendfile of [false, true]) test(`large hits go out from the zone as stored (cache.sendfile: ${sendfile}): pipelined, read slowly, and while a purge and a refill reuse the blocks`, async () => {
   const o = await origin();
   const A = '/pat/a?cc=max-age%3D600&size=100000&seed=1';
   const B = '/pat/b?cc=max-age%3D600&size=100000&seed=2';
@@ -753,11 +754,12 @@ test('large hits go out from the zone as stored: pipelined, read slowly, and whi
   const req = (p) => `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n\r\n`;
   try {
     // a zone of 4m: what a purge frees is what the next fill takes
-    d = await startPortico({ config: config(o, { workers: 1, cache: { size: '4m', max_object_size: '1m' } }) });
+    d = await startPortico({ config: config(o, { workers: 1, cache: { size: '4m', max_object_size: '1m', sendfile } }) });
     const admin = (p) => httpRequest(portAt(d, '127.0.0.2'), { path: p, method: 'POST', host: '127.0.0.2' });
     c = await RawConn.open(d.port);
     assertPattern((await get(d, A)).body, 100000, 1);
-    // hit often enough to go out from the zone's pages (CACHE_SPLICE_HITS)
+    // hit often enough to go out from the zone's pages with sendfile, when
+    // it is on (CACHE_SPLICE_HITS)
     for (let i = 0; i < 16; i++) assertPattern((await get(d, A)).body, 100000, 1, `hit ${i}`);
     // pipelined: the big hit, a small one, the big one again
     await c.write(req(A) + req('/small?cc=max-age%3D600') + req(A));
@@ -794,6 +796,40 @@ test('large hits go out from the zone as stored: pipelined, read slowly, and whi
     assert.match(slow.headers['cache-status'], /hit/);
     assertPattern(slow.body.toString('latin1'), 600000, 3, 'the slow reader');
   } finally { c?.destroy(); await d?.stop(); await o.close(); }
+});
+
+// Which system call carries a big hit's body, seen by strace on the
+// worker: sendfile(2) only with cache.sendfile: true.  Skipped where
+// strace is missing or may not trace (ptrace refused).
+const STRACE = spawnSync('strace', ['-o', '/dev/null', 'true']).status === 0;
+test('cache.sendfile chooses between sendfile and a copy for big hits', { skip: !STRACE && 'strace cannot trace here' }, async () => {
+  const o = await origin();
+  const P = '/pat/sf?cc=max-age%3D600&size=200000&seed=4';
+  try {
+    for (const sendfile of [false, true]) {
+      const d = await startPortico({ config: config(o, { workers: 1, cache: { size: '8m', max_object_size: '1m', sendfile } }) });
+      try {
+        for (let i = 0; i < 17; i++) assertPattern((await get(d, P)).body, 200000, 4, `warm ${i}`);
+        const [pid] = d.workerPids();
+        const log = `${tempDir()}/strace.out`;
+        const st = spawn('strace', ['-f', '-e', 'trace=sendfile,sendmsg,sendto', '-o', log, '-p', String(pid)]);
+        let said = '';
+        st.stderr.on('data', (b) => { said += b; });
+        await waitFor(() => /attached/.test(said), { what: `strace attached (${said})` });
+        const r = await get(d, P);
+        assert.match(r.headers['cache-status'], /hit/);
+        assertPattern(r.body, 200000, 4, 'traced hit');
+        st.kill('SIGINT');
+        await new Promise((resolve) => st.on('exit', resolve));
+        const calls = fs.readFileSync(log, 'utf8');
+        if (sendfile) assert.match(calls, /sendfile\(/, calls);
+        else {
+          assert.doesNotMatch(calls, /sendfile\(/, calls);
+          assert.match(calls, /sendmsg\(/, calls);
+        }
+      } finally { await d.stop(); }
+    }
+  } finally { await o.close(); }
 });
 
 test('a small zone evicts instead of failing', async () => {
