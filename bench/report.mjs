@@ -199,7 +199,7 @@ if (pairs.length) {
     '(bench/NOTES.md, entries 39 and 41), so rows measured one after the other partly compare the ' +
     'host\'s moments. Here, after the other rounds, portico (1 worker) and nginx (1 worker) are loaded ' +
     'at the same moment, each by a wrk thread of its own (`wrk -t1 -c25` each), then the do-nothing ' +
-    'responder (`bench/origin.c`, one process, sending the body with `sendfile`) and nginx likewise. ' +
+    'responder (`bench/origin.c`, one process, copying the answer from memory) and nginx likewise. ' +
     'Whatever the host does to the cores during a load, it does to both servers of the pair. ' +
     'Each cell: req/s (CPU µs/req); host steal over the pair\'s load in brackets.');
   p();
@@ -487,10 +487,10 @@ if (targetRows.length) {
     p();
   }
   // The 256 KB line against a server that does nothing but send the
-  // body, in the same rounds: the responder sends it as nginx does (head
-  // with MSG_MORE, body by sendfile from memory) and does less per
-  // request than any proxy, so its median against nginx's says what the
-  // line asks of this machine.  Not a ceiling round by round: every
+  // body, in the same rounds: the responder copies it from memory (the
+  // cheaper way here, entry 43) and does less per request than any
+  // proxy, so its median against nginx's says what the line asks of this
+  // machine.  Not a ceiling round by round: every
   // server's speed on this row swings up to 3x between loads
   // (bench/NOTES.md, entry 39).
   const big = best(of('hit256k').filter((s) => ['direct', 'direct2'].includes(peerOf(s.config))), 0);
@@ -501,7 +501,7 @@ if (targetRows.length) {
     const r = big.med[0] / bigPeer.med[0];
     const procs = peerOf(big.config) === 'direct2' ? 'two processes' : 'one process';
     p(`For the 256 KB line: the do-nothing responder (\`bench/origin.c\`, ${procs}), ` +
-      'which sends the body with `sendfile` as nginx does and does nothing else, did ' +
+      'which copies the answer from memory into the socket and does nothing else, did ' +
       `${fmt(big.med[0])} req/s at c=50, ${r.toFixed(3)}× ${label(bigPeer.config)}'s` +
       `${rr.length ? ` (by round ${spanOf(rr)})` : ''}` +
       `, ${r < 1.3 ? 'under' : 'over'} the 1.3× the line asks for. ` +
@@ -537,8 +537,8 @@ p('- Fast origin: `bench/origin.c`, a one-thread epoll responder answering every
   'Under the 1 KB and 256 KB hit rows, the same responder answers `/c1k` and `/c256k` itself, ' +
   'as one process and as two (one listening socket each, `SO_REUSEPORT`): a server that only reads ' +
   'the request and writes the answer from memory, with one or both cores, for reference; the 256 KB ' +
-  'body goes out as nginx sends a cached file, the head with `MSG_MORE` and the body by `sendfile` ' +
-  '(from a memfd).');
+  'answer is copied whole into the socket, as portico\'s cache does by default (on this machine ' +
+  'cheaper than `sendfile` from a memfd, bench/NOTES.md entry 43).');
 p('- Access logs are off for every peer; upstream keep-alive is on for every peer ' +
   '(configs in `bench/conf/`). portico adds X-Forwarded-For, Via and an X-Request-Id to each ' +
   'proxied request; nginx and HAProxy add X-Forwarded-For, Varnish X-Forwarded-For and X-Varnish.');
