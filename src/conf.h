@@ -183,8 +183,8 @@ struct conf_cache {
     uint64_t max_object_size; /* larger responses pass uncached; 8m */
     uint64_t default_ttl;     /* ms; freshness for responses that give
                                  none, on routes without a ttl; 0 = none */
-    int sendfile;             /* big bodies by sendfile(2) from the zone;
-                                 off: copied (cache_set_sendfile) */
+    int sendfile;             /* 1: big bodies by sendfile(2) from the
+                                 zone's file; 0: copied (cache_serve) */
     struct conf_pos pos, size_pos;
 };
 

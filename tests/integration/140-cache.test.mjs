@@ -4,8 +4,8 @@
 // options, invalidation by unsafe methods, max_object_size, a small zone
 // that evicts, a reload that keeps the cache, reloads that resize, add and
 // remove the zone, a worker killed in the middle of a fill, and one
-// killed while a client reads a hit; large hits, sent from the zone's
-// pages, arrive as stored.
+// killed while a client reads a hit; large hits, copied from the zone or
+// sent from its pages (cache.sendfile), arrive as stored.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';

@@ -636,6 +636,29 @@ START_TEST(test_health_values)
 }
 END_TEST
 
+/* cache: written values, and the defaults of a bare cache: {} */
+START_TEST(test_cache_values)
+{
+    struct conf *c = load_fixture("good-cache.yaml");
+    struct conf_diag diag = {0};
+
+    ck_assert_int_eq(c->cache.enabled, 1);
+    ck_assert_uint_eq(c->cache.size, 64ull << 20);
+    ck_assert_uint_eq(c->cache.max_object_size, 4ull << 20);
+    ck_assert_uint_eq(c->cache.default_ttl, 10000);
+    ck_assert_int_eq(c->cache.sendfile, 1);
+    conf_free(&c);
+    c = load_str("listeners: [ { listen: \"127.0.0.1:8080\" } ]\ncache: {}\n",
+                 &diag);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(diag.n, 0);
+    ck_assert_uint_eq(c->cache.size, 256ull << 20);
+    ck_assert_int_eq(c->cache.sendfile, 0); /* copied unless asked */
+    conf_free(&c);
+    conf_diag_fini(&diag);
+}
+END_TEST
+
 START_TEST(test_upstream_defaults)
 {
     struct conf *c = load_fixture("good-upstream-defaults.yaml");
@@ -1540,6 +1563,7 @@ static Suite *conf_suite(void)
     tcase_add_test(values, test_access_off);
     tcase_add_test(values, test_body_bytes);
     tcase_add_test(values, test_upstream_values);
+    tcase_add_test(values, test_cache_values);
     tcase_add_test(values, test_upstream_defaults);
     tcase_add_test(values, test_health_values);
     tcase_add_test(values, test_tls_values);
