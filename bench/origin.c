@@ -128,7 +128,7 @@ static int serve(int fd)
 				ccount++;
 				int i = !strncmp(q + 1, "/c100", 5) ? 0 : !strncmp(q + 1, "/c256k", 6) ? 2 : 1;
 				rp = cresp[i]; rl = cresplen[i];
-				if (i == 2) { big = 1; rl = 0; }
+				if (i == 2) { big = 1; rl = 0; } /* sent on its own */
 			}
 		}
 		used = (size_t)(p - k->in) + 4;

@@ -490,9 +490,8 @@ if (targetRows.length) {
   // body, in the same rounds: the responder copies it from memory (the
   // cheaper way here, entry 43) and does less per request than any
   // proxy, so its median against nginx's says what the line asks of this
-  // machine.  Not a ceiling round by round: every
-  // server's speed on this row swings up to 3x between loads
-  // (bench/NOTES.md, entry 39).
+  // machine.  Not a ceiling round by round: every server's speed on this
+  // row swings up to 3x between loads (bench/NOTES.md, entry 39).
   const big = best(of('hit256k').filter((s) => ['direct', 'direct2'].includes(peerOf(s.config))), 0);
   const bigPeer = best(theirs('hit256k', 'nginx'), 0);
   const bigMine = best(ours('hit256k'), 0);
