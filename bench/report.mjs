@@ -140,6 +140,60 @@ for (const [sc, title] of HTTP) {
 }
 p();
 
+// ---- two servers loaded at the same moment (bench/run's hit256kpair and
+// staticpair): the ratio within each pair, round by round, then medians.
+// Each pair: [scenario, config A, name of A, config B, name of B].
+const pairOf = (sc, config) => of(sc).find((s) => s.config === config);
+const pairsOf = (list, i) => list.map(([sc, ca, na, cb, nb]) => ({ sc, na, nb, a: pairOf(sc, ca), b: pairOf(sc, cb) }))
+  .filter((x) => x.a && x.b)
+  .map((x) => ({ ...x, rr: roundRatios(x.a, x.b, i) }));
+const cellOf = (m) => (m ? `${fmt(m[0])} (${fmt(m[3], 1)})` : 'n/a');
+const pairTable = (pairs, i, what) => {
+  p(`| round | ${pairs.map((x) => `${x.na} | ${x.nb} | ${x.na} ÷ ${x.nb}${what}`).join(' | ')} |`);
+  p(`| --- | ${pairs.map(() => '---: | ---: | ---:').join(' | ')} |`);
+  const rounds = [...new Set(pairs.flatMap((x) => [...x.a.byRound.keys()]))].sort((u, v) => u - v);
+  for (const rd of rounds) {
+    p(`| ${rd} | ${pairs.map((x) => {
+      const ma = x.a.byRound.get(rd);
+      const mb = x.b.byRound.get(rd);
+      const st = stealOf(x.a.noteByRound.get(rd) || '');
+      const r = ma && mb && mb[i] > 0 ? `${(ma[i] / mb[i]).toFixed(2)}×` : 'n/a';
+      return `${cellOf(ma)} | ${cellOf(mb)} | ${r}${Number.isFinite(st) ? ` [${st} ms]` : ''}`;
+    }).join(' | ')} |`);
+  }
+  p(`| median | ${pairs.map((x) => `${cellOf(x.a.med)} | ${cellOf(x.b.med)} | ` +
+    `${x.rr.length ? `**${median(x.rr).toFixed(2)}×**` : 'n/a'}`).join(' | ')} |`);
+  p();
+  p('The ratios in the median row are medians of the rounds\' ratios. One wrk thread per server ' +
+    'leaves each less of the cores than the c=50 rows above, so the rates are not comparable with ' +
+    'those; the ratios are.');
+  p();
+};
+// A paired scenario's section, when it has rows: heading (dated by the
+// first scenario), the paragraph that says what was loaded, the table.
+const pairSection = (list, i, heading, intro, what = '') => {
+  const ps = pairsOf(list, i);
+  if (!ps.length) return ps;
+  p(dated(list[0][0], heading));
+  p();
+  p(intro);
+  p();
+  pairTable(ps, i, what);
+  return ps;
+};
+// pass-through (staticpair), the ratio of the CPU per request
+const passPairs = pairSection([
+  ['staticpair', 'portico:1', 'portico', 'nginx:1', 'nginx'],
+  ['staticpairhaproxy', 'portico:1', 'portico', 'haproxy:1', 'HAProxy'],
+], 3, '### Pass-through to the fast origin, two servers loaded at the same moment',
+'The CPU a proxy spends per pass-through request swings up to 2.5× from one load to the next ' +
+  'with the host (bench/NOTES.md, entry 44), so the pass-through rows above, measured one after ' +
+  'the other, partly compare the host\'s moments. Here, after the other rounds, portico (1 worker) ' +
+  'and nginx (1 worker), then portico and HAProxy (1 thread), are loaded at the same moment on ' +
+  '`/static`, each by a wrk thread of its own (`wrk -t1 -c25` each), both in front of the same fast ' +
+  'origin. Each cell: req/s (CPU µs/req); the ratio is of the CPU per request; host steal over the ' +
+  'pair\'s load in brackets.', ', CPU');
+
 // ---- cache hits
 const CACHE = [
   ['hit100', 'cache hit 100 B, c=50'],
@@ -182,48 +236,25 @@ if (cacheRan) {
 }
 p();
 
-// ---- 256 KB hits, two servers loaded at the same moment (bench/run's
-// hit256kpair): the ratio within a pair, round by round, then medians
-const pairOf = (sc, config) => of(sc).find((s) => s.config === config);
-const PAIRS = [
-  ['hit256kpair', 'portico:1', 'portico'],
-  ['hit256kpairref', 'direct:-', 'the responder'],
-];
-const pairs = PAIRS.map(([sc, config, name]) => ({ sc, name, a: pairOf(sc, config), b: pairOf(sc, 'nginx:1') }))
-  .filter((x) => x.a && x.b);
-for (const x of pairs) x.rr = roundRatios(x.a, x.b, 0);
-if (pairs.length) {
-  p(dated('hit256kpair', '### Cache hit 256 KB, two servers loaded at the same moment'));
-  p();
-  p('A server\'s speed on the 256 KB row swings up to 3× from one load to the next with the host ' +
-    '(bench/NOTES.md, entries 39 and 41), so rows measured one after the other partly compare the ' +
-    'host\'s moments. Here, after the other rounds, portico (1 worker) and nginx (1 worker) are loaded ' +
-    'at the same moment, each by a wrk thread of its own (`wrk -t1 -c25` each), then the do-nothing ' +
-    'responder (`bench/origin.c`, one process, copying the answer from memory) and nginx likewise. ' +
-    'Whatever the host does to the cores during a load, it does to both servers of the pair. ' +
-    'Each cell: req/s (CPU µs/req); host steal over the pair\'s load in brackets.');
-  p();
-  p(`| round | ${pairs.map((x) => `${x.name} | nginx | ${x.name} ÷ nginx`).join(' | ')} |`);
-  p(`| --- | ${pairs.map(() => '---: | ---: | ---:').join(' | ')} |`);
-  const cell = (m) => (m ? `${fmt(m[0])} (${fmt(m[3], 1)})` : 'n/a');
-  const rounds = [...new Set(pairs.flatMap((x) => [...x.a.byRound.keys()]))].sort((u, v) => u - v);
-  for (const rd of rounds) {
-    p(`| ${rd} | ${pairs.map((x) => {
-      const ma = x.a.byRound.get(rd);
-      const mb = x.b.byRound.get(rd);
-      const st = stealOf(x.a.noteByRound.get(rd) || '');
-      const r = ma && mb && mb[0] > 0 ? `${(ma[0] / mb[0]).toFixed(2)}×` : 'n/a';
-      return `${cell(ma)} | ${cell(mb)} | ${r}${Number.isFinite(st) ? ` [${st} ms]` : ''}`;
-    }).join(' | ')} |`);
-  }
-  p(`| median | ${pairs.map((x) => `${cell(x.a.med)} | ${cell(x.b.med)} | ` +
-    `${x.rr.length ? `**${median(x.rr).toFixed(2)}×**` : 'n/a'}`).join(' | ')} |`);
-  p();
-  p('The ratios in the median row are medians of the rounds\' ratios. One wrk thread per server ' +
-    'leaves each less of the cores than the c=50 rows above, so the rates are not comparable with ' +
-    'those; the ratios are.');
-  p();
-}
+// 256 KB hits (hit256kpair)
+const pairs = pairSection([
+  ['hit256kpair', 'portico:1', 'portico', 'nginx:1', 'nginx'],
+  ['hit256kpairref', 'direct:-', 'the responder', 'nginx:1', 'nginx'],
+], 0, '### Cache hit 256 KB, two servers loaded at the same moment',
+'A server\'s speed on the 256 KB row swings up to 3× from one load to the next with the host ' +
+  '(bench/NOTES.md, entries 39 and 41), so rows measured one after the other partly compare the ' +
+  'host\'s moments. Here, after the other rounds, portico (1 worker) and nginx (1 worker) are loaded ' +
+  'at the same moment, each by a wrk thread of its own (`wrk -t1 -c25` each), then the do-nothing ' +
+  'responder (`bench/origin.c`, one process, copying the answer from memory) and nginx likewise. ' +
+  'Whatever the host does to the cores during a load, it does to both servers of the pair. ' +
+  'Each cell: req/s (CPU µs/req); host steal over the pair\'s load in brackets.');
+// hits with a new connection per request (hitclosepair)
+const closePairs = pairSection([['hitclosepair', 'portico:1', 'portico', 'haproxy:1', 'HAProxy']], 0,
+  '### Cache hit 1 KB, new connection per request, two servers loaded at the same moment',
+  'The same for the new-connection line, which asks for HAProxy\'s rate: after the other rounds, ' +
+  'portico (1 worker) and HAProxy (1 thread) are loaded at the same moment with `GET /c1k` and ' +
+  '`Connection: close`, each by a wrk thread of its own (`wrk -t1 -c25` each). Each cell: req/s ' +
+  '(CPU µs/req); host steal over the pair\'s load in brackets.');
 
 // ---- the same c=200 loads at a fixed rate (bench/pace.c)
 const PACED = [
@@ -509,9 +540,22 @@ if (targetRows.length) {
     p();
   }
   if (pairs.some((x) => x.rr.length)) {
-    p('Loaded at the same moment as nginx (the paired table above), ' +
-      `${pairs.filter((x) => x.rr.length).map((x) => `${x.name} did ${median(x.rr).toFixed(2)}× nginx's rate (rounds ${spanOf(x.rr)}, ` +
+    p('Loaded at the same moment as nginx (the 256 KB paired table above), ' +
+      `${pairs.filter((x) => x.rr.length).map((x) => `${x.na} did ${median(x.rr).toFixed(2)}× nginx's rate (rounds ${spanOf(x.rr)}, ` +
         `${x.rr.filter((v) => v >= 1.3).length} of ${x.rr.length} at 1.3× or more)`).join(', and ')}.`);
+    p();
+  }
+  if (closePairs.some((x) => x.rr.length)) {
+    const x = closePairs[0];
+    p(`New connection per request, loaded at the same moment as HAProxy (the new-connection paired table above), portico did ` +
+      `${median(x.rr).toFixed(2)}× HAProxy's rate (rounds ${spanOf(x.rr)}, ${x.rr.filter((v) => v >= 1).length} of ` +
+      `${x.rr.length} at 1× or more).`);
+    p();
+  }
+  if (passPairs.some((x) => x.rr.length)) {
+    p('Pass-through, loaded at the same moment (the pass-through paired table above), portico spent ' +
+      `${passPairs.filter((x) => x.rr.length).map((x) => `${median(x.rr).toFixed(2)}× ${x.nb}'s CPU per request (rounds ${spanOf(x.rr)}, ` +
+        `${x.rr.filter((v) => v <= 0.85).length} of ${x.rr.length} at 0.85× or less)`).join(', and ')}.`);
     p();
   }
 }
