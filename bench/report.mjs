@@ -140,8 +140,9 @@ for (const [sc, title] of HTTP) {
 }
 p();
 
-// ---- two servers loaded at the same moment (bench/run's hit256kpair and
-// staticpair): the ratio within each pair, round by round, then medians.
+// ---- two servers loaded at the same moment (bench/run's *pair scenarios:
+// hit256kpair, hitclosepair, staticpair): the ratio within each pair, round
+// by round, then medians.
 // Each pair: [scenario, config A, name of A, config B, name of B].
 const pairOf = (sc, config) => of(sc).find((s) => s.config === config);
 const pairsOf = (list, i) => list.map(([sc, ca, na, cb, nb]) => ({ sc, na, nb, a: pairOf(sc, ca), b: pairOf(sc, cb) }))
