@@ -133,6 +133,14 @@ void cache_zone_set(struct cache_store *s)
     evio_send_file(s, s ? cache_store_size(s) : 0, fd, CACHE_SPLICE_MIN);
 }
 
+/* Bytes of big bodies queued to be copied in this loop turn. */
+static uint64_t turn_copied;
+
+void cache_turn_end(void)
+{
+    turn_copied = 0;
+}
+
 struct cache_store *cache_zone(void)
 {
     return zone;
@@ -604,7 +612,7 @@ enum cache_outcome cache_begin(struct cache_xfer *x, const struct conf *conf,
     x->begun = 1;
     x->request_time = (int64_t)time(NULL);
     x->fwd = CACHE_FWD_BYPASS;
-    x->sendfile = conf->cache.sendfile != 0;
+    x->sendfile_after = conf->cache.sendfile_after;
     if (zone == NULL || !route->cache.enabled)
         return CACHE_PASS;
     if (cache_make_key(x, route, r, tls) < 0) {
@@ -969,12 +977,21 @@ int cache_serve(struct cache_xfer *x, const struct conf_header_ops *ops,
      * references to add, fewer iovecs to write. */
     const char *run = NULL;
     size_t run_len = 0;
-    /* with cache.sendfile, a run of CACHE_SPLICE_MIN or more goes with
-     * sendfile (evio): only from an entry hit often enough to pay for it.
-     * Otherwise runs stay under that size, so evio copies them. */
-    size_t cap = x->sendfile && cache_splice_ok(zone, &x->ref)
-                     ? SIZE_MAX
-                     : CACHE_SPLICE_MIN - 1;
+    /* A big body is copied while this loop turn has copied less than
+     * cache.sendfile's bytes; past that its runs of CACHE_SPLICE_MIN or
+     * more go with sendfile (evio), from an entry hit often enough to
+     * pay for it.  Otherwise runs stay under that size, so evio copies
+     * them. */
+    uint64_t body = cache_length(zone, &x->ref) - x->meta.head_len;
+    size_t cap = CACHE_SPLICE_MIN - 1;
+    if (body >= CACHE_SPLICE_MIN) {
+        if ((body > x->sendfile_after ||
+             turn_copied > x->sendfile_after - body) &&
+            cache_splice_ok(zone, &x->ref))
+            cap = SIZE_MAX;
+        else
+            turn_copied += body;
+    }
     for (uint64_t off = x->meta.head_len;;) {
         const void *p;
         int done;

@@ -17,6 +17,8 @@
 /* The zone the master mapped before forking (NULL: no cache). */
 void cache_zone_set(struct cache_store *s);
 struct cache_store *cache_zone(void);
+/* The end of a loop turn: big bodies may be copied again (cache.sendfile). */
+void cache_turn_end(void);
 /* Forget the parsed heads the worker keeps (a new configuration: the
  * heads made with the old one's headers.response rules must go). */
 void cache_head_forget(void);
@@ -59,8 +61,8 @@ struct cache_xfer {
     unsigned head_only : 1;
     unsigned invalidate : 1; /* unsafe method: drop the URI on success */
     unsigned tls : 1;
-    unsigned sendfile : 1;   /* cache.sendfile: big bodies from the file */
     enum http_method method;
+    uint64_t sendfile_after; /* cache.sendfile, as bytes copied a turn */
     char *target;            /* owns (invalidate): "host\0path\0query" */
     unsigned following : 1;  /* reading along another request's fill */
     unsigned head_sent : 1;  /* (following) the head went to the client */

@@ -158,6 +158,59 @@ static int workers_auto_count(void)
     return n > WORKERS_MAX ? WORKERS_MAX : (int)n;
 }
 
+/*
+ * The largest of cpu0's caches, from sysfs (sysconf's figure comes from
+ * cpuid, which in a virtual machine may describe the host's whole chip);
+ * 32 MiB where the kernel does not say.
+ */
+static uint64_t cpu_cache_bytes(void)
+{
+    uint64_t best = 0;
+
+    for (int i = 0; i < 8; i++) {
+        char path[64], unit = 0;
+        unsigned long long n;
+        FILE *f;
+
+        snprintf(path, sizeof(path),
+                 "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        if ((f = fopen(path, "r")) == NULL)
+            break;
+        if (fscanf(f, "%llu%c", &n, &unit) >= 1) {
+            uint64_t b = n * (unit == 'K' ? 1024ull
+                              : unit == 'M' ? 1024ull * 1024 : 1);
+            if (b > best)
+                best = b;
+        }
+        fclose(f);
+    }
+    return best ? best : 32ull << 20;
+}
+
+/*
+ * cache.sendfile as the bytes of big bodies a worker copies in a loop
+ * turn.  auto: half the CPU's largest cache, shared among the workers.
+ * Copies past that cost about twice as much each (their pages come back
+ * cold), where sendfile(2) sends every answer of an entry from the same
+ * pages (bench/NOTES.md, entry 46).
+ */
+static void sendfile_fill(struct conf_cache *cc, int workers)
+{
+    switch (cc->sendfile) {
+    case CONF_SENDFILE_NEVER:
+        cc->sendfile_after = UINT64_MAX;
+        break;
+    case CONF_SENDFILE_ALWAYS:
+        cc->sendfile_after = 0;
+        break;
+    case CONF_SENDFILE_AFTER:
+        break;
+    default:
+        cc->sendfile_after = cpu_cache_bytes() / 2 / (uint64_t)workers;
+        break;
+    }
+}
+
 /* respond: is filled only where written; an upstream: route's stays 0. */
 static void route_fill_defaults(struct conf_route *r)
 {
@@ -252,6 +305,7 @@ static void conf_fill_defaults(struct conf *c)
 {
     if (c->workers_auto)
         c->workers = workers_auto_count();
+    sendfile_fill(&c->cache, c->workers);
     if (c->error_log.path == NULL)
         c->error_log.path = pt_xstrdup("stderr");
     admin_fill_defaults(c);
@@ -1093,18 +1147,32 @@ static void dump_route_cache(const struct conf_route_cache *rc, FILE *out)
 
 static void dump_cache(const struct conf *c, FILE *out)
 {
-    char a[32], b[32], t[32];
+    char a[32], b[32], t[32], s[32];
 
     if (!c->cache.enabled)
         return;
     fprintf(out, "cache:\n  size: %s\n  max_object_size: %s\n"
-                 "  default_ttl: %s\n  sendfile: %s\n",
+                 "  default_ttl: %s\n",
             pt_format_size(c->cache.size, a, sizeof(a)),
             pt_format_size(c->cache.max_object_size, b, sizeof(b)),
             c->cache.default_ttl
                 ? pt_format_duration(c->cache.default_ttl, t, sizeof(t))
-                : "0s",
-            c->cache.sendfile ? "true" : "false");
+                : "0s");
+    pt_format_size(c->cache.sendfile_after, s, sizeof(s));
+    switch (c->cache.sendfile) {
+    case CONF_SENDFILE_NEVER:
+        fputs("  sendfile: false\n", out);
+        break;
+    case CONF_SENDFILE_ALWAYS:
+        fputs("  sendfile: true\n", out);
+        break;
+    case CONF_SENDFILE_AFTER:
+        fprintf(out, "  sendfile: %s\n", s);
+        break;
+    default:
+        fprintf(out, "  sendfile: auto # %s a turn on this machine\n", s);
+        break;
+    }
 }
 
 static void dump_admin(const struct conf *c, FILE *out)

@@ -176,6 +176,15 @@ struct conf_header_ops {
     size_t nremove;
 };
 
+/* cache.sendfile: how big cached bodies leave (cache_serve). */
+enum conf_sendfile {
+    CONF_SENDFILE_AUTO = 0, /* copied up to a share of the CPU's cache a
+                               turn, then sendfile(2) */
+    CONF_SENDFILE_NEVER,    /* false: always copied */
+    CONF_SENDFILE_ALWAYS,   /* true: sendfile(2) */
+    CONF_SENDFILE_AFTER     /* a size: copied up to it a turn */
+};
+
 /* The shared-memory HTTP cache (one zone for all workers). */
 struct conf_cache {
     int enabled;              /* 1 when cache: is written */
@@ -183,8 +192,12 @@ struct conf_cache {
     uint64_t max_object_size; /* larger responses pass uncached; 8m */
     uint64_t default_ttl;     /* ms; freshness for responses that give
                                  none, on routes without a ttl; 0 = none */
-    int sendfile;             /* 1: big bodies by sendfile(2) from the
-                                 zone's file; 0: copied (cache_serve) */
+    int sendfile;             /* enum conf_sendfile */
+    uint64_t sendfile_after;  /* bytes of big bodies a worker copies in
+                                 one loop turn before it sends the rest
+                                 of the turn's with sendfile(2) from the
+                                 zone's file: 0 all, UINT64_MAX none;
+                                 filled in for every mode */
     struct conf_pos pos, size_pos;
 };
 

@@ -1453,6 +1453,34 @@ static void set_admin(struct walk *w, const struct slot *at)
     walk_map(w, at->val, at->k->sub, a);
 }
 
+/* cache.sendfile: true, false, auto or a size (copied a turn first). */
+static void set_sendfile(struct walk *w, const struct slot *at)
+{
+    static const char what[] = "true, false, auto or a size like 16m";
+    struct conf_cache *cc = at->base;
+    const struct ynode *v = at->val;
+    struct quoted q;
+    uint64_t n;
+
+    if (!walk_expect(w, v, YNODE_SCALAR, what))
+        return;
+    if (v->plain && ynode_is(v, "true")) {
+        cc->sendfile = CONF_SENDFILE_ALWAYS;
+    } else if (v->plain && ynode_is(v, "false")) {
+        cc->sendfile = CONF_SENDFILE_NEVER;
+    } else if (ynode_is(v, "auto")) {
+        cc->sendfile = CONF_SENDFILE_AUTO;
+    } else if (pt_parse_size(v->str, &n) == PT_OK &&
+               strlen(v->str) == v->len) {
+        cc->sendfile = CONF_SENDFILE_AFTER;
+        cc->sendfile_after = n;
+    } else {
+        walk_error(w, v, "expected %s, got %s%s", what,
+                   v->plain ? "" : "a quoted string ",
+                   walk_quote(&q, v->str, v->len));
+    }
+}
+
 static const struct key_spec cache_keys[] = {
     NUM_POS("size", walk_set_size, struct conf_cache, size, 1024 * 1024,
             (uint64_t)64 << 30, "one shared-memory zone, held in RAM",
@@ -1462,7 +1490,7 @@ static const struct key_spec cache_keys[] = {
         "a larger object would push too much else out"),
     NUM("default_ttl", walk_set_duration, struct conf_cache, default_ttl, 0,
         365 * DAY_MS, "counted in seconds; 0 uses only what responses say"),
-    FIELD("sendfile", set_flag, struct conf_cache, sendfile),
+    FIELD("sendfile", set_sendfile, struct conf_cache, sendfile),
     {0},
 };
 

@@ -40,6 +40,7 @@
 #include <openssl/err.h>
 
 #include "admin.h"
+#include "cache.h"
 #include "evio.h"
 #include "http_parse.h"
 #include "log.h"
@@ -1266,6 +1267,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what, (void)arg;
+    cache_turn_end();
     while (!LIST_EMPTY(&flush_q)) {
         struct conn *c = LIST_FIRST(&flush_q);
         struct evbuffer *out = bufferevent_get_output(c->bev);

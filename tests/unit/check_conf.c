@@ -646,15 +646,70 @@ START_TEST(test_cache_values)
     ck_assert_uint_eq(c->cache.size, 64ull << 20);
     ck_assert_uint_eq(c->cache.max_object_size, 4ull << 20);
     ck_assert_uint_eq(c->cache.default_ttl, 10000);
-    ck_assert_int_eq(c->cache.sendfile, 1);
+    ck_assert_int_eq(c->cache.sendfile, CONF_SENDFILE_ALWAYS);
+    ck_assert_uint_eq(c->cache.sendfile_after, 0);
     conf_free(&c);
     c = load_str("listeners: [ { listen: \"127.0.0.1:8080\" } ]\ncache: {}\n",
                  &diag);
     ck_assert_ptr_nonnull(c);
     ck_assert_uint_eq(diag.n, 0);
     ck_assert_uint_eq(c->cache.size, 256ull << 20);
-    ck_assert_int_eq(c->cache.sendfile, 0); /* copied unless asked */
+    /* copied up to half the CPU's cache a turn, shared by the workers */
+    ck_assert_int_eq(c->cache.sendfile, CONF_SENDFILE_AUTO);
+    uint64_t all = c->cache.sendfile_after * (uint64_t)c->workers;
+    ck_assert_uint_ge(all, 1024);
+    ck_assert_uint_lt(all, 1ull << 40);
     conf_free(&c);
+    conf_diag_fini(&diag);
+}
+END_TEST
+
+/* cache.sendfile: true, false, auto or a size, each as the bytes of big
+ * bodies a worker copies in a loop turn. */
+START_TEST(test_cache_sendfile)
+{
+    static const struct {
+        const char *yaml;
+        int mode;
+        uint64_t after;
+    } cases[] = {
+        {"workers: 1\ncache: { sendfile: false }\n", CONF_SENDFILE_NEVER,
+         UINT64_MAX},
+        {"workers: 1\ncache: { sendfile: true }\n", CONF_SENDFILE_ALWAYS,
+         0},
+        {"workers: 3\ncache: { sendfile: 4m }\n", CONF_SENDFILE_AFTER,
+         4ull << 20},
+        {"workers: 1\ncache: { sendfile: 0 }\n", CONF_SENDFILE_AFTER, 0},
+    };
+    struct conf_diag diag = {0};
+    uint64_t auto1 = 0, auto2 = 0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char yaml[256];
+        snprintf(yaml, sizeof(yaml),
+                 "listeners: [ { listen: \"127.0.0.1:8080\" } ]\n%s",
+                 cases[i].yaml);
+        struct conf *c = load_str(yaml, &diag);
+        ck_assert_msg(c != NULL, "%s", cases[i].yaml);
+        ck_assert_int_eq(c->cache.sendfile, cases[i].mode);
+        ck_assert_uint_eq(c->cache.sendfile_after, cases[i].after);
+        conf_free(&c);
+    }
+    for (int workers = 1; workers <= 2; workers++) {
+        char yaml[256];
+        snprintf(yaml, sizeof(yaml),
+                 "listeners: [ { listen: \"127.0.0.1:8080\" } ]\n"
+                 "workers: %d\ncache: { sendfile: auto }\n",
+                 workers);
+        struct conf *c = load_str(yaml, &diag);
+        ck_assert_ptr_nonnull(c);
+        ck_assert_int_eq(c->cache.sendfile, CONF_SENDFILE_AUTO);
+        *(workers == 1 ? &auto1 : &auto2) = c->cache.sendfile_after;
+        conf_free(&c);
+    }
+    ck_assert_uint_gt(auto2, 0);
+    ck_assert_uint_eq(auto1 / 2, auto2); /* the workers share the cache */
+    ck_assert_uint_eq(diag.n, 0);
     conf_diag_fini(&diag);
 }
 END_TEST
@@ -1564,6 +1619,7 @@ static Suite *conf_suite(void)
     tcase_add_test(values, test_body_bytes);
     tcase_add_test(values, test_upstream_values);
     tcase_add_test(values, test_cache_values);
+    tcase_add_test(values, test_cache_sendfile);
     tcase_add_test(values, test_upstream_defaults);
     tcase_add_test(values, test_health_values);
     tcase_add_test(values, test_tls_values);
