@@ -581,8 +581,9 @@ p('- Fast origin: `bench/origin.c`, a one-thread epoll responder answering every
   'Under the 1 KB and 256 KB hit rows, the same responder answers `/c1k` and `/c256k` itself, ' +
   'as one process and as two (one listening socket each, `SO_REUSEPORT`): a server that only reads ' +
   'the request and writes the answer from memory, with one or both cores, for reference; the 256 KB ' +
-  'answer is copied whole into the socket, as portico\'s cache does by default (on this machine ' +
-  'cheaper than `sendfile` from a memfd, bench/NOTES.md entry 43).');
+  'answer is copied whole into the socket. portico\'s cache copies too, until a worker has copied ' +
+  '`cache.sendfile`\'s bytes in one loop turn, then sends the rest of the turn\'s big hits with ' +
+  '`sendfile` (bench/NOTES.md entries 43, 46).');
 p('- Access logs are off for every peer; upstream keep-alive is on for every peer ' +
   '(configs in `bench/conf/`). portico adds X-Forwarded-For, Via and an X-Request-Id to each ' +
   'proxied request; nginx and HAProxy add X-Forwarded-For, Varnish X-Forwarded-For and X-Varnish.');
