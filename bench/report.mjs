@@ -353,6 +353,77 @@ if (stealRows.some((x) => notesOf(x).some((n) => Number.isFinite(stealOf(n))))) 
   p();
 }
 
+// ---- the c=200 p99s of portico and each peer loaded at the same moment
+// (bench/run's p99pair): one wrk thread each at c=200 (p99pair_LINE_PEER),
+// then one pace thread each at the same fixed rate (p99pairr_LINE_PEER).
+// The ratio is of the p99s, the median of the rounds' ratios.
+const P99_LINES = [
+  ['hit100_200', 'cache hit 100 B', '/c100'],
+  ['hit1k200', 'cache hit 1 KB', '/c1k'],
+  ['hit256k200', 'cache hit 256 KB', '/c256k'],
+  ['hitclose200', 'cache hit 1 KB, new connection per request', '/c1k, Connection: close'],
+  ['static200', 'pass-through to the fast origin', '/static'],
+  ['node200', 'pass-through to the Node.js origin', '/json'],
+];
+const PEER_NAME = { nginx: 'nginx', haproxy: 'HAProxy', varnish: 'Varnish' };
+const p99PairsOf = (kind) => P99_LINES.map(([line, title, path]) => ({
+  line, title, path,
+  pairs: PEERS.slice(1).map((peer) => {
+    const sc = `${kind}_${line}_${peer}`;
+    const a = of(sc).find((x) => peerOf(x.config) === 'portico');
+    const b = of(sc).find((x) => peerOf(x.config) === peer);
+    return a && b ? { sc, peer, a, b, rr: roundRatios(a, b, 2) } : null;
+  }).filter((x) => x && x.rr.length),
+})).filter((x) => x.pairs.length);
+const P99_PAIRED = p99PairsOf('p99pair');
+const P99_PACED = p99PairsOf('p99pairr');
+const p99Table = (lines, cell, extra = () => '') => {
+  p('| scenario | path | peer | portico | peer | portico ÷ peer, p99 | by round | rounds at 1× or less |');
+  p('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const l of lines) {
+    l.pairs.forEach((x, k) => {
+      p(`| ${k ? '' : l.title} | ${k ? '' : `\`${l.path}\``} | ${label(x.b.config)}${extra(x)} | ${cell(x.a)} | ` +
+        `${cell(x.b)} | ${median(x.rr).toFixed(2)}× | ${spanOf(x.rr)} | ` +
+        `${x.rr.filter((v) => v <= 1).length} of ${x.rr.length} |`);
+    });
+  }
+  p();
+};
+// the planned rates of a paced pair's rounds (the note: "planned N/s; ...")
+const plannedSpan = (s) => {
+  const v = notesOf(s).map((n) => /^planned (\d+)\/s/.exec(n)).filter(Boolean).map((m) => Number(m[1]));
+  if (!v.length) return '';
+  const lo = Math.min(...v), hi = Math.max(...v);
+  return `, ${lo === hi ? fmt(lo) : `${fmt(lo)}–${fmt(hi)}`} req/s planned`;
+};
+if (P99_PAIRED.length || P99_PACED.length) {
+  const first = (P99_PAIRED[0] || P99_PACED[0]).pairs[0].sc;
+  p(dated(first, '### The c=200 p99s, two servers loaded at the same moment'));
+  p();
+  p('Under `wrk -t2 -c200` the server that answers more leaves its load generator less of the two ' +
+    'cores, and the p99 wrk reports grows with that server\'s rate (bench/NOTES.md, entries 36-38). ' +
+    'Here, after the other rounds, portico (1 worker) and each peer (1 worker or thread; Varnish its ' +
+    'default pools, which use both cores) are loaded at the same moment on the path of each c=200 ' +
+    'line, 200 connections each: first by a wrk thread each (`wrk -t1 -c200`), then by a ' +
+    '`bench/pace.c` thread each at one fixed rate for both, a third of the slower one\'s rate in ' +
+    'the wrk load just before (not for the new-connection line: pace keeps its connections). ' +
+    'Under wrk the faster server still keeps its own wrk thread busier; at a fixed rate both load ' +
+    'generators do the same work. The Node.js line shares one Node.js process, which both proxies ' +
+    'saturate under wrk. Each cell: p99 ms (req/s), medians of the rounds; the ratio is the median ' +
+    'of the rounds\' ratios of the p99s, below 1× better for portico.');
+  p();
+  if (P99_PAIRED.length) {
+    p('Under wrk:');
+    p();
+    p99Table(P99_PAIRED, (s) => `${fmtMs(s.med[2])} (${fmt(s.med[0])})`);
+  }
+  if (P99_PACED.length) {
+    p('At a fixed rate:');
+    p();
+    p99Table(P99_PACED, (s) => fmtMs(s.med[2]), (x) => plannedSpan(x.a));
+  }
+}
+
 p('### Every configuration');
 p();
 p('| scenario | configuration | req/s | p50 ms | p99 ms | CPU µs/req | rounds |');
@@ -551,6 +622,15 @@ if (targetRows.length) {
     p(`New connection per request, loaded at the same moment as HAProxy (the new-connection paired table above), portico did ` +
       `${median(x.rr).toFixed(2)}× HAProxy's rate (rounds ${spanOf(x.rr)}, ${x.rr.filter((v) => v >= 1).length} of ` +
       `${x.rr.length} at 1× or more).`);
+    p();
+  }
+  const p99Said = (lines) => lines.map((l) => `${l.title}, ${l.pairs.map((x) => `${median(x.rr).toFixed(2)}× ` +
+    `${PEER_NAME[x.peer]}'s (${x.rr.filter((v) => v <= 1).length}/${x.rr.length})`).join(', ')}`).join('; ');
+  if (P99_PAIRED.length || P99_PACED.length) {
+    p('The c=200 p99 lines, loaded at the same moment as each peer (the paired p99 tables above), ' +
+      'portico\'s p99 against the peer\'s (median of the rounds\' ratios; rounds at 1× or less)' +
+      `${P99_PACED.length ? `, at one fixed rate for both: ${p99Said(P99_PACED)}` : ''}` +
+      `${P99_PAIRED.length ? `${P99_PACED.length ? '. Under wrk' : ', under wrk'}: ${p99Said(P99_PAIRED)}` : ''}.`);
     p();
   }
   if (passPairs.some((x) => x.rr.length)) {
